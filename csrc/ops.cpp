@@ -1,0 +1,23 @@
+// Every op of the pymusicrbm library, one schema a line. Kernels live in <name>_cpu.cpp and cuda/<name>_cuda.cu;
+// fakes and autograd in pymusicrbm/ops.py.
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// `import pymusicrbm._C` loads this library, whose static initialisers register the ops below.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(pymusicrbm, m) {
+  // Random numbers: the exact streams the samplers below consume (one draw from the generator per call).
+  m.def("philox_uniform_(Tensor(a!) out, Generator? generator=None) -> ()");
+  m.def("philox_normal_(Tensor(a!) out, Generator? generator=None) -> ()");
+  // Dense RBM.
+  m.def("sample_hidden(Tensor v, Tensor W, Tensor c, Tensor? sigma=None, Generator? generator=None) -> (Tensor, Tensor)");
+  m.def("sample_visible(Tensor h, Tensor W, Tensor b, Tensor? sigma=None, str visible='bernoulli', Generator? generator=None) -> (Tensor, Tensor)");
+  m.def("free_energy(Tensor v, Tensor W, Tensor b, Tensor c, Tensor? sigma=None, str visible='bernoulli') -> Tensor");
+  m.def("cd_step_(Tensor(a!) W, Tensor(b!) b, Tensor(c!) c, Tensor(d!) W_vel, Tensor(e!) b_vel, Tensor(f!) c_vel, Tensor v, Tensor(g!)? chains=None, Tensor? sigma=None, str visible='bernoulli', int k=1, float lr=0.01, float momentum=0.0, float weight_decay=0.0, float sparsity_target=0.0, float sparsity_cost=0.0, Generator? generator=None) -> Tensor");
+}

@@ -1,0 +1,254 @@
+// Device-independent parts of the dense RBM ops: argument checks and the orchestration of GEMMs (through ATen,
+// so MKL/cuBLAS do them) around the fused element-wise kernels that each device provides.
+//
+// A device provides a struct K with:
+//   static Draw draw(const std::optional<at::Generator>&);            one draw per sampling phase
+//   static void fill_uniform(Tensor out, Draw);  fill_normal(Tensor out, Draw)
+//   static void sigmoid_sample(Tensor p, Tensor s, Draw);            p <- sigmoid(p); s <- (u < p) if s defined
+//   static void gaussian_sample(Tensor m, Tensor b, Tensor sigma, Tensor s, Draw);
+//                                                                    m <- b + sigma*m; s <- m + sigma*z
+//   static bool prepare_update(Tensor g, Tensor vel, Tensor p, double momentum, double lr_wd);
+//                                                                    g <- momentum*vel + g - lr_wd*p; all finite?
+//   static void apply_update(Tensor p, Tensor vel, Tensor g);       vel <- g; p += g
+//   static bool all_finite(const Tensor&);
+#pragma once
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+#include <tuple>
+
+namespace pymusicrbm {
+
+using at::Tensor;
+
+struct Draw {
+  uint64_t seed;
+  uint64_t offset;
+};
+
+enum class Visible { Bernoulli, Gaussian };
+
+inline Visible parse_visible(std::string_view s, const char* op) {
+  if (s == "bernoulli") return Visible::Bernoulli;
+  if (s == "gaussian") return Visible::Gaussian;
+  TORCH_CHECK(false, op, ": visible must be 'bernoulli' or 'gaussian', got '", std::string(s), "'");
+}
+
+inline void check_float(const char* op, const char* name, const Tensor& t, const Tensor& ref) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", name,
+              " must be float32 or float64, got ", t.scalar_type());
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " has dtype ", t.scalar_type(),
+              " but W has dtype ", ref.scalar_type(), "; all tensors must share one dtype");
+  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " is on ", t.device(), " but W is on ", ref.device(),
+              "; all tensors must be on one device");
+}
+
+inline void check_vector(const char* op, const char* name, const Tensor& t, int64_t n, const Tensor& W) {
+  check_float(op, name, t, W);
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == n, op, ": ", name, " must be 1-D of size ", n, ", got shape ", t.sizes());
+}
+
+// x is (batch, cols) data; W is (n_visible, n_hidden).
+inline void check_data(const char* op, const char* name, const Tensor& x, int64_t cols, const char* what,
+                       const Tensor& W) {
+  TORCH_CHECK(W.dim() == 2, op, ": W must be 2-D (n_visible, n_hidden), got shape ", W.sizes());
+  check_float(op, "W", W, W);
+  check_float(op, name, x, W);
+  TORCH_CHECK(x.dim() == 2, op, ": ", name, " must be 2-D (batch, ", what, "), got shape ", x.sizes());
+  TORCH_CHECK(x.size(1) == cols, op, ": ", name, " has ", x.size(1), " columns but W implies ", what, " = ", cols);
+  TORCH_CHECK(x.size(0) > 0, op, ": ", name, " is an empty batch");
+}
+
+inline void check_sigma(const char* op, const std::optional<Tensor>& sigma, const Tensor& W) {
+  if (!sigma) return;
+  check_vector(op, "sigma", *sigma, W.size(0), W);
+  TORCH_CHECK((*sigma > 0).all().item<bool>(), op, ": sigma must be > 0 everywhere");
+}
+
+template <class K>
+std::tuple<Tensor, Tensor> sample_hidden(const Tensor& v, const Tensor& W, const Tensor& c,
+                                         const std::optional<Tensor>& sigma, std::optional<at::Generator> gen) {
+  const char* op = "sample_hidden";
+  check_data(op, "v", v, W.size(0), "n_visible", W);
+  check_vector(op, "c", c, W.size(1), W);
+  check_sigma(op, sigma, W);
+  const Tensor x = sigma ? v / *sigma : v.contiguous();
+  Tensor p = at::addmm(c, x, W);
+  Tensor h = at::empty_like(p);
+  K::sigmoid_sample(p, h, K::draw(gen));
+  return {p, h};
+}
+
+template <class K>
+std::tuple<Tensor, Tensor> sample_visible(const Tensor& h, const Tensor& W, const Tensor& b,
+                                          const std::optional<Tensor>& sigma, c10::string_view visible,
+                                          std::optional<at::Generator> gen) {
+  const char* op = "sample_visible";
+  const Visible kind = parse_visible(visible, op);
+  check_data(op, "h", h, W.size(1), "n_hidden", W);
+  check_vector(op, "b", b, W.size(0), W);
+  check_sigma(op, sigma, W);
+  TORCH_CHECK(kind == Visible::Gaussian || !sigma, op, ": sigma applies to gaussian visible units only");
+  Tensor mean, s;
+  if (kind == Visible::Bernoulli) {
+    mean = at::addmm(b, h, W.t());
+    s = at::empty_like(mean);
+    K::sigmoid_sample(mean, s, K::draw(gen));
+  } else {
+    mean = at::mm(h, W.t());
+    s = at::empty_like(mean);
+    K::gaussian_sample(mean, b, sigma ? *sigma : Tensor(), s, K::draw(gen));
+  }
+  return {mean, s};
+}
+
+// F(v) = -b.v - sum_j softplus(c_j + v.W_j)                      (Bernoulli visible)
+// F(v) = sum_i (v_i - b_i)^2 / (2 sigma_i^2) - sum_j softplus(c_j + (v/sigma).W_j)   (Gaussian visible)
+inline Tensor free_energy(const Tensor& v, const Tensor& W, const Tensor& b, const Tensor& c,
+                          const std::optional<Tensor>& sigma, c10::string_view visible) {
+  const char* op = "free_energy";
+  const Visible kind = parse_visible(visible, op);
+  check_data(op, "v", v, W.size(0), "n_visible", W);
+  check_vector(op, "b", b, W.size(0), W);
+  check_vector(op, "c", c, W.size(1), W);
+  check_sigma(op, sigma, W);
+  TORCH_CHECK(kind == Visible::Gaussian || !sigma, op, ": sigma applies to gaussian visible units only");
+  const Tensor x = sigma ? v / *sigma : v;
+  const Tensor hidden = at::softplus(at::addmm(c, x, W)).sum(1);
+  if (kind == Visible::Bernoulli) return -at::mv(v, b) - hidden;
+  const Tensor d = sigma ? (v - b) / *sigma : v - b;
+  return 0.5 * d.square().sum(1) - hidden;
+}
+
+template <class K>
+void fill_uniform(Tensor out, std::optional<at::Generator> gen) {
+  TORCH_CHECK(out.scalar_type() == at::kFloat || out.scalar_type() == at::kDouble,
+              "philox_uniform_: out must be float32 or float64, got ", out.scalar_type());
+  TORCH_CHECK(out.is_contiguous(), "philox_uniform_: out must be contiguous");
+  K::fill_uniform(out, K::draw(gen));
+}
+
+template <class K>
+void fill_normal(Tensor out, std::optional<at::Generator> gen) {
+  TORCH_CHECK(out.scalar_type() == at::kFloat || out.scalar_type() == at::kDouble,
+              "philox_normal_: out must be float32 or float64, got ", out.scalar_type());
+  TORCH_CHECK(out.is_contiguous(), "philox_normal_: out must be contiguous");
+  K::fill_normal(out, K::draw(gen));
+}
+
+// One CD-k (chains undefined) or PCD-k (chains given, advanced in place) update of W, b, c with momentum.
+// Returns the mean squared reconstruction error of the batch, from the first mean-field reconstruction of the data.
+template <class K>
+Tensor cd_step(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_vel, Tensor& c_vel, const Tensor& v_in,
+               const std::optional<Tensor>& chains, const std::optional<Tensor>& sigma, c10::string_view visible,
+               int64_t k, double lr, double momentum, double weight_decay, double sparsity_target,
+               double sparsity_cost, std::optional<at::Generator> gen) {
+  const char* op = "cd_step_";
+  const Visible kind = parse_visible(visible, op);
+  check_data(op, "v", v_in, W.size(0), "n_visible", W);
+  const int64_t V = W.size(0), H = W.size(1), B = v_in.size(0);
+  check_vector(op, "b", b, V, W);
+  check_vector(op, "c", c, H, W);
+  check_float(op, "W_vel", W_vel, W);
+  TORCH_CHECK(W_vel.sizes() == W.sizes(), op, ": W_vel must have W's shape ", W.sizes(), ", got ", W_vel.sizes());
+  check_vector(op, "b_vel", b_vel, V, W);
+  check_vector(op, "c_vel", c_vel, H, W);
+  check_sigma(op, sigma, W);
+  TORCH_CHECK(kind == Visible::Gaussian || !sigma, op, ": sigma applies to gaussian visible units only");
+  for (const auto& [t, name] : {std::pair{&W, "W"}, {&b, "b"}, {&c, "c"}, {&W_vel, "W_vel"}, {&b_vel, "b_vel"},
+                                {&c_vel, "c_vel"}})
+    TORCH_CHECK(t->is_contiguous(), op, ": ", name, " is updated in place and must be contiguous");
+  const bool persistent = chains.has_value();
+  if (persistent) {
+    check_data(op, "chains", *chains, V, "n_visible", W);
+    TORCH_CHECK(chains->is_contiguous(), op, ": chains are advanced in place and must be contiguous");
+  }
+  TORCH_CHECK(k >= 1, op, ": k (Gibbs steps) must be >= 1, got ", k);
+  TORCH_CHECK(lr >= 0, op, ": lr must be >= 0, got ", lr);
+  TORCH_CHECK(momentum >= 0 && momentum < 1, op, ": momentum must be in [0, 1), got ", momentum);
+  TORCH_CHECK(weight_decay >= 0, op, ": weight_decay must be >= 0, got ", weight_decay);
+  TORCH_CHECK(sparsity_cost >= 0, op, ": sparsity_cost must be >= 0, got ", sparsity_cost);
+  TORCH_CHECK(sparsity_target >= 0 && sparsity_target <= 1, op, ": sparsity_target must be in [0, 1], got ",
+              sparsity_target);
+  const Tensor v = v_in.contiguous();
+  TORCH_CHECK(K::all_finite(v), op, ": v contains NaN or Inf; the parameters were not changed");
+  if (persistent) TORCH_CHECK(K::all_finite(*chains), op, ": chains contain NaN or Inf");
+  const bool gauss = kind == Visible::Gaussian;
+  const Tensor sig = sigma ? *sigma : Tensor();
+  const Tensor Wt = W.t();
+
+  // X = [v0; vk] (scaled by 1/sigma for Gaussian units) and Y = [p0 / B; -pk / N], so that the positive and
+  // negative weight statistics come out of one GEMM: X^T Y.
+  const int64_t N = persistent ? chains->size(0) : B;
+  Tensor X = at::empty({B + N, V}, W.options());
+  Tensor Y = at::empty({B + N, H}, W.options());
+  Tensor X0 = X.narrow(0, 0, B), Xk = X.narrow(0, B, N);
+  Tensor Y0 = Y.narrow(0, 0, B), Yk = Y.narrow(0, B, N);
+  if (gauss && sigma) at::div_out(X0, v, sig); else X0.copy_(v);
+
+  // Positive phase: p0 = p(h | v0) and a sample h0.
+  at::addmm_out(Y0, c, X0, W);
+  Tensor h0 = at::empty({B, H}, W.options());
+  K::sigmoid_sample(Y0, h0, K::draw(gen));
+
+  // Reconstruction of the data, and the visible half-step of the chain when it starts at the data (CD).
+  auto visible_step = [&](const Tensor& h, Tensor* sample) -> Tensor {
+    Tensor m = gauss ? at::mm(h, Wt) : at::addmm(b, h, Wt);
+    Tensor s = sample ? at::empty_like(m) : Tensor();
+    Draw d = sample ? K::draw(gen) : Draw{0, 0};
+    if (gauss) K::gaussian_sample(m, b, sig, s, d); else K::sigmoid_sample(m, s, d);
+    if (sample) *sample = s;
+    return m;
+  };
+  auto hidden_from_chain = [&](const Tensor& vs, bool draw_h) -> Tensor {
+    if (gauss && sigma) at::div_out(Xk, vs, sig); else Xk.copy_(vs);
+    at::addmm_out(Yk, c, Xk, W);
+    Tensor h = draw_h ? at::empty({N, H}, W.options()) : Tensor();
+    K::sigmoid_sample(Yk, h, draw_h ? K::draw(gen) : Draw{0, 0});
+    return h;
+  };
+
+  Tensor recon, h, vs;
+  if (!persistent) {
+    recon = at::mse_loss(visible_step(h0, &vs), v);
+    h = hidden_from_chain(vs, k > 1);
+  } else {
+    recon = at::mse_loss(visible_step(h0, nullptr), v);
+    h = hidden_from_chain(*chains, true);
+    visible_step(h, &vs);
+    h = hidden_from_chain(vs, k > 1);
+  }
+  for (int64_t t = 1; t < k; ++t) {
+    visible_step(h, &vs);
+    h = hidden_from_chain(vs, t + 1 < k);
+  }
+
+  // Gradients, scaled by lr; sparsity pulls the mean hidden probability of the data toward the target.
+  Tensor q = Y0.mean(0);
+  Y0.mul_(1.0 / B);
+  Yk.mul_(-1.0 / N);
+  Tensor gW = at::empty_like(W);
+  at::addmm_out(gW, gW, X.t(), Y, 0.0, lr);  // beta = 0: gW's uninitialised contents are ignored
+  Tensor gc = Y.sum(0);
+  if (sparsity_cost > 0) gc.add_(sparsity_cost * (sparsity_target - q));
+  gc.mul_(lr);
+  Tensor gb = (X0.mean(0) - Xk.mean(0)).mul_(lr);
+  if (gauss && sigma) gb.div_(sig);
+
+  const bool ok = K::prepare_update(gW, W_vel, W, momentum, lr * weight_decay) &&
+                  K::prepare_update(gb, b_vel, b, momentum, 0.0) &&
+                  K::prepare_update(gc, c_vel, c, momentum, 0.0);
+  TORCH_CHECK(ok, op, ": the update is not finite (training diverged); the parameters were not changed. "
+                      "Lower lr, standardise the data (Gaussian visible units expect zero mean, unit variance) "
+                      "or add weight_decay");
+  K::apply_update(W, W_vel, gW);
+  K::apply_update(b, b_vel, gb);
+  K::apply_update(c, c_vel, gc);
+  if (persistent) chains->copy_(vs);
+  return recon;
+}
+
+}  // namespace pymusicrbm

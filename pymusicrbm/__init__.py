@@ -1,0 +1,6 @@
+"""pymusicrbm: restricted Boltzmann machines for music audio, on fused C++/CUDA PyTorch custom ops."""
+import torch  # noqa: F401  (loads libtorch before our extension)
+
+from . import _C, ops  # noqa: F401  (_C registers the torch.ops.pymusicrbm ops)
+
+__version__ = "0.1.0"
