@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstring>
 #include <mutex>
+#include <type_traits>
 #include <vector>
 
 #include "conv_rbm.h"
@@ -54,6 +55,24 @@ template <class T> PMR_INLINE vec<T> loadu(const T* p) {
 }
 template <class T> PMR_INLINE void storeu(T* p, vec<T> x) { std::memcpy(p, &x, sizeof(x)); }
 template <class T> PMR_INLINE vec<T> splat(T x) { return vec<T>{} + x; }
+// mask lanes (all ones / all zeros, as vector comparisons give) -> x where set, 0 elsewhere; by bit operations,
+// since GCC scalarises some vector ?: forms.
+template <class T> PMR_INLINE vec<T> mask_and(ivec<T> m, vec<T> x) {
+  ivec<T> xi;
+  std::memcpy(&xi, &x, sizeof(xi));
+  xi &= m;
+  std::memcpy(&x, &xi, sizeof(x));
+  return x;
+}
+template <class T> PMR_INLINE vec<T> mask_to_one(ivec<T> m) { return mask_and<T>(m, splat(T(1))); }
+// All ones where a < b: the sign of a - b (exact for the values compared here), since GCC scalarises vector
+// comparisons inside target_clones functions.
+template <class T> PMR_INLINE ivec<T> less_mask(vec<T> a, vec<T> b) {
+  const vec<T> d = a - b;
+  ivec<T> di;
+  std::memcpy(&di, &d, sizeof(di));
+  return di >> (8 * sizeof(T) - 1);
+}
 template <class T> PMR_INLINE T hsum(vec<T> x) {
   T s = 0;
   for (int64_t l = 0; l < kL<T>; ++l) s += x[l];
@@ -144,12 +163,15 @@ template <class T> PMR_INLINE void uniforms(const Draw& d, int64_t start, int64_
       k0 += 0x9E3779B9u;
       k1 += 0xBB67AE85u;
     }
-    const uint32_t* words[4] = {c0, c1, c2, c3};
-    for (int l = 0; l < NB; ++l)
-      for (int j = 0; j < 4; ++j) {
-        const int64_t i = (blk0 + l) * 4 + j;
-        if (i >= start && i < end) out[i - start] = to_uniform<T>(words[j][l]);
-      }
+    T f[4][NB];
+    for (int l = 0; l < NB; ++l) {
+      f[0][l] = to_uniform<T>(c0[l]);
+      f[1][l] = to_uniform<T>(c1[l]);
+      f[2][l] = to_uniform<T>(c2[l]);
+      f[3][l] = to_uniform<T>(c3[l]);
+    }
+    const int64_t base = blk0 * 4, i0 = std::max(start, base), i1 = std::min(end, base + 4 * NB);
+    for (int64_t i = i0; i < i1; ++i) out[i - start] = f[(i - base) & 3][(i - base) >> 2];
   }
 }
 
@@ -235,16 +257,117 @@ PMR_INLINE void correlate_stat(T* acc, const T* prob, const T* src, const int64_
 }
 
 template <class T> struct HiddenScratch {
-  std::vector<T> e, m, u;
+  std::vector<T> e, hb, qx, m, u;
   std::vector<int64_t> off;
   std::vector<T> acc;  // F vectors of lane partial sums (a plain array: no over-aligned allocation needed)
 };
+
+template <class T> using lane_int = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
+
+// Lane permutations for pooling blocks of p consecutive lanes (p a power of two dividing L).
+template <class T> struct LaneMasks {
+  ivec<T> bfly[8], shr[8], shr_ok[8], expand;
+  int steps = 0;
+  explicit LaneMasks(int64_t p) {
+    for (int64_t d = 1; d < p; d *= 2, ++steps)
+      for (int64_t l = 0; l < kL<T>; ++l) {
+        bfly[steps][l] = static_cast<lane_int<T>>(l ^ d);
+        const bool ok = l % p >= d;
+        shr[steps][l] = static_cast<lane_int<T>>(ok ? l - d : l);
+        shr_ok[steps][l] = ok ? lane_int<T>(-1) : lane_int<T>(0);
+      }
+    for (int64_t l = 0; l < kL<T>; ++l) expand[l] = static_cast<lane_int<T>>(l / p);
+  }
+  // Sum over each block, broadcast to the block's lanes.
+  PMR_INLINE vec<T> block_sum(vec<T> x) const {
+    for (int j = 0; j < steps; ++j) x += __builtin_shuffle(x, bfly[j]);
+    return x;
+  }
+  // Exclusive prefix sum within each block.
+  PMR_INLINE vec<T> block_exclusive_scan(vec<T> x) const {
+    vec<T> s = x;
+    for (int j = 0; j < steps; ++j) s += mask_and<T>(shr_ok[j], __builtin_shuffle(s, shr[j]));
+    return s - x;
+  }
+};
+
+template <class T> constexpr T kExpSafe = sizeof(T) == 4 ? T(80) : T(700);  // exp(e) cannot overflow below this
+
+// Probabilistic max-pooling of p rows (stride apart) of energies e, in place -> probabilities, without a per-block
+// maximum: only valid when every energy is <= kExpSafe, for p a power of two dividing L. hb <- the sample (if u),
+// qx[x] <- pooled probability of x's block. Lanes past Wh hold whole dummy blocks and are ignored by the caller.
+template <class T>
+PMR_INLINE void pool_rows_vector(T* e, T* hb, T* qx, const T* u, int64_t p, int64_t stride, const LaneMasks<T>& lm) {
+  constexpr int64_t L = kL<T>;
+  for (int64_t x0 = 0; x0 < stride; x0 += L) {
+    vec<T> S = {};
+    for (int64_t i = 0; i < p; ++i) {
+      const vec<T> ex = vexp(loadu(e + i * stride + x0));
+      storeu(e + i * stride + x0, ex);
+      S += lm.block_sum(ex);
+    }
+    const vec<T> inv = T(1) / (T(1) + S);
+    storeu(qx + x0, S * inv);
+    if (!u) {
+      for (int64_t i = 0; i < p; ++i) storeu(e + i * stride + x0, loadu(e + i * stride + x0) * inv);
+      continue;
+    }
+    // Units are walked in row-major order within the block: unit on when cum_before <= u < cum_before + p_unit.
+    const vec<T> ux = __builtin_shuffle(loadu(u + x0 / p), lm.expand);
+    vec<T> cum = {};
+    for (int64_t i = 0; i < p; ++i) {
+      const vec<T> pr = loadu(e + i * stride + x0) * inv;
+      storeu(e + i * stride + x0, pr);
+      const vec<T> lo = cum + lm.block_exclusive_scan(pr);
+      // lo <= ux < lo + pr: (ux < lo + pr) and not (ux < lo)
+      storeu(hb + i * stride + x0, mask_to_one<T>(less_mask<T>(ux, lo + pr) & ~less_mask<T>(ux, lo)));
+      cum += lm.block_sum(pr);
+    }
+  }
+}
+
+// The same for any p and any energies: per-block maximum (at least 0, the energy of 'all off'), scalar loops.
+template <class T>
+PMR_INLINE void pool_rows_scalar(T* e, T* hb, T* qx, T* mx, const T* u, int64_t p, int64_t stride, int64_t Wh) {
+  constexpr int64_t L = kL<T>;
+  const int64_t Wp = Wh / p;
+  for (int64_t j = 0; j < Wp; ++j) {
+    T m = 0;
+    for (int64_t i = 0; i < p; ++i)
+      for (int64_t x = j * p; x < (j + 1) * p; ++x) m = std::max(m, e[i * stride + x]);
+    for (int64_t x = j * p; x < (j + 1) * p; ++x) mx[x] = m;
+  }
+  for (int64_t i = 0; i < p; ++i)
+    for (int64_t x = 0; x < stride; x += L) storeu(e + i * stride + x, vexp(loadu(e + i * stride + x) - loadu(mx + x)));
+  for (int64_t j = 0; j < Wp; ++j) {
+    const T m = mx[j * p];
+    T z = 0;
+    for (int64_t i = 0; i < p; ++i)
+      for (int64_t x = j * p; x < (j + 1) * p; ++x) z += e[i * stride + x];
+    const T inv = T(1) / (z + std::exp(-m));
+    T pooled = 0, cum = 0;
+    bool on = false;
+    for (int64_t i = 0; i < p; ++i)
+      for (int64_t x = j * p; x < (j + 1) * p; ++x) {
+        const T pr = e[i * stride + x] * inv;
+        e[i * stride + x] = pr;
+        pooled += pr;
+        if (u) {
+          cum += pr;
+          const bool hit = !on && u[j] < cum;
+          hb[i * stride + x] = hit ? T(1) : T(0);
+          on |= hit;
+        }
+      }
+    qx[j * p] = pooled;
+  }
+}
 
 template <class T> PMR_INLINE void hidden_tile_impl(const HiddenParams<T>& a, int64_t bk, HiddenScratch<T>& s) {
   constexpr int64_t L = kL<T>;
   const int64_t b = bk / a.K, k = bk % a.K;
   const int64_t p = a.p, Wh = a.Wh, Wp = a.Wp, F = a.C * a.fh * a.fw;
-  const int64_t stride = (Wh + L - 1) / L * L;  // a buffer row, padded to whole vectors (pad stays zero)
+  const int64_t stride = (Wh + L - 1) / L * L;  // a buffer row, padded to whole vectors
   const T* vb = a.v + b * a.C * a.Hv * a.Wv;
   const T* w = a.W + k * F;
   const T bias = a.c[k];
@@ -253,84 +376,63 @@ template <class T> PMR_INLINE void hidden_tile_impl(const HiddenParams<T>& a, in
     for (int64_t dy = 0; dy < a.fh; ++dy)
       for (int64_t dx = 0; dx < a.fw; ++dx) off[t++] = (ch * a.Hv + dy) * a.Wv + dx;
   T* e = s.e.data();
-  T* mx = s.m.data();
-  T* u = s.u.data();
+  T* hb = s.hb.data();
+  T* qx = s.qx.data();
+  T* u = a.H ? s.u.data() : nullptr;
   T* acc = s.acc.data();
   const bool stat = a.part != nullptr;
   if (stat) std::fill(acc, acc + F * L, T(0));
-  T sum_p = 0, sum_q = 0;
+  const bool pow2 = p > 1 && p <= L && (p & (p - 1)) == 0;
+  const LaneMasks<T> lm(pow2 ? p : 1);
+  vec<T> sum_p = {};
   const int64_t map = bk * a.Hh * Wh, pmap = bk * a.Hp * Wp;
 
   for (int64_t r = 0; r < a.Hp; ++r) {
     for (int64_t i = 0; i < p; ++i) correlate_row(e + i * stride, vb + (r * p + i) * a.Wv, off, w, F, bias, Wh);
     if (p == 1) {
-      for (int64_t x = 0; x < stride; x += L) storeu(e + x, vsigmoid<T>(loadu(e + x)));
+      if (u) uniforms(a.draw, map + r * Wh, Wh, u);
+      for (int64_t x = 0; x < stride; x += L) {
+        const vec<T> pr = vsigmoid<T>(loadu(e + x));
+        storeu(e + x, pr);
+        if (u) storeu(hb + x, mask_to_one<T>(less_mask<T>(loadu(u + x), pr)));
+      }
       std::fill(e + Wh, e + stride, T(0));
-      vec<T> sp = {};
-      for (int64_t x = 0; x < stride; x += L) sp += loadu(e + x);
-      sum_p += hsum<T>(sp);
       if (a.Q) std::memcpy(a.Q + pmap + r * Wp, e, Wh * sizeof(T));
-      if (a.H) {
-        uniforms(a.draw, map + r * Wh, Wh, u);
-        T* h = a.H + map + r * Wh;
-        for (int64_t x = 0; x < Wh; ++x) h[x] = u[x] < e[x] ? T(1) : T(0);
-      }
     } else {
-      // Block maxima (at least 0, the energy of 'all off'), broadcast along x for a vectorised exp.
-      for (int64_t j = 0; j < Wp; ++j) {
-        T m = 0;
+      if (u) uniforms(a.draw, pmap + r * Wp, Wp, u);
+      bool safe = pow2;
+      if (safe) {
+        vec<T> mxv = splat(-kExpSafe<T>);
         for (int64_t i = 0; i < p; ++i)
-          for (int64_t x = j * p; x < (j + 1) * p; ++x) m = std::max(m, e[i * stride + x]);
-        for (int64_t x = j * p; x < (j + 1) * p; ++x) mx[x] = m;
+          for (int64_t x = 0; x < stride; x += L) {
+            const vec<T> ev = loadu(e + i * stride + x);
+            mxv = ev > mxv ? ev : mxv;
+          }
+        for (int64_t l = 0; l < L; ++l) safe &= mxv[l] <= kExpSafe<T>;
       }
-      for (int64_t i = 0; i < p; ++i)
-        for (int64_t x = 0; x < stride; x += L) storeu(e + i * stride + x, vexp(loadu(e + i * stride + x) - loadu(mx + x)));
-      T* q = a.Q ? a.Q + pmap + r * Wp : nullptr;
-      if (a.H) uniforms(a.draw, pmap + r * Wp, Wp, u);
-      for (int64_t j = 0; j < Wp; ++j) {
-        const T m = mx[j * p];
-        T z = 0;
-        for (int64_t i = 0; i < p; ++i)
-          for (int64_t x = j * p; x < (j + 1) * p; ++x) z += e[i * stride + x];
-        const T off_state = std::exp(-m);
-        const T inv = T(1) / (z + off_state);
-        T pooled = 0;
-        for (int64_t i = 0; i < p; ++i)
-          for (int64_t x = j * p; x < (j + 1) * p; ++x) {
-            const T pr = e[i * stride + x] * inv;
-            e[i * stride + x] = pr;
-            pooled += pr;
-          }
-        sum_p += pooled;
-        sum_q += pooled;
-        if (q) q[j] = pooled;
-        if (a.H) {
-          // Walk the block in row-major order: unit on when cum_{j-1} <= u < cum_j; all off when u >= cum_last.
-          T cum = 0;
-          bool on = false;
-          for (int64_t i = 0; i < p; ++i) {
-            T* h = a.H + map + (r * p + i) * Wh;
-            for (int64_t x = j * p; x < (j + 1) * p; ++x) {
-              cum += e[i * stride + x];
-              const bool hit = !on && u[j] < cum;
-              h[x] = hit ? T(1) : T(0);
-              on |= hit;
-            }
-          }
-        }
+      if (safe) {
+        pool_rows_vector(e, hb, qx, u, p, stride, lm);
+      } else {
+        pool_rows_scalar(e, hb, qx, s.m.data(), u, p, stride, Wh);
       }
       for (int64_t i = 0; i < p; ++i) std::fill(e + i * stride + Wh, e + (i + 1) * stride, T(0));
+      if (a.Q) {
+        T* q = a.Q + pmap + r * Wp;
+        for (int64_t j = 0; j < Wp; ++j) q[j] = qx[j * p];
+      }
     }
-    if (a.P)
-      for (int64_t i = 0; i < p; ++i) std::memcpy(a.P + map + (r * p + i) * Wh, e + i * stride, Wh * sizeof(T));
-    if (stat)
-      for (int64_t i = 0; i < p; ++i) correlate_stat(acc, e + i * stride, vb + (r * p + i) * a.Wv, off, F, Wh);
+    for (int64_t i = 0; i < p; ++i) {
+      const int64_t row = map + (r * p + i) * Wh;
+      for (int64_t x = 0; x < stride; x += L) sum_p += loadu(e + i * stride + x);
+      if (a.P) std::memcpy(a.P + row, e + i * stride, Wh * sizeof(T));
+      if (a.H) std::memcpy(a.H + row, hb + i * stride, Wh * sizeof(T));
+      if (stat) correlate_stat(acc, e + i * stride, vb + (r * p + i) * a.Wv, off, F, Wh);
+    }
   }
   if (stat) {
     T* out = a.part + bk * (F + 2);
     for (int64_t t = 0; t < F; ++t) out[t] = hsum<T>(loadu(acc + t * L));
-    out[F] = sum_p;
-    out[F + 1] = p == 1 ? sum_p : sum_q;
+    out[F] = out[F + 1] = hsum<T>(sum_p);  // sum of the pooled probabilities == sum of the hidden ones
   }
 }
 
@@ -476,8 +578,10 @@ struct CpuConvKernels {
       at::parallel_for(0, B * K, 1, [&](int64_t i0, int64_t i1) {
         HiddenScratch<T> s;
         s.e.assign(p * stride, T(0));
+        s.hb.assign(p * stride, T(0));
+        s.qx.assign(stride, T(0));
         s.m.assign(stride, T(0));
-        s.u.assign(stride, T(0));
+        s.u.assign(stride + L, T(0));
         s.off.resize(F);
         s.acc.resize(F * L);
         for (int64_t i = i0; i < i1; ++i) hidden_tile(hp, i, s);
