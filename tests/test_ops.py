@@ -69,10 +69,11 @@ def cpu_generator_seed(seed):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cpu_uniform_stream_is_philox(dtype):
-    n = 23
+    n = 75  # two full runs of 32 and a partial one
     out = ops.philox_uniform_(torch.empty(n, dtype=dtype), gen("cpu", 123))
     s = cpu_generator_seed(123)
-    words = [w for blk in range((n + 3) // 4) for w in philox_py([blk, 0, 0, 0], [s & MASK, s >> 32])][:n]
+    # layout (philox.h): element i is word (i % 32) // 8 of block (i // 32) * 8 + i % 8
+    words = [philox_py([(i // 32) * 8 + i % 8, 0, 0, 0], [s & MASK, s >> 32])[(i % 32) // 8] for i in range(n)]
     if dtype == torch.float32:
         ref = [((w >> 8) + 0.5) / 2**24 for w in words]
     else:
