@@ -11,6 +11,7 @@
 //                                                                    g <- momentum*vel + g - lr_wd*p; all finite?
 //   static void apply_update(Tensor p, Tensor vel, Tensor g);       vel <- g; p += g
 //   static bool all_finite(const Tensor&);
+// and optionally static Tensor mse(const Tensor& a, const Tensor& b) (0-d mean squared difference), else ATen's.
 #pragma once
 #include <ATen/ATen.h>
 #include <torch/library.h>
@@ -139,6 +140,14 @@ void fill_normal(Tensor out, std::optional<at::Generator> gen) {
   K::fill_normal(out, K::draw(gen));
 }
 
+template <class K> Tensor mean_squared_error(const Tensor& a, const Tensor& b) {
+  if constexpr (requires { K::mse(a, b); }) {
+    return K::mse(a, b);
+  } else {
+    return at::mse_loss(a, b);
+  }
+}
+
 // One CD-k (chains undefined) or PCD-k (chains given, advanced in place) update of W, b, c with momentum.
 // Returns the mean squared reconstruction error of the batch, from the first mean-field reconstruction of the data.
 template <class K>
@@ -220,9 +229,9 @@ Tensor cd_step(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_vel, Te
 
   Tensor recon, h;
   if (!persistent) {  // CD: the chain starts at the data
-    recon = at::mse_loss(visible_step(h0, true), v);
+    recon = mean_squared_error<K>(visible_step(h0, true), v);
   } else {            // PCD: reconstruct the data for monitoring, then advance the persistent chains
-    recon = at::mse_loss(visible_step(h0, false), v);
+    recon = mean_squared_error<K>(visible_step(h0, false), v);
     vs.copy_(*chains);
     scale_into_X();
     h = hidden_step(true);
