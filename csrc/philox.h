@@ -52,19 +52,27 @@ template <> PMR_HD double to_uniform<double>(uint32_t x) {
   return (static_cast<double>(x) + 0.5) * (1.0 / 4294967296.0);
 }
 
-// The uniform that element i of a stream receives: word i % 4 of block i / 4.
+// Stream layout. Element i of a stream takes word (i % 32) / 8 of block (i / 32) * 8 + i % 8: a run of 32 elements
+// comes from 8 consecutive blocks, each output word filling 8 consecutive elements, so a CPU kernel computes the
+// 8 blocks in SIMD lanes and stores whole vectors, and a GPU thread computes one block.
+PMR_HD uint64_t block_of(uint64_t i) { return (i >> 5) * 8 + (i & 7); }
+PMR_HD int word_of(uint64_t i) { return static_cast<int>((i >> 3) & 3); }
+
 template <typename T> PMR_HD T uniform_at(uint64_t seed, uint64_t offset, uint64_t i) {
-  return to_uniform<T>(philox(seed, offset, i >> 2).x[i & 3]);
+  return to_uniform<T>(philox(seed, offset, block_of(i)).x[word_of(i)]);
 }
 
-// The standard normal that element i of a stream receives: Box-Muller on words (2j, 2j+1) of block i / 2,
-// with j = i % 2, keeping the cosine branch only.
-template <typename T> PMR_HD T normal_at(uint64_t seed, uint64_t offset, uint64_t i) {
-  const Philox4 r = philox(seed, offset, i >> 1);
-  const int j = static_cast<int>(i & 1) * 2;
-  const T u1 = to_uniform<T>(r.x[j]);
-  const T u2 = to_uniform<T>(r.x[j + 1]);
+// Standard normals by Box-Muller (cosine branch), two words per normal: element i takes words 2j and 2j + 1,
+// j = (i % 16) / 8, of block (i / 16) * 8 + i % 8.
+template <typename T> PMR_HD T box_muller(uint32_t a, uint32_t b) {
+  const T u1 = to_uniform<T>(a), u2 = to_uniform<T>(b);
   return std::sqrt(T(-2) * std::log(u1)) * std::cos(T(6.283185307179586) * u2);
+}
+
+template <typename T> PMR_HD T normal_at(uint64_t seed, uint64_t offset, uint64_t i) {
+  const Philox4 r = philox(seed, offset, (i >> 4) * 8 + (i & 7));
+  const int j = static_cast<int>((i >> 3) & 1) * 2;
+  return box_muller<T>(r.x[j], r.x[j + 1]);
 }
 
 }  // namespace pymusicrbm

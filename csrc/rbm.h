@@ -11,6 +11,7 @@
 //                                                                    g <- momentum*vel + g - lr_wd*p; all finite?
 //   static void apply_update(Tensor p, Tensor vel, Tensor g);       vel <- g; p += g
 //   static bool all_finite(const Tensor&);
+// and optionally static Tensor mse(const Tensor& a, const Tensor& b) (0-d mean squared difference), else ATen's.
 #pragma once
 #include <ATen/ATen.h>
 #include <torch/library.h>
@@ -139,6 +140,14 @@ void fill_normal(Tensor out, std::optional<at::Generator> gen) {
   K::fill_normal(out, K::draw(gen));
 }
 
+template <class K> Tensor mean_squared_error(const Tensor& a, const Tensor& b) {
+  if constexpr (requires { K::mse(a, b); }) {
+    return K::mse(a, b);
+  } else {
+    return at::mse_loss(a, b);
+  }
+}
+
 // One CD-k (chains undefined) or PCD-k (chains given, advanced in place) update of W, b, c with momentum.
 // Returns the mean squared reconstruction error of the batch, from the first mean-field reconstruction of the data.
 template <class K>
@@ -174,7 +183,6 @@ Tensor cd_step(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_vel, Te
   TORCH_CHECK(sparsity_target >= 0 && sparsity_target <= 1, op, ": sparsity_target must be in [0, 1], got ",
               sparsity_target);
   const Tensor v = v_in.contiguous();
-  TORCH_CHECK(K::all_finite(v), op, ": v contains NaN or Inf; the parameters were not changed");
   if (persistent) TORCH_CHECK(K::all_finite(*chains), op, ": chains contain NaN or Inf");
   const bool gauss = kind == Visible::Gaussian;
   const Tensor sig = sigma ? *sigma : Tensor();
@@ -188,55 +196,67 @@ Tensor cd_step(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_vel, Te
   Tensor X0 = X.narrow(0, 0, B), Xk = X.narrow(0, B, N);
   Tensor Y0 = Y.narrow(0, 0, B), Yk = Y.narrow(0, B, N);
   if (gauss && sigma) at::div_out(X0, v, sig); else X0.copy_(v);
+  TORCH_CHECK(K::all_finite(X0), op, ": v contains NaN or Inf; the parameters were not changed");
 
   // Positive phase: p0 = p(h | v0) and a sample h0.
   at::addmm_out(Y0, c, X0, W);
   Tensor h0 = at::empty({B, H}, W.options());
   K::sigmoid_sample(Y0, h0, K::draw(gen));
 
-  // Reconstruction of the data, and the visible half-step of the chain when it starts at the data (CD).
-  auto visible_step = [&](const Tensor& h, Tensor* sample) -> Tensor {
+  // The chain's visible state: sampled straight into Xk, except Gaussian units with sigma, which keep their raw
+  // sample apart and put v / sigma into Xk.
+  const bool scaled = gauss && sigma;
+  Tensor vs = scaled ? at::empty({N, V}, W.options()) : Xk;
+  auto scale_into_X = [&] {
+    if (scaled) at::div_out(Xk, vs, sig);
+  };
+  // Mean of p(v | h) (returned), and a sample into vs when `sample`.
+  auto visible_step = [&](const Tensor& h, bool sample) -> Tensor {
     Tensor m = gauss ? at::mm(h, Wt) : at::addmm(b, h, Wt);
-    Tensor s = sample ? at::empty_like(m) : Tensor();
-    Draw d = sample ? K::draw(gen) : Draw{0, 0};
+    const Tensor s = sample ? vs : Tensor();
+    const Draw d = sample ? K::draw(gen) : Draw{0, 0};
     if (gauss) K::gaussian_sample(m, b, sig, s, d); else K::sigmoid_sample(m, s, d);
-    if (sample) *sample = s;
+    if (sample) scale_into_X();
     return m;
   };
-  auto hidden_from_chain = [&](const Tensor& vs, bool draw_h) -> Tensor {
-    if (gauss && sigma) at::div_out(Xk, vs, sig); else Xk.copy_(vs);
+  // pk = p(h | chain state) into Yk, and a sample when `sample`.
+  auto hidden_step = [&](bool sample) -> Tensor {
     at::addmm_out(Yk, c, Xk, W);
-    Tensor h = draw_h ? at::empty({N, H}, W.options()) : Tensor();
-    K::sigmoid_sample(Yk, h, draw_h ? K::draw(gen) : Draw{0, 0});
+    Tensor h = sample ? at::empty({N, H}, W.options()) : Tensor();
+    K::sigmoid_sample(Yk, h, sample ? K::draw(gen) : Draw{0, 0});
     return h;
   };
 
-  Tensor recon, h, vs;
-  if (!persistent) {
-    recon = at::mse_loss(visible_step(h0, &vs), v);
-    h = hidden_from_chain(vs, k > 1);
-  } else {
-    recon = at::mse_loss(visible_step(h0, nullptr), v);
-    h = hidden_from_chain(*chains, true);
-    visible_step(h, &vs);
-    h = hidden_from_chain(vs, k > 1);
+  Tensor recon, h;
+  if (!persistent) {  // CD: the chain starts at the data
+    recon = mean_squared_error<K>(visible_step(h0, true), v);
+  } else {            // PCD: reconstruct the data for monitoring, then advance the persistent chains
+    recon = mean_squared_error<K>(visible_step(h0, false), v);
+    vs.copy_(*chains);
+    scale_into_X();
+    h = hidden_step(true);
+    visible_step(h, true);
   }
+  h = hidden_step(k > 1);
   for (int64_t t = 1; t < k; ++t) {
-    visible_step(h, &vs);
-    h = hidden_from_chain(vs, t + 1 < k);
+    visible_step(h, true);
+    h = hidden_step(t + 1 < k);
   }
 
-  // Gradients, scaled by lr; sparsity pulls the mean hidden probability of the data toward the target.
-  Tensor q = Y0.mean(0);
+  // Gradients, scaled by lr. With Y = [p0 / B; -pk / N], X^T Y is the weight gradient, and the column sums give the
+  // bias gradients; sparsity pulls the mean hidden probability of the data toward the target.
   Y0.mul_(1.0 / B);
   Yk.mul_(-1.0 / N);
   Tensor gW = at::empty_like(W);
   at::addmm_out(gW, gW, X.t(), Y, 0.0, lr);  // beta = 0: gW's uninitialised contents are ignored
   Tensor gc = Y.sum(0);
-  if (sparsity_cost > 0) gc.add_(sparsity_cost * (sparsity_target - q));
+  if (sparsity_cost > 0) gc.add_(Y0.sum(0).neg_().add_(sparsity_target), sparsity_cost);
   gc.mul_(lr);
-  Tensor gb = (X0.mean(0) - Xk.mean(0)).mul_(lr);
-  if (gauss && sigma) gb.div_(sig);
+  Tensor weights = at::empty({B + N}, W.options());
+  weights.narrow(0, 0, B).fill_(lr / B);
+  weights.narrow(0, B, N).fill_(-lr / N);
+  Tensor gb = at::mv(X.t(), weights);
+  if (scaled) gb.div_(sig);
 
   const bool ok = K::prepare_update(gW, W_vel, W, momentum, lr * weight_decay) &&
                   K::prepare_update(gb, b_vel, b, momentum, 0.0) &&

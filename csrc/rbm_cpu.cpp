@@ -1,11 +1,20 @@
-// CPU kernels of the dense RBM ops: the element-wise passes fused around ATen's GEMMs. Element i of every random
-// draw is a pure function of (seed, i) (see philox.h), so results do not depend on the number of threads.
+// CPU kernels of the dense RBM ops: the element-wise passes fused around ATen's GEMMs. Work is split in runs of 32
+// elements (the Philox stream layout of philox.h), so results do not depend on the number of threads, and the
+// inner loops are written over 8 lanes so the compiler vectorises the generator, the sigmoid and the comparison.
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <mutex>
+#include <type_traits>
+#include <vector>
+
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 #include "philox.h"
 #include "rbm.h"
@@ -13,14 +22,202 @@
 namespace pymusicrbm {
 namespace {
 
-constexpr int64_t kGrain = 2048;  // elements per task; below this, threading costs more than it saves
+constexpr int64_t kRun = 32;     // elements per Philox run (8 blocks x 4 words)
+constexpr int64_t kGrain = 4096;  // elements per task; below this, threading costs more than it saves
 
-template <typename T> inline T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
+// The 32 words of run `run`, in element order: out[w * 8 + l] is word w of block run * 8 + l (see philox.h).
+#if defined(__SSE2__)
+// 4 lanes of (a * m): high and low 32-bit halves. _mm_mul_epu32 multiplies the even lanes, so odd lanes are
+// shifted down and multiplied separately, then both are interleaved back into lane order.
+inline void mulhilo4(__m128i a, __m128i m, __m128i& hi, __m128i& lo) {
+  const __m128i pe = _mm_mul_epu32(a, m);
+  const __m128i po = _mm_mul_epu32(_mm_srli_epi64(a, 32), m);
+  const __m128i e = _mm_shuffle_epi32(pe, _MM_SHUFFLE(3, 1, 2, 0));  // lo0 lo2 hi0 hi2
+  const __m128i o = _mm_shuffle_epi32(po, _MM_SHUFFLE(3, 1, 2, 0));  // lo1 lo3 hi1 hi3
+  lo = _mm_unpacklo_epi32(e, o);
+  hi = _mm_unpackhi_epi32(e, o);
+}
 
-// Runs f(i0, i1) over [0, n) in chunks aligned to 4 elements, the width of one Philox block.
-template <typename F> void parallel_blocks(int64_t n, F f) {
-  const int64_t blocks = (n + 3) / 4;
-  at::parallel_for(0, blocks, kGrain / 4, [&](int64_t b0, int64_t b1) { f(b0 * 4, std::min(n, b1 * 4)); });
+inline void philox_run(uint64_t seed, uint64_t offset, uint64_t run, uint32_t out[32]) {
+  const uint64_t base = run * 8;  // a multiple of 8: adding a lane index never carries into the high word
+  const __m128i lanes = _mm_setr_epi32(0, 1, 2, 3);
+  __m128i c0[2], c1[2], c2[2], c3[2];
+  for (int h = 0; h < 2; ++h) {
+    c0[h] = _mm_add_epi32(_mm_set1_epi32(static_cast<int>(static_cast<uint32_t>(base) + 4 * h)), lanes);
+    c1[h] = _mm_set1_epi32(static_cast<int>(static_cast<uint32_t>(base >> 32)));
+    c2[h] = _mm_set1_epi32(static_cast<int>(static_cast<uint32_t>(offset)));
+    c3[h] = _mm_set1_epi32(static_cast<int>(static_cast<uint32_t>(offset >> 32)));
+  }
+  const __m128i m0 = _mm_set1_epi32(static_cast<int>(0xD2511F53u)), m1 = _mm_set1_epi32(static_cast<int>(0xCD9E8D57u));
+  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+  for (int r = 0; r < 10; ++r) {
+    const __m128i vk0 = _mm_set1_epi32(static_cast<int>(k0)), vk1 = _mm_set1_epi32(static_cast<int>(k1));
+    for (int h = 0; h < 2; ++h) {
+      __m128i hi0, lo0, hi1, lo1;
+      mulhilo4(c0[h], m0, hi0, lo0);
+      mulhilo4(c2[h], m1, hi1, lo1);
+      c0[h] = _mm_xor_si128(_mm_xor_si128(hi1, c1[h]), vk0);
+      c1[h] = lo1;
+      c2[h] = _mm_xor_si128(_mm_xor_si128(hi0, c3[h]), vk1);
+      c3[h] = lo0;
+    }
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  for (int h = 0; h < 2; ++h) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 0 + 4 * h), c0[h]);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 8 + 4 * h), c1[h]);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16 + 4 * h), c2[h]);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 24 + 4 * h), c3[h]);
+  }
+}
+
+// The same with 8 lanes, for CPUs with AVX2 (chosen at run time).
+__attribute__((target("avx2"))) inline void mulhilo8(__m256i a, __m256i m, __m256i& hi, __m256i& lo) {
+  const __m256i pe = _mm256_mul_epu32(a, m);
+  const __m256i po = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
+  lo = _mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA);
+  hi = _mm256_blend_epi32(_mm256_srli_epi64(pe, 32), po, 0xAA);
+}
+
+__attribute__((target("avx2"))) inline void philox_run_avx2(uint64_t seed, uint64_t offset, uint64_t run,
+                                                             uint32_t out[32]) {
+  const uint64_t base = run * 8;
+  __m256i c0 = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(base))),
+                                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  __m256i c1 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(base >> 32)));
+  __m256i c2 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(offset)));
+  __m256i c3 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(offset >> 32)));
+  const __m256i m0 = _mm256_set1_epi32(static_cast<int>(0xD2511F53u));
+  const __m256i m1 = _mm256_set1_epi32(static_cast<int>(0xCD9E8D57u));
+  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+  for (int r = 0; r < 10; ++r) {
+    __m256i hi0, lo0, hi1, lo1;
+    mulhilo8(c0, m0, hi0, lo0);
+    mulhilo8(c2, m1, hi1, lo1);
+    c0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), _mm256_set1_epi32(static_cast<int>(k0)));
+    c1 = lo1;
+    c2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), _mm256_set1_epi32(static_cast<int>(k1)));
+    c3 = lo0;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), c0);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8), c1);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 16), c2);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 24), c3);
+}
+
+const bool kHaveAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#define PMR_HAVE_AVX2 1
+#else
+inline void philox_run(uint64_t seed, uint64_t offset, uint64_t run, uint32_t out[32]) {
+  for (int l = 0; l < 8; ++l) {
+    const Philox4 r = philox(seed, offset, run * 8 + l);
+    for (int w = 0; w < 4; ++w) out[w * 8 + l] = r.x[w];
+  }
+}
+#endif
+
+// exp for float without errno or branches, so loops over it vectorise (Cephes expf: about 1 ulp).
+inline float exp_f(float x) {
+  x = std::min(std::max(x, -87.0f), 88.0f);
+  const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer without a rounding instruction
+  const float n = (x * 1.44269504088896341f + magic) - magic;
+  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float e = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, 4);
+  return e * scale;
+}
+
+inline float sigmoid(float x) { return 1.0f / (1.0f + exp_f(-x)); }  // NaN stays NaN through exp_f's clamp
+inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+// Non-finite test on the exponent bits: an integer OR-reduction vectorises, a float sum would be one serial chain.
+inline uint32_t nonfinite(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  return (u & 0x7F800000u) == 0x7F800000u;
+}
+inline uint32_t nonfinite(double x) {
+  uint64_t u;
+  std::memcpy(&u, &x, 8);
+  return (u & 0x7FF0000000000000ull) == 0x7FF0000000000000ull;
+}
+
+// Runs f(run, i0, i1) for each run of 32 elements of [0, n), in parallel.
+template <typename F> void parallel_runs(int64_t n, F f) {
+  const int64_t runs = (n + kRun - 1) / kRun;
+  at::parallel_for(0, runs, kGrain / kRun, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) f(static_cast<uint64_t>(r), r * kRun, std::min(n, (r + 1) * kRun));
+  });
+}
+
+// One run of m <= 32 elements: p <- sigmoid(p), s <- (u < p), with the run's words w.
+template <typename T> __attribute__((always_inline)) inline void sigmoid_sample_body(T* pp, T* sp, int64_t m,
+                                                                                    const uint32_t* w) {
+  auto body = [&](int64_t j) __attribute__((always_inline)) {
+    const T pr = sigmoid(pp[j]);
+    pp[j] = pr;
+    sp[j] = static_cast<T>(to_uniform<T>(w[j]) < pr);  // no branch: a 50/50 branch mispredicts half the time
+  };
+  if (m == kRun) {  // full run: fixed trip count, vectorised
+    for (int64_t j = 0; j < kRun; ++j) body(j);
+  } else {
+    for (int64_t j = 0; j < m; ++j) body(j);
+  }
+}
+
+template <typename T> void sigmoid_sample_run(T* pp, T* sp, int64_t m, Draw d, uint64_t run) {
+  uint32_t w[kRun];
+  philox_run(d.seed, d.offset, run, w);
+  sigmoid_sample_body(pp, sp, m, w);
+}
+
+#ifdef PMR_HAVE_AVX2
+__attribute__((target("avx2,fma"))) void sigmoid_sample_run_avx2(float* pp, float* sp, int64_t m, Draw d,
+                                                                  uint64_t run) {
+  uint32_t w[kRun];
+  philox_run_avx2(d.seed, d.offset, run, w);
+  sigmoid_sample_body(pp, sp, m, w);
+}
+#endif
+
+template <typename T> void sigmoid_sample_impl(T* p, T* s, int64_t n, Draw d) {
+  parallel_runs(n, [&](uint64_t run, int64_t i0, int64_t i1) {
+    T* pp = p + i0;
+    const int64_t m = i1 - i0;
+    if (!s) {
+      for (int64_t j = 0; j < m; ++j) pp[j] = sigmoid(pp[j]);
+      return;
+    }
+#ifdef PMR_HAVE_AVX2
+    if constexpr (std::is_same_v<T, float>) {
+      if (kHaveAvx2) return sigmoid_sample_run_avx2(pp, s + i0, m, d, run);
+    }
+#endif
+    sigmoid_sample_run(pp, s + i0, m, d, run);
+  });
+}
+
+// Normals of [i0, i1) (a run of 32 elements spans two 16-element normal runs).
+template <typename T> void normals(Draw d, uint64_t run, int64_t m, T* z) {
+  for (int half = 0; half < 2 && half * 16 < m; ++half) {
+    uint32_t w[kRun];
+    philox_run(d.seed, d.offset, run * 2 + half, w);
+    for (int j = 0; j < 16 && half * 16 + j < m; ++j) {
+      const int l = j & 7, pair = j >> 3;
+      z[half * 16 + j] = box_muller<T>(w[(2 * pair) * 8 + l], w[(2 * pair + 1) * 8 + l]);
+    }
+  }
 }
 
 struct CpuKernels {
@@ -33,8 +230,10 @@ struct CpuKernels {
   static void fill_uniform(Tensor out, Draw d) {
     AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "philox_uniform_", [&] {
       scalar_t* o = out.data_ptr<scalar_t>();
-      parallel_blocks(out.numel(), [&](int64_t i0, int64_t i1) {
-        for (int64_t i = i0; i < i1; ++i) o[i] = uniform_at<scalar_t>(d.seed, d.offset, i);
+      parallel_runs(out.numel(), [&](uint64_t run, int64_t i0, int64_t i1) {
+        uint32_t w[kRun];
+        philox_run(d.seed, d.offset, run, w);
+        for (int64_t j = 0; j < i1 - i0; ++j) o[i0 + j] = to_uniform<scalar_t>(w[j]);
       });
     });
   }
@@ -42,25 +241,14 @@ struct CpuKernels {
   static void fill_normal(Tensor out, Draw d) {
     AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "philox_normal_", [&] {
       scalar_t* o = out.data_ptr<scalar_t>();
-      parallel_blocks(out.numel(), [&](int64_t i0, int64_t i1) {
-        for (int64_t i = i0; i < i1; ++i) o[i] = normal_at<scalar_t>(d.seed, d.offset, i);
-      });
+      parallel_runs(out.numel(), [&](uint64_t run, int64_t i0, int64_t i1) { normals(d, run, i1 - i0, o + i0); });
     });
   }
 
   static void sigmoid_sample(Tensor p, Tensor s, Draw d) {
     AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "sigmoid_sample", [&] {
-      scalar_t* pp = p.data_ptr<scalar_t>();
-      scalar_t* sp = s.defined() ? s.data_ptr<scalar_t>() : nullptr;
-      parallel_blocks(p.numel(), [&](int64_t i0, int64_t i1) {
-        for (int64_t i = i0; i < i1; ++i) pp[i] = sigmoid(pp[i]);
-        if (!sp) return;
-        for (int64_t i = i0; i < i1; i += 4) {
-          const Philox4 r = philox(d.seed, d.offset, static_cast<uint64_t>(i) >> 2);
-          for (int64_t j = 0; j < 4 && i + j < i1; ++j)
-            sp[i + j] = to_uniform<scalar_t>(r.x[j]) < pp[i + j] ? scalar_t(1) : scalar_t(0);
-        }
-      });
+      sigmoid_sample_impl<scalar_t>(p.data_ptr<scalar_t>(), s.defined() ? s.data_ptr<scalar_t>() : nullptr,
+                                    p.numel(), d);
     });
   }
 
@@ -71,12 +259,14 @@ struct CpuKernels {
       const scalar_t* bp = b.data_ptr<scalar_t>();
       const scalar_t* sg = sigma.defined() ? sigma.data_ptr<scalar_t>() : nullptr;
       scalar_t* sp = s.defined() ? s.data_ptr<scalar_t>() : nullptr;
-      parallel_blocks(m.numel(), [&](int64_t i0, int64_t i1) {
+      parallel_runs(m.numel(), [&](uint64_t run, int64_t i0, int64_t i1) {
+        scalar_t z[kRun];
+        if (sp) normals(d, run, i1 - i0, z);
         for (int64_t i = i0; i < i1; ++i) {
           const int64_t col = i % V;
           const scalar_t sd = sg ? sg[col] : scalar_t(1);
           mp[i] = bp[col] + sd * mp[i];
-          if (sp) sp[i] = mp[i] + sd * normal_at<scalar_t>(d.seed, d.offset, i);
+          if (sp) sp[i] = mp[i] + sd * z[i - i0];
         }
       });
     });
@@ -90,13 +280,13 @@ struct CpuKernels {
       const scalar_t* pp = p.data_ptr<scalar_t>();
       const auto m = static_cast<scalar_t>(momentum), wd = static_cast<scalar_t>(lr_wd);
       at::parallel_for(0, g.numel(), kGrain, [&](int64_t i0, int64_t i1) {
-        bool ok = true;
+        uint32_t bad = 0;
         for (int64_t i = i0; i < i1; ++i) {
           const scalar_t u = m * vp[i] + gp[i] - wd * pp[i];
           gp[i] = u;
-          ok &= std::isfinite(u) && std::isfinite(pp[i] + u);
+          bad |= nonfinite(pp[i] + u);
         }
-        if (!ok) finite = false;
+        if (bad) finite = false;
       });
     });
     return finite;
@@ -116,15 +306,45 @@ struct CpuKernels {
     });
   }
 
+  // Mean squared difference of two contiguous tensors of one shape. Partial sums over fixed 4096-element chunks,
+  // added in order, so the result does not depend on the number of threads either.
+  static Tensor mse(const Tensor& a, const Tensor& b) {
+    const int64_t n = a.numel(), chunks = (n + kGrain - 1) / kGrain;
+    std::vector<double> partial(chunks);
+    AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "mse", [&] {
+      const scalar_t* ap = a.data_ptr<scalar_t>();
+      const scalar_t* bp = b.data_ptr<scalar_t>();
+      at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+        for (int64_t c = c0; c < c1; ++c) {
+          scalar_t acc[8] = {};  // 8 independent sums vectorise; one would be a serial chain
+          const int64_t i0 = c * kGrain, i1 = std::min(n, i0 + kGrain);
+          int64_t i = i0;
+          for (; i + 8 <= i1; i += 8)
+            for (int l = 0; l < 8; ++l) {
+              const scalar_t d = ap[i + l] - bp[i + l];
+              acc[l] += d * d;
+            }
+          double s = 0;
+          for (; i < i1; ++i) s += static_cast<double>(ap[i] - bp[i]) * (ap[i] - bp[i]);
+          for (int l = 0; l < 8; ++l) s += acc[l];
+          partial[c] = s;
+        }
+      });
+    });
+    double total = 0;
+    for (double s : partial) total += s;
+    return at::scalar_tensor(total / static_cast<double>(n), a.options());
+  }
+
   static bool all_finite(const Tensor& t) {
     std::atomic<bool> finite{true};
     const Tensor x = t.contiguous();
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "all_finite", [&] {
       const scalar_t* xp = x.data_ptr<scalar_t>();
       at::parallel_for(0, x.numel(), kGrain * 4, [&](int64_t i0, int64_t i1) {
-        scalar_t acc = 0;  // x * 0 is NaN exactly when x is Inf or NaN; vectorises, unlike an early exit
-        for (int64_t i = i0; i < i1; ++i) acc += xp[i] * scalar_t(0);
-        if (std::isnan(acc)) finite = false;
+        uint32_t bad = 0;
+        for (int64_t i = i0; i < i1; ++i) bad |= nonfinite(xp[i]);
+        if (bad) finite = false;
       });
     });
     return finite;

@@ -1,0 +1,168 @@
+"""One CD-k training step: the fused pymusicrbm op against what a user would otherwise write.
+
+For each shape (n_visible, n_hidden, batch): check the fused step against a plain-PyTorch reference that consumes
+the same random streams, then time it beside eager PyTorch, the same under torch.compile, scikit-learn's
+BernoulliRBM.partial_fit (CPU) and the sgemm throughput the machine reaches on the same FLOPs.
+
+    python benchmarks/bench_cd.py [--device cuda] [--json out.json] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+import warnings
+
+import numpy as np
+import torch
+
+import pymusicrbm  # noqa: F401
+from pymusicrbm import ops
+
+SHAPES = [(513, 50, 256), (50, 50, 256), (513, 512, 256), (1024, 1024, 512)]
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_time(fn, device, repeat, warmup=3):
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def eager_cd(W, b, c, Wv, bv, cv, v, k, lr, momentum):
+    """CD-k the obvious way, one line per formula."""
+    ph0 = torch.sigmoid(v @ W + c)
+    h = torch.bernoulli(ph0)
+    for step in range(k):
+        pv = torch.sigmoid(h @ W.t() + b)
+        if step == 0:
+            err = ((v - pv) ** 2).mean()
+        vk = torch.bernoulli(pv)
+        phk = torch.sigmoid(vk @ W + c)
+        if step + 1 < k:
+            h = torch.bernoulli(phk)
+    n = v.shape[0]
+    Wv.mul_(momentum).add_((v.t() @ ph0 - vk.t() @ phk) / n, alpha=lr)
+    bv.mul_(momentum).add_((v - vk).mean(0), alpha=lr)
+    cv.mul_(momentum).add_((ph0 - phk).mean(0), alpha=lr)
+    W.add_(Wv)
+    b.add_(bv)
+    c.add_(cv)
+    return err
+
+
+def check_correctness(V, H, B, k, device):
+    """The fused step equals the reference formulas fed with the op's own uniforms (float64, exact streams)."""
+    g = torch.Generator().manual_seed(0)
+    W = (torch.randn(V, H, generator=g, dtype=torch.float64) * 0.05).to(device)
+    b, c = torch.zeros(V, dtype=torch.float64, device=device), torch.zeros(H, dtype=torch.float64, device=device)
+    v = (torch.rand(B, V, generator=g, dtype=torch.float64) < 0.3).double().to(device)
+    vel = [torch.zeros_like(t) for t in (W, b, c)]
+    params = [W.clone(), b.clone(), c.clone()] + vel
+    err = ops.cd_step_(*params, v, k=k, lr=0.1, generator=torch.Generator(device).manual_seed(1))
+
+    rg = torch.Generator(device).manual_seed(1)
+    draw = lambda p: (ops.philox_uniform_(torch.empty_like(p), rg) < p).double()  # noqa: E731
+    ph0 = torch.sigmoid(v @ W + c)
+    h = draw(ph0)
+    for step in range(k):
+        pv = torch.sigmoid(h @ W.t() + b)
+        if step == 0:
+            ref_err = ((v - pv) ** 2).mean()
+        vk = draw(pv)
+        phk = torch.sigmoid(vk @ W + c)
+        if step + 1 < k:
+            h = draw(phk)
+    W_ref = W + 0.1 * (v.t() @ ph0 - vk.t() @ phk) / B
+    torch.testing.assert_close(params[0], W_ref)
+    torch.testing.assert_close(err, ref_err)
+
+
+def bench_shape(V, H, B, k, device, repeat, with_compile, with_sklearn):
+    dt = torch.float32
+    g = torch.Generator().manual_seed(0)
+    W0 = (torch.randn(V, H, generator=g) * 0.05).to(device, dt)
+    v = (torch.rand(B, V, generator=g) < 0.3).to(device, dt)
+    zeros = lambda n: torch.zeros(n, device=device, dtype=dt)  # noqa: E731
+    row = {"n_visible": V, "n_hidden": H, "batch": B, "k": k, "device": str(device)}
+
+    p = [W0.clone(), zeros(V), zeros(H), torch.zeros_like(W0), zeros(V), zeros(H)]
+    gen = torch.Generator(device).manual_seed(0)
+    t = median_time(lambda: ops.cd_step_(*p, v, k=k, lr=1e-3, momentum=0.5, generator=gen), device, repeat)
+    row["fused_s"] = t
+
+    p = [W0.clone(), zeros(V), zeros(H), torch.zeros_like(W0), zeros(V), zeros(H)]
+    row["eager_s"] = median_time(lambda: eager_cd(*p, v, k, 1e-3, 0.5), device, repeat)
+
+    if with_compile:
+        compiled = torch.compile(eager_cd)
+        p = [W0.clone(), zeros(V), zeros(H), torch.zeros_like(W0), zeros(V), zeros(H)]
+        row["compiled_s"] = median_time(lambda: compiled(*p, v, k, 1e-3, 0.5), device, repeat, warmup=3)
+
+    if with_sklearn and k == 1:
+        from sklearn.neural_network import BernoulliRBM
+        X = v.cpu().numpy().astype(np.float32)
+        skl = BernoulliRBM(n_components=H, batch_size=B, learning_rate=1e-3, random_state=0)
+        row["sklearn_s"] = median_time(lambda: skl.partial_fit(X), torch.device("cpu"), repeat)
+
+    # The GEMM work of the fused step: 3 + 2 (stacked statistics) products of 2*B*V*H flops for CD-1, +2 per step.
+    flops = 2 * B * V * H * (5 + 2 * (k - 1))
+    a = torch.rand(B, V, device=device, dtype=dt)
+    t_mm = median_time(lambda: a @ W0, device, repeat)
+    row["sgemm_gflops"] = 2 * B * V * H / t_mm / 1e9
+    row["fused_gflops"] = flops / row["fused_s"] / 1e9
+    row["fraction_of_sgemm"] = row["fused_gflops"] / row["sgemm_gflops"]
+    for base in ("eager", "compiled", "sklearn"):
+        if f"{base}_s" in row:
+            row[f"speedup_vs_{base}"] = row[f"{base}_s"] / row["fused_s"]
+    return row
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--quick", action="store_true", help="small shapes only, no torch.compile (smoke test)")
+    ap.add_argument("--no-compile", action="store_true")
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    shapes = SHAPES[:2] if args.quick else SHAPES
+    cases = [(V, H, B, 1) for V, H, B in shapes] + [(513, 50, 256, 10)]
+    warnings.filterwarnings("ignore")
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
+    rows = []
+    for V, H, B, k in cases:
+        check_correctness(min(V, 200), min(H, 60), min(B, 64), k, device)
+        rows.append(bench_shape(V, H, B, k, device, args.repeat if V * H < 500_000 else max(5, args.repeat // 4),
+                                not (args.quick or args.no_compile), device.type == "cpu"))
+        r = rows[-1]
+        print(f"CD-{k} V={V:5d} H={H:5d} B={B:4d}: fused {B / r['fused_s']:10.0f} samples/s"
+              f" | x eager {r['speedup_vs_eager']:5.2f}"
+              + (f" | x compile {r['speedup_vs_compiled']:5.2f}" if "speedup_vs_compiled" in r else "")
+              + (f" | x sklearn {r['speedup_vs_sklearn']:6.2f}" if "speedup_vs_sklearn" in r else "")
+              + f" | {r['fused_gflops']:6.1f} GFLOP/s = {100 * r['fraction_of_sgemm']:4.0f}% of sgemm", flush=True)
+    out = {"machine": platform.machine(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "device": str(device), "results": rows}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return out
+
+
+if __name__ == "__main__":
+    main()

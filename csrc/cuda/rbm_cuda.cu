@@ -1,0 +1,199 @@
+// CUDA kernels of the dense RBM ops: the element-wise passes fused around cuBLAS (called through ATen by the
+// templates in rbm.h). They mirror CpuKernels in rbm_cpu.cpp; the device code is in rbm_kernels.cuh.
+//
+// Random state. draw() takes one Philox state per sampling phase from the CUDA generator, as ATen's dropout and
+// bernoulli kernels do (philox_cuda_state(4): the generator's seed, its offset advanced by 4), so results depend on
+// the seed only. Element i of a draw gets philox.h's number for (seed, offset | 2^63, i): uniforms and Bernoulli
+// thresholds are bit-identical to what the CPU computes for that stream; normals and sigmoids agree up to the
+// rounding of each device's exp/log/cos. (The CPU and CUDA generators hand out different seeds, so the same
+// torch.manual_seed gives different, equally valid, samples on the two devices.)
+// CUDA graphs: rbm.h passes the state from draw() to the kernels as a Draw, a plain (seed, offset) pair, so it is
+// unpacked on the host and draw() refuses graph capture with a clear error. The kernels already take an
+// at::PhiloxCudaState and unpack it on the device: for graph support, draw() returns the generator's
+// PhiloxCudaState and rbm.h carries `decltype(K::draw(gen))` instead of Draw; nothing else changes.
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAGeneratorImpl.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <mutex>
+#include <tuple>
+#include <utility>
+
+#include "rbm_kernels.cuh"
+#include "rbm.h"
+
+namespace pymusicrbm {
+namespace {
+
+using namespace kernels;
+
+// Thread blocks for `threads` threads, at most as many as the device runs at once: grid-stride loops do the rest.
+dim3 grid_for(int64_t threads) {
+  const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
+  const int64_t resident = int64_t{prop->multiProcessorCount} * (prop->maxThreadsPerMultiProcessor / kThreads);
+  return dim3(static_cast<unsigned>(std::max<int64_t>(1, std::min(resident, ceil_div(threads, kThreads)))));
+}
+
+// Whether every pointer allows 16-byte (Pack4) accesses; views such as X.narrow(0, B, N) need not.
+template <typename T, typename... P> bool packable(const P*... ptrs) {
+  return ((reinterpret_cast<uintptr_t>(ptrs) % sizeof(Pack4<T>) == 0) && ...);
+}
+
+template <typename T> T* ptr_or_null(const Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; }
+
+at::PhiloxCudaState philox_state(Draw d) { return at::PhiloxCudaState(d.seed, d.offset); }
+
+// A flag on the device that kernels raise on a non-finite value; read back once (one synchronisation).
+struct BadFlag {
+  Tensor t;
+  explicit BadFlag(const Tensor& like) : t(at::zeros({1}, like.options().dtype(at::kInt))) {}
+  int* ptr() { return t.data_ptr<int>(); }
+  bool raised() const { return t.item<int>() != 0; }
+};
+
+struct CudaKernels {
+  static Draw draw(const std::optional<at::Generator>& gen) {
+    auto* g = at::get_generator_or_default<at::CUDAGeneratorImpl>(gen, at::cuda::detail::getDefaultCUDAGenerator());
+    at::PhiloxCudaState st;
+    {
+      std::lock_guard<std::mutex> lock(g->mutex_);
+      st = g->philox_cuda_state(4);
+    }
+    TORCH_CHECK(!st.captured_,
+                "pymusicrbm: the sampling ops cannot be captured in a CUDA graph yet (their random state is read on "
+                "the host); run them eagerly, or use torch.compile without CUDA graphs (mode='default')");
+    return {st.seed_.val, st.offset_.val};
+  }
+
+  static void fill_uniform(Tensor out, Draw d) {
+    const int64_t n = out.numel();
+    if (n == 0) return;
+    const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+    AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "philox_uniform_", [&] {
+      uniform_kernel<scalar_t><<<grid_for(uniform_blocks(n)), kThreads, 0, stream>>>(
+          out.data_ptr<scalar_t>(), n, philox_state(d));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+
+  static void fill_normal(Tensor out, Draw d) {
+    const int64_t n = out.numel();
+    if (n == 0) return;
+    const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+    AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "philox_normal_", [&] {
+      normal_kernel<scalar_t><<<grid_for(normal_blocks(n)), kThreads, 0, stream>>>(
+          out.data_ptr<scalar_t>(), n, philox_state(d));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+
+  static void sigmoid_sample(Tensor p, Tensor s, Draw d) {
+    TORCH_INTERNAL_ASSERT(p.is_contiguous() && (!s.defined() || s.is_contiguous()));
+    const int64_t n = p.numel();
+    if (n == 0) return;
+    const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+    AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "sigmoid_sample", [&] {
+      scalar_t* pp = p.data_ptr<scalar_t>();
+      if (s.defined()) {
+        sigmoid_sample_kernel<scalar_t><<<grid_for(uniform_blocks(n)), kThreads, 0, stream>>>(
+            pp, s.data_ptr<scalar_t>(), n, philox_state(d));
+      } else {
+        sigmoid_kernel<scalar_t><<<grid_for(ceil_div(n, 4)), kThreads, 0, stream>>>(pp, n, packable<scalar_t>(pp));
+      }
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+
+  static void gaussian_sample(Tensor m, Tensor b, Tensor sigma, Tensor s, Draw d) {
+    TORCH_INTERNAL_ASSERT(m.dim() == 2 && m.is_contiguous() && (!s.defined() || s.is_contiguous()));
+    const int64_t n = m.numel();
+    if (n == 0) return;
+    const Tensor bc = b.contiguous();
+    const Tensor sc = sigma.defined() ? sigma.contiguous() : Tensor();
+    const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+    AT_DISPATCH_FLOATING_TYPES(m.scalar_type(), "gaussian_sample", [&] {
+      gaussian_sample_kernel<scalar_t><<<grid_for(normal_blocks(n)), kThreads, 0, stream>>>(
+          m.data_ptr<scalar_t>(), bc.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(sc), ptr_or_null<scalar_t>(s), n,
+          m.size(1), philox_state(d));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+
+  static bool prepare_update(Tensor g, Tensor vel, Tensor p, double momentum, double lr_wd) {
+    TORCH_INTERNAL_ASSERT(g.is_contiguous() && vel.is_contiguous() && p.is_contiguous());
+    const int64_t n = g.numel();
+    if (n == 0) return true;
+    BadFlag bad(g);
+    const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+    AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "prepare_update", [&] {
+      scalar_t* gp = g.data_ptr<scalar_t>();
+      const scalar_t* vp = vel.data_ptr<scalar_t>();
+      const scalar_t* pp = p.data_ptr<scalar_t>();
+      prepare_update_kernel<scalar_t><<<grid_for(ceil_div(n, 4)), kThreads, 0, stream>>>(
+          gp, vp, pp, n, packable<scalar_t>(gp, vp, pp), static_cast<scalar_t>(momentum),
+          static_cast<scalar_t>(lr_wd), bad.ptr());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+    return !bad.raised();
+  }
+
+  static void apply_update(Tensor p, Tensor vel, Tensor g) {
+    TORCH_INTERNAL_ASSERT(g.is_contiguous() && vel.is_contiguous() && p.is_contiguous());
+    const int64_t n = g.numel();
+    if (n == 0) return;
+    const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+    AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "apply_update", [&] {
+      scalar_t* pp = p.data_ptr<scalar_t>();
+      scalar_t* vp = vel.data_ptr<scalar_t>();
+      const scalar_t* gp = g.data_ptr<scalar_t>();
+      apply_update_kernel<scalar_t><<<grid_for(ceil_div(n, 4)), kThreads, 0, stream>>>(
+          pp, vp, gp, n, packable<scalar_t>(pp, vp, gp));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+
+  static bool all_finite(const Tensor& t) {
+    const Tensor x = t.contiguous();
+    const int64_t n = x.numel();
+    if (n == 0) return true;
+    BadFlag bad(x);
+    const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "all_finite", [&] {
+      const scalar_t* xp = x.data_ptr<scalar_t>();
+      nonfinite_kernel<scalar_t><<<grid_for(ceil_div(n, 4)), kThreads, 0, stream>>>(
+          xp, n, packable<scalar_t>(xp), bad.ptr());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+    return !bad.raised();
+  }
+};
+
+// The dispatcher does not switch devices for custom ops: run each op with its first tensor's device current, so
+// that the default generator, the current stream and the launches all belong to that device. (If that tensor is on
+// the CPU, the argument checks in rbm.h report the mixed devices.)
+template <auto Op> struct OnDevice;
+template <typename R, typename... A, R (*Op)(A...)> struct OnDevice<Op> {
+  static R call(A... args) {
+    const Tensor& first = std::get<0>(std::tie(args...));
+    c10::cuda::OptionalCUDAGuard guard;
+    if (first.is_cuda()) guard.set_device(first.device());
+    return Op(std::forward<A>(args)...);
+  }
+};
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pymusicrbm, CUDA, m) {
+  m.impl("philox_uniform_", &OnDevice<&fill_uniform<CudaKernels>>::call);
+  m.impl("philox_normal_", &OnDevice<&fill_normal<CudaKernels>>::call);
+  m.impl("sample_hidden", &OnDevice<&sample_hidden<CudaKernels>>::call);
+  m.impl("sample_visible", &OnDevice<&sample_visible<CudaKernels>>::call);
+  m.impl("free_energy", &free_energy);
+  m.impl("cd_step_", &OnDevice<&cd_step<CudaKernels>>::call);
+}
+
+}  // namespace pymusicrbm

@@ -1,0 +1,672 @@
+"""Restricted Boltzmann machine (Bernoulli or Gaussian visible units, Bernoulli hidden units) as a scikit-learn
+estimator trained by the fused ``pymusicrbm.ops.cd_step_`` op (CD-k, PCD-k) or, for fast PCD, by the sampling ops.
+"""
+from __future__ import annotations
+
+import math
+import time
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from . import ops
+from .ais import AISResult, ais_log_partition, exact_log_partition
+from .checkpoint import CheckpointMixin, load_state
+
+try:  # scikit-learn >= 1.6
+    from sklearn.utils.validation import validate_data as _validate_data
+except ImportError:  # pragma: no cover - older scikit-learn
+    def _validate_data(est, X="no_validation", y="no_validation", **kw):
+        return est._validate_data(X, y, **kw)
+
+__all__ = ["RBM", "TrainingDivergedError"]
+
+_N_MONITOR = 1000          # rows of training (and held-out) data used for the per-epoch monitors
+_MAX_ABS_WEIGHT = 1e3      # |W| beyond this means training blew up, even if everything is still finite
+_SIGMA_BOUNDS = (0.1, 10.0)
+_CHUNK = 1 << 16           # rows per chunk in transform / scoring
+
+
+class TrainingDivergedError(FloatingPointError):
+    """RBM training produced non-finite or exploding parameters; the message says which setting to change."""
+
+
+# ---- helpers shared with dbn.py ------------------------------------------------------------------------------
+
+def resolve_dtype(dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype) and dtype in (torch.float32, torch.float64):
+        return dtype
+    if isinstance(dtype, str) and dtype.replace("torch.", "") in ("float32", "float64"):
+        return getattr(torch, dtype.replace("torch.", ""))
+    raise ValueError(f"dtype must be 'float32' or 'float64' (or the torch dtypes), got {dtype!r}")
+
+
+def resolve_device(device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r} ({e})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available; use device='cpu'")
+    return dev
+
+
+def draw_seed(random_state) -> int:
+    """A 63-bit seed: the int itself, or one drawn from a RandomState / fresh entropy (None)."""
+    if isinstance(random_state, Integral) and not isinstance(random_state, bool):
+        return int(random_state) & ((1 << 63) - 1)
+    return int(check_random_state(random_state).randint(0, 2**31 - 1))
+
+
+def make_generator(seed: int, device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def check_in(name, value, options):
+    if value not in options:
+        raise ValueError(f"{name} must be one of {options}, got {value!r}")
+
+
+def check_number(name, value, low=None, high=None, integer=False, low_open=False, allow_none=False):
+    if value is None and allow_none:
+        return
+    kind = Integral if integer else Real
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ValueError(f"{name} must be {'an int' if integer else 'a number'}, got {value!r}")
+    if low is not None and (value <= low if low_open else value < low):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value!r}")
+
+
+def to_tensor(X: np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    # copy when the array is read-only (memmaps): torch must not alias memory it may not write
+    X = np.ascontiguousarray(X, dtype=np.float32 if dtype == torch.float32 else np.float64)
+    if not X.flags.writeable:
+        X = X.copy()
+    return torch.from_numpy(X).to(device)
+
+
+def generator_to_state(g: torch.Generator | None):
+    return None if g is None else ("torch.Generator", str(g.device), g.get_state())
+
+
+def generator_from_state(s) -> torch.Generator | None:
+    if s is None:
+        return None
+    g = torch.Generator(device=s[1])
+    g.set_state(s[2])
+    return g
+
+
+def split_indices(n: int, fraction, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, held-out) row indices; the split depends only on the seed so a resumed fit sees the same split."""
+    g = torch.Generator().manual_seed(seed + 2)
+    perm = torch.randperm(n, generator=g)
+    n_valid = 0
+    if fraction:
+        n_valid = int(round(fraction * n))
+        n_valid = min(max(n_valid, 1), n - 1) if n >= 2 else 0
+    return perm[n_valid:], perm[:n_valid]
+
+
+class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Restricted Boltzmann machine with Bernoulli hidden units and Bernoulli or Gaussian visible units.
+
+    Training: CD-k (``persistent=False``), PCD-k (``persistent=True``, ``n_chains`` fantasy particles) or fast PCD
+    (``persistent='fast'``, Tieleman & Hinton 2009: the chains run on ``W + W_fast``, whose fast part learns with
+    ``fast_learning_rate`` and decays by ``fast_decay`` every step; the gradient statistics use the regular
+    weights). Updates use momentum, L2 ``weight_decay`` and an optional sparsity target on the mean hidden
+    probability; the learning rate of epoch ``e`` is ``learning_rate / (1 + learning_rate_decay * e)``.
+
+    Gaussian visible units (``visible='gaussian'``, for real-valued inputs such as whitened spectra): the estimator
+    standardises its inputs (``mean_``, ``scale_``; ``standardize=True``), and the per-unit sigma is either fixed
+    at 1 (in standardised units) or learned (``learn_sigma=True``, on log sigma, bounded to [0.1, 10]). Divergence
+    (non-finite update, NaN reconstruction error, |W| > 1e3) stops training with :class:`TrainingDivergedError`.
+
+    Parameters follow scikit-learn's ``BernoulliRBM`` where they overlap (``n_components``, ``learning_rate``,
+    ``batch_size``, ``n_iter``, ``verbose``, ``random_state``). All sampling and shuffling draw from a private
+    ``torch.Generator`` seeded from ``random_state``, so a seed fixes the result. ``dtype`` is 'float32' or
+    'float64' (strings, so the defaults stay plain values for scikit-learn; torch dtypes are accepted too).
+
+    Fitted attributes: ``components_`` (n_components, n_features), ``intercept_hidden_``, ``intercept_visible_``,
+    ``sigma_`` (Gaussian), ``mean_``/``scale_`` (Gaussian, standardize), ``n_features_in_``, ``n_iter_`` (epochs
+    done), ``history_`` (per-epoch monitors: ``recon_error`` (mean squared error of the first mean-field
+    reconstruction during training, standardised units for Gaussian), ``pseudo_likelihood`` (Bernoulli; mean log
+    pseudo-likelihood on up to 1000 training rows), and with ``validation_fraction``: ``free_energy_train``,
+    ``free_energy_valid``, ``free_energy_gap`` (valid - train; growing = overfitting), ``pseudo_likelihood_valid``;
+    plus ``learning_rate``, ``time``, ``sigma_mean`` when learned).
+    """
+
+    def __init__(self, n_components=256, *, learning_rate=0.1, batch_size=10, n_iter=10, verbose=0,
+                 random_state=None, visible="bernoulli", k=1, persistent=False, n_chains=None, momentum=0.5,
+                 weight_decay=0.0, sparsity_target=None, sparsity_cost=0.1, learning_rate_decay=0.0,
+                 learn_sigma=False, sigma_learning_rate=None, standardize=True, fast_learning_rate=None,
+                 fast_decay=0.95, validation_fraction=None, monitor=True, device="cpu", dtype="float32"):
+        self.n_components = n_components
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.n_iter = n_iter
+        self.verbose = verbose
+        self.random_state = random_state
+        self.visible = visible
+        self.k = k
+        self.persistent = persistent
+        self.n_chains = n_chains
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.sparsity_target = sparsity_target
+        self.sparsity_cost = sparsity_cost
+        self.learning_rate_decay = learning_rate_decay
+        self.learn_sigma = learn_sigma
+        self.sigma_learning_rate = sigma_learning_rate
+        self.standardize = standardize
+        self.fast_learning_rate = fast_learning_rate
+        self.fast_decay = fast_decay
+        self.validation_fraction = validation_fraction
+        self.monitor = monitor
+        self.device = device
+        self.dtype = dtype
+
+    # ---- parameters ---------------------------------------------------------------------------------------
+
+    def _check_params(self):
+        check_number("n_components", self.n_components, 1, integer=True)
+        check_number("learning_rate", self.learning_rate, 0)
+        check_number("batch_size", self.batch_size, 1, integer=True)
+        check_number("n_iter", self.n_iter, 0, integer=True)
+        check_in("visible", self.visible, ops.VISIBLE_TYPES)
+        check_number("k", self.k, 1, integer=True)
+        if self.persistent not in (False, True, "fast"):
+            raise ValueError(f"persistent must be False (CD-k), True (PCD-k) or 'fast' (fast PCD), "
+                             f"got {self.persistent!r}")
+        check_number("n_chains", self.n_chains, 1, integer=True, allow_none=True)
+        check_number("momentum", self.momentum, 0, 0.999999)
+        check_number("weight_decay", self.weight_decay, 0)
+        check_number("sparsity_target", self.sparsity_target, 0, 1, allow_none=True)
+        check_number("sparsity_cost", self.sparsity_cost, 0)
+        check_number("learning_rate_decay", self.learning_rate_decay, 0)
+        check_number("sigma_learning_rate", self.sigma_learning_rate, 0, allow_none=True)
+        check_number("fast_learning_rate", self.fast_learning_rate, 0, allow_none=True)
+        check_number("fast_decay", self.fast_decay, 0, 1)
+        check_number("validation_fraction", self.validation_fraction, 0, 0.9, allow_none=True)
+        if self.learn_sigma and self.visible != "gaussian":
+            raise ValueError("learn_sigma=True needs visible='gaussian' (Bernoulli units have no sigma)")
+        self._device = resolve_device(self.device)
+        self._dtype = resolve_dtype(self.dtype)
+
+    @property
+    def _gaussian(self) -> bool:
+        return self.visible == "gaussian"
+
+    # ---- public fitted attributes (numpy, sklearn layout) --------------------------------------------------
+
+    @property
+    def components_(self) -> np.ndarray:
+        """Weights, shape (n_components, n_features), as scikit-learn's BernoulliRBM."""
+        self._require_fitted()
+        return self._W.t().cpu().numpy().copy()
+
+    @property
+    def intercept_hidden_(self) -> np.ndarray:
+        self._require_fitted()
+        return self._c.cpu().numpy().copy()
+
+    @property
+    def intercept_visible_(self) -> np.ndarray:
+        self._require_fitted()
+        return self._b.cpu().numpy().copy()
+
+    @property
+    def sigma_(self) -> np.ndarray | None:
+        """Per-unit standard deviation of Gaussian visible units (standardised units); None for Bernoulli."""
+        self._require_fitted()
+        if not self._gaussian:
+            return None
+        s = self._sigma()
+        return np.ones(self.n_features_in_) if s is None else s.cpu().numpy().copy()
+
+    @property
+    def _n_features_out(self):
+        return self.n_components
+
+    def _require_fitted(self):
+        if "_W" not in self.__dict__:
+            from sklearn.exceptions import NotFittedError
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet; call fit first.")
+
+    def __sklearn_is_fitted__(self):
+        return "_W" in self.__dict__
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+    def _sigma(self) -> torch.Tensor | None:
+        ls = self.__dict__.get("_log_sigma")
+        return None if ls is None else ls.exp()
+
+    # ---- pickling: torch.Generator objects do not pickle, their states do -------------------------------------
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state = dict(state)
+        for name in ("_rng", "_shuffle_rng"):
+            if isinstance(state.get(name), torch.Generator):
+                state[name] = generator_to_state(state[name])
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        for name in ("_rng", "_shuffle_rng"):
+            if isinstance(state.get(name), tuple):
+                state[name] = generator_from_state(state[name])
+        super().__setstate__(state)
+
+    # ---- data --------------------------------------------------------------------------------------------
+
+    def _input(self, X) -> torch.Tensor:
+        """Validated, standardised (Gaussian) data as a tensor of the model's dtype on its device."""
+        if self._gaussian and self.standardize:
+            X = (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
+        return to_tensor(X, self._dtype, self._device)
+
+    # ---- initialisation ----------------------------------------------------------------------------------
+
+    def _initialize(self, X: np.ndarray):
+        V, H = X.shape[1], self.n_components
+        self._seed = draw_seed(self.random_state)
+        self._rng = make_generator(self._seed, self._device)
+        self._shuffle_rng = torch.Generator().manual_seed(self._seed + 1)
+        if self._gaussian and self.standardize:
+            self.mean_ = X.mean(0).astype(np.float64)
+            scale = X.std(0).astype(np.float64)
+            self.scale_ = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(self.mean_)), scale, 1.0)
+        opts = dict(dtype=self._dtype, device=self._device)
+        self._W = torch.randn(V, H, generator=self._rng, **opts).mul_(0.01)
+        Xt = self._input(X)
+        if self._gaussian:
+            self._b = Xt.mean(0).contiguous()
+            self._base_b = self._b.clone()
+        else:
+            # Hinton's guide: visible biases start at the data's log-odds (also the AIS base-rate model)
+            p = Xt.mean(0).clamp(0.01, 0.99)
+            self._b = torch.log(p / (1 - p)).contiguous()
+            self._base_b = self._b.clone()
+        self._c = torch.zeros(H, **opts)
+        self._W_vel, self._b_vel, self._c_vel = (torch.zeros_like(t) for t in (self._W, self._b, self._c))
+        self._log_sigma = torch.zeros(V, **opts) if self.learn_sigma else None
+        self._chains = self._W_fast = self._b_fast = self._c_fast = None
+        if not (self._gaussian and self.standardize):
+            self.__dict__.pop("mean_", None)
+            self.__dict__.pop("scale_", None)
+        if self.persistent:
+            n = self.n_chains or self.batch_size
+            idx = torch.randint(Xt.shape[0], (n,), generator=self._shuffle_rng).to(self._device)
+            self._chains = Xt.index_select(0, idx).contiguous()
+        if self.persistent == "fast":
+            self._W_fast, self._b_fast, self._c_fast = (torch.zeros_like(t) for t in (self._W, self._b, self._c))
+        self.n_iter_ = 0
+        self.history_ = {}
+        return Xt
+
+    # ---- fitting -----------------------------------------------------------------------------------------
+
+    def fit(self, X, y=None, *, resume=None, checkpoint=None):
+        """Train for ``n_iter`` epochs (in total: a resumed fit runs only the epochs still missing).
+
+        resume: path of a checkpoint written by ``save`` or by ``checkpoint=`` to continue from; with the same data
+        and seed the result is bitwise identical to an uninterrupted fit. checkpoint: path to save to after every
+        epoch (atomically), so that an interrupted run can be resumed.
+        """
+        self._check_params()
+        X = _validate_data(self, X, dtype=(np.float64, np.float32), reset=True)
+        if resume is not None:
+            tensors, meta = load_state(resume)
+            saved = type(self)._params_from_meta(meta, resume)
+            self._check_resumable(saved, resume)
+            self._set_state(tensors, meta.get("state", {}), check_against=X.shape[1])
+        on_epoch = None if checkpoint is None else (lambda: self.save(checkpoint))
+        return self._fit_validated(X, resume is not None, on_epoch)
+
+    _STRUCTURAL = ("visible", "n_components", "persistent", "learn_sigma", "standardize")
+
+    def _check_resumable(self, saved: dict, where):
+        for name in self._STRUCTURAL:
+            if saved.get(name) != getattr(self, name):
+                raise ValueError(f"resume: the checkpoint {str(where)!r} was trained with {name}="
+                                 f"{saved.get(name)!r} but this estimator has {name}={getattr(self, name)!r}")
+
+    def _fit_validated(self, X: np.ndarray, resumed: bool, on_epoch=None):
+        """Fit on validated X; ``resumed`` means the training state is already loaded. ``on_epoch()`` runs after
+        every epoch (checkpointing)."""
+        Xt = self._input(X) if resumed else self._initialize(X)
+        train_idx, valid_idx = split_indices(Xt.shape[0], self.validation_fraction, self._seed)
+        X_train = Xt if len(valid_idx) == 0 else Xt.index_select(0, train_idx.to(self._device))
+        X_valid = None if len(valid_idx) == 0 else Xt.index_select(0, valid_idx.to(self._device))
+        self._train(X_train, X_valid, self.n_iter - self.n_iter_, on_epoch)
+        return self
+
+    def partial_fit(self, X, y=None):
+        """One epoch over X (in mini-batches), starting from the current parameters; the first call initialises
+        the model (and, for Gaussian units, the standardisation from this X)."""
+        first = not self.__sklearn_is_fitted__()
+        if first:
+            self._check_params()
+        X = _validate_data(self, X, dtype=(np.float64, np.float32), reset=first)
+        Xt = self._initialize(X) if first else self._input(X)
+        self._train(Xt, None, 1, None)
+        return self
+
+    def _lr(self, epoch: int) -> float:
+        return self.learning_rate / (1.0 + self.learning_rate_decay * epoch)
+
+    def _train(self, X: torch.Tensor, X_valid: torch.Tensor | None, n_epochs: int, on_epoch=None):
+        from tqdm.auto import tqdm
+
+        n, B = X.shape[0], self.batch_size
+        mon = X[: min(n, _N_MONITOR)]
+        epochs = tqdm(range(n_epochs), desc=f"{type(self).__name__} {self.visible} {X.shape[1]}->"
+                      f"{self.n_components}", disable=self.verbose < 1, leave=False, unit="epoch")
+        for _ in epochs:
+            epoch = self.n_iter_
+            lr = self._lr(epoch)
+            t0 = time.perf_counter()
+            perm = torch.randperm(n, generator=self._shuffle_rng).to(self._device)
+            total = torch.zeros((), dtype=self._dtype, device=self._device)
+            batches = tqdm(range(0, n, B), disable=self.verbose < 2, leave=False, unit="batch")
+            for i in batches:
+                idx = perm[i:i + B]
+                v = X.index_select(0, idx)
+                total += self._batch_update(v, lr, epoch) * len(idx)
+            recon = float(total) / n
+            self._check_divergence(recon, epoch, lr)
+            self.n_iter_ = epoch + 1
+            rec = {"epoch": epoch + 1, "learning_rate": lr, "recon_error": recon}
+            if self.monitor:
+                rec.update(self._monitor(mon, X_valid))
+            if self.learn_sigma:
+                rec["sigma_mean"] = float(self._sigma().mean())
+            rec["time"] = time.perf_counter() - t0
+            for key, val in rec.items():
+                self.history_.setdefault(key, []).append(val)
+            if self.verbose:
+                epochs.set_postfix({k: f"{v:.4g}" for k, v in rec.items() if k in ("recon_error",
+                                    "pseudo_likelihood", "free_energy_gap")})
+            if on_epoch is not None:
+                on_epoch()
+
+    def _batch_update(self, v: torch.Tensor, lr: float, epoch: int) -> torch.Tensor:
+        if self.persistent == "fast":
+            return self._fpcd_update(v, lr, epoch)
+        sparse = self.sparsity_target is not None
+        try:
+            r = ops.cd_step_(self._W, self._b, self._c, self._W_vel, self._b_vel, self._c_vel, v,
+                             chains=self._chains, sigma=self._sigma(), visible=self.visible, k=self.k, lr=lr,
+                             momentum=self.momentum, weight_decay=self.weight_decay,
+                             sparsity_target=self.sparsity_target if sparse else 0.0,
+                             sparsity_cost=self.sparsity_cost if sparse else 0.0, generator=self._rng)
+        except RuntimeError as e:
+            if "not finite" in str(e):
+                raise self._diverged(epoch, lr, "a parameter update was not finite") from None
+            raise
+        if self.learn_sigma:
+            self._update_sigma(v, lr)
+        return r
+
+    def _negative_samples(self, v: torch.Tensor, W, b, c) -> torch.Tensor:
+        """k steps of block Gibbs sampling from v."""
+        s = self._sigma()
+        for _ in range(self.k):
+            _, h = ops.sample_hidden(v, W, c, s, self._rng)
+            _, v = ops.sample_visible(h, W, b, s, self.visible, self._rng)
+        return v
+
+    def _update_sigma(self, v: torch.Tensor, lr: float):
+        # d log p / d log sigma_i = <(v_i-b_i)^2/sigma_i^2 - (v_i/sigma_i) (W p(h|v))_i>_data - <same>_model
+        neg = self._chains if self._chains is not None else self._negative_samples(v, self._W, self._b, self._c)
+        s = self._sigma()
+
+        def stat(x):
+            xs = x / s
+            p = torch.sigmoid(torch.addmm(self._c, xs, self._W))
+            return (((x - self._b) / s).square() - xs * (p @ self._W.t())).mean(0)
+
+        g = stat(v) - stat(neg)
+        slr = self.sigma_learning_rate if self.sigma_learning_rate is not None else lr / 10
+        if not bool(torch.isfinite(g).all()):
+            raise self._diverged(self.n_iter_, lr, "the sigma update was not finite")
+        self._log_sigma.add_(g, alpha=slr).clamp_(math.log(_SIGMA_BOUNDS[0]), math.log(_SIGMA_BOUNDS[1]))
+
+    def _fpcd_update(self, v: torch.Tensor, lr: float, epoch: int) -> torch.Tensor:
+        """Fast PCD (Tieleman & Hinton 2009) from the sampling ops: chains run on the regular + fast weights."""
+        s = self._sigma()
+        W, b, c = self._W, self._b, self._c
+        B, N = v.shape[0], self._chains.shape[0]
+        x0 = v if s is None else v / s
+        p0, h0 = ops.sample_hidden(v, W, c, s, self._rng)
+        recon_mean = torch.addmm(b, h0, W.t()).sigmoid_() if not self._gaussian else \
+            b + (h0 @ W.t()) * (1.0 if s is None else s)
+        recon = torch.nn.functional.mse_loss(recon_mean, v)
+        chains = self._negative_samples(self._chains, W + self._W_fast, b + self._b_fast, c + self._c_fast)
+        xk = chains if s is None else chains / s
+        pk = torch.sigmoid(torch.addmm(c, xk, W))
+        gW = torch.addmm(x0.t() @ p0, xk.t(), pk, beta=1.0 / B, alpha=-1.0 / N)
+        gb = x0.mean(0) - xk.mean(0)
+        if s is not None:
+            gb = gb / s
+        gc = p0.mean(0) - pk.mean(0)
+        if self.sparsity_target is not None:
+            gc = gc + self.sparsity_cost * (self.sparsity_target - p0.mean(0))
+        # same update rule as cd_step_: vel = momentum * vel + lr * (grad - weight_decay * W); param += vel
+        new_vel = [self.momentum * self._W_vel + lr * (gW - self.weight_decay * W),
+                   self.momentum * self._b_vel + lr * gb, self.momentum * self._c_vel + lr * gc]
+        if not all(bool(torch.isfinite(t).all()) for t in new_vel):
+            raise self._diverged(epoch, lr, "a parameter update was not finite")
+        flr = self.fast_learning_rate if self.fast_learning_rate is not None else self.learning_rate
+        for p, vel, nv, fast, g in ((W, self._W_vel, new_vel[0], self._W_fast, gW),
+                                    (b, self._b_vel, new_vel[1], self._b_fast, gb),
+                                    (c, self._c_vel, new_vel[2], self._c_fast, gc)):
+            vel.copy_(nv)
+            p.add_(nv)
+            fast.mul_(self.fast_decay).add_(g, alpha=flr)
+        self._chains.copy_(chains)
+        if self.learn_sigma:
+            self._update_sigma(v, lr)
+        return recon
+
+    def _diverged(self, epoch: int, lr: float, what: str) -> TrainingDivergedError:
+        advice = ["lower learning_rate (now %.3g)" % lr]
+        if self._gaussian:
+            advice.append("Gaussian visible units usually need learning_rate <= 0.01")
+            if not self.standardize:
+                advice.append("set standardize=True")
+            if self.learn_sigma:
+                advice.append("set learn_sigma=False")
+        advice.append("add weight_decay (e.g. 1e-4)")
+        if self.momentum > 0.5:
+            advice.append("lower momentum")
+        return TrainingDivergedError(f"{type(self).__name__} training diverged in epoch {epoch + 1}: {what}. "
+                                     f"Try to: {'; '.join(advice)}.")
+
+    def _check_divergence(self, recon: float, epoch: int, lr: float):
+        if not math.isfinite(recon):
+            raise self._diverged(epoch, lr, f"the reconstruction error is {recon}")
+        wmax = float(self._W.abs().max())
+        if not math.isfinite(wmax) or wmax > _MAX_ABS_WEIGHT:
+            raise self._diverged(epoch, lr, f"the weights exploded (max |W| = {wmax:.3g} > {_MAX_ABS_WEIGHT:g})")
+
+    # ---- monitoring --------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _monitor(self, X_mon: torch.Tensor, X_valid: torch.Tensor | None) -> dict:
+        out = {}
+        if not self._gaussian:
+            out["pseudo_likelihood"] = float(self._pseudo_likelihood(X_mon).mean())
+        if X_valid is not None:
+            Xv = X_valid[:_N_MONITOR]
+            fe_t = float(self._free_energy(X_mon).mean())
+            fe_v = float(self._free_energy(Xv).mean())
+            out.update(free_energy_train=fe_t, free_energy_valid=fe_v, free_energy_gap=fe_v - fe_t)
+            if not self._gaussian:
+                out["pseudo_likelihood_valid"] = float(self._pseudo_likelihood(Xv).mean())
+        return out
+
+    def _params(self, double=False):
+        W, b, c, s = self._W, self._b, self._c, self._sigma()
+        if double:
+            W, b, c = W.double(), b.double(), c.double()
+            s = None if s is None else s.double()
+        return W, b, c, s
+
+    def _free_energy(self, v: torch.Tensor, double=False) -> torch.Tensor:
+        W, b, c, s = self._params(double)
+        return ops.free_energy(v.to(W.dtype), W, b, c, s, self.visible)
+
+    def _pseudo_likelihood(self, v: torch.Tensor, double=False) -> torch.Tensor:
+        """Exact log pseudo-likelihood sum_i log p(v_i | v_-i) per row (all features flipped, not one at random).
+        Flipping unit i changes F by -b_i d_i - sum_j [softplus(a_j + d_i W_ij) - softplus(a_j)], d = 1 - 2v."""
+        sp = torch.nn.functional.softplus
+        W, b, c, _ = self._params(double)
+        v = v.to(W.dtype)
+        V, H = W.shape
+        rows = max(1, (1 << 22) // (V * H))
+        out = []
+        for i in range(0, v.shape[0], rows):
+            x = v[i:i + rows]
+            a = torch.addmm(c, x, W)                                    # (r, H)
+            d = 1.0 - 2.0 * x                                           # (r, V)
+            flipped = sp(a.unsqueeze(1) + d.unsqueeze(2) * W)           # (r, V, H)
+            delta = -b * d - (flipped - sp(a).unsqueeze(1)).sum(2)      # F(v^i) - F(v)
+            out.append(torch.nn.functional.logsigmoid(delta).sum(1))
+        return torch.cat(out)
+
+    # ---- inference ---------------------------------------------------------------------------------------
+
+    def _checked_input(self, X):
+        check_is_fitted(self)
+        X = _validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        return X, self._input(X)
+
+    @torch.no_grad()
+    def _hidden_probs(self, v: torch.Tensor) -> torch.Tensor:
+        s = self._sigma()
+        x = v if s is None else v / s
+        return torch.cat([torch.sigmoid(torch.addmm(self._c, x[i:i + _CHUNK], self._W))
+                          for i in range(0, x.shape[0], _CHUNK)]) if x.shape[0] else x.new_empty(0, self._W.shape[1])
+
+    def transform(self, X):
+        """Hidden unit probabilities p(h = 1 | v = X), shape (n_samples, n_components), in X's float dtype."""
+        X, Xt = self._checked_input(X)
+        return self._hidden_probs(Xt).cpu().numpy().astype(X.dtype, copy=False)
+
+    @torch.no_grad()
+    def score_samples(self, X):
+        """Bernoulli visible units: the log pseudo-likelihood ``sum_i log p(x_i | x_-i)`` of each row, computed
+        exactly over all features (scikit-learn's BernoulliRBM returns the unbiased one-feature estimate
+        ``n_features * log p(x_i | x_-i)`` with a random i, which has the same expectation).
+        Gaussian visible units: the unnormalised log-density ``-F(x) - sum(log scale_)`` of each row in the
+        original units (add ``-log Z``, e.g. from :meth:`ais_log_partition`, for the log-likelihood)."""
+        X, Xt = self._checked_input(X)
+        # float64, so that a row's score does not depend on its position in the batch (GEMM blocking)
+        if self._gaussian:
+            return -self._free_energy(Xt, double=True).cpu().numpy() - self._log_jacobian()
+        return self._pseudo_likelihood(Xt, double=True).cpu().numpy()
+
+    def _log_jacobian(self) -> float:
+        return float(np.log(self.scale_).sum()) if self._gaussian and self.standardize else 0.0
+
+    @torch.no_grad()
+    def gibbs(self, v):
+        """One block Gibbs step v -> h -> v' (a sample, in X's units) from the fitted model's private generator."""
+        X, Xt = self._checked_input(v)
+        s = self._sigma()
+        _, h = ops.sample_hidden(Xt, self._W, self._c, s, self._rng)
+        _, out = ops.sample_visible(h, self._W, self._b, s, self.visible, self._rng)
+        out = out.double().cpu().numpy()
+        if self._gaussian and self.standardize:
+            out = out * self.scale_ + self.mean_
+        return out.astype(X.dtype, copy=False)
+
+    # ---- partition function and likelihood -------------------------------------------------------------------
+
+    def ais_log_partition(self, n_chains=100, n_betas=10000, random_state=None) -> AISResult:
+        """AIS estimate of log Z (Salakhutdinov & Murray 2008) from a base-rate model with the training data's
+        visible log-odds (Bernoulli) or mean (Gaussian). Returns :class:`pymusicrbm.ais.AISResult` (log_z, std,
+        lower, upper, log_weights). Uses its own generator (seeded from ``random_state``, by default from the
+        model's seed), so it never disturbs training's random stream. Z is that of the standardised model for
+        Gaussian units."""
+        self._require_fitted()
+        seed = draw_seed(random_state) if random_state is not None else self._seed + 3
+        g = make_generator(seed, self._device)
+        return ais_log_partition(self._W, self._b, self._c, self._sigma(), self.visible, self._base_b,
+                                 n_chains=n_chains, n_betas=n_betas, generator=g)
+
+    def exact_log_partition(self) -> float:
+        """log Z by enumerating the 2^n_components hidden states (n_components <= 20)."""
+        self._require_fitted()
+        return exact_log_partition(self._W, self._b, self._c, self._sigma(), self.visible)
+
+    @torch.no_grad()
+    def log_likelihood(self, X, log_z=None, **ais_kwargs) -> float:
+        """Average log-likelihood per row, ``mean(-F(x)) - log Z`` (log-density in X's units for Gaussian units).
+        ``log_z`` defaults to an AIS estimate (``ais_kwargs`` go to :meth:`ais_log_partition`)."""
+        X, Xt = self._checked_input(X)
+        if log_z is None:
+            log_z = self.ais_log_partition(**ais_kwargs).log_z
+        return float(-self._free_energy(Xt, double=True).mean()) - float(log_z) - self._log_jacobian()
+
+    # ---- checkpoint state --------------------------------------------------------------------------------
+
+    _STATE_TENSORS = ("_W", "_b", "_c", "_W_vel", "_b_vel", "_c_vel", "_base_b", "_log_sigma", "_chains",
+                      "_W_fast", "_b_fast", "_c_fast")
+
+    def _get_state(self):
+        self._require_fitted()
+        tensors = {name[1:]: self.__dict__[name] for name in self._STATE_TENSORS
+                   if self.__dict__.get(name) is not None}
+        tensors["rng_state"] = self._rng.get_state()
+        tensors["shuffle_rng_state"] = self._shuffle_rng.get_state()
+        if self._gaussian and self.standardize:
+            tensors["mean_"] = torch.from_numpy(np.asarray(self.mean_, dtype=np.float64))
+            tensors["scale_"] = torch.from_numpy(np.asarray(self.scale_, dtype=np.float64))
+        state = {"n_iter_": self.n_iter_, "seed": self._seed, "n_features_in_": self.n_features_in_,
+                 "history_": self.history_, "rng_device": str(self._rng.device)}
+        return tensors, state
+
+    def _set_state(self, tensors: dict, state: dict, check_against: int | None = None):
+        self._check_params()
+        V = int(state["n_features_in_"])
+        if check_against is not None and check_against != V:
+            raise ValueError(f"resume: the checkpoint was trained on {V} features but X has {check_against}")
+        W = tensors["W"]
+        if tuple(W.shape) != (V, self.n_components):
+            raise ValueError(f"checkpoint weights have shape {tuple(W.shape)} but n_components={self.n_components} "
+                             f"and {V} features need ({V}, {self.n_components})")
+        needs = {"chains"} if self.persistent else set()
+        needs |= {"W_fast", "b_fast", "c_fast"} if self.persistent == "fast" else set()
+        needs |= {"log_sigma"} if self.learn_sigma else set()
+        missing = needs - set(tensors)
+        if missing:
+            raise ValueError(f"the checkpoint lacks {sorted(missing)}: it was saved with other persistent/"
+                             f"learn_sigma settings than persistent={self.persistent!r}, "
+                             f"learn_sigma={self.learn_sigma!r}")
+        for name in self._STATE_TENSORS:
+            t = tensors.get(name[1:])
+            self.__dict__[name] = None if t is None else t.to(device=self._device, dtype=self._dtype).contiguous()
+        self._seed = int(state["seed"])
+        self._rng = torch.Generator(device=self._device)
+        self._rng.set_state(tensors["rng_state"])
+        self._shuffle_rng = torch.Generator()
+        self._shuffle_rng.set_state(tensors["shuffle_rng_state"])
+        if self._gaussian and self.standardize:
+            self.mean_ = tensors["mean_"].double().numpy()
+            self.scale_ = tensors["scale_"].double().numpy()
+        self.n_features_in_ = V
+        self.n_iter_ = int(state["n_iter_"])
+        self.history_ = {k: list(v) for k, v in state.get("history_", {}).items()}

@@ -1,0 +1,451 @@
+"""Dense RBM ops against independent references: a pure-Python Philox (checked on Random123's known answers), a
+pure-PyTorch RBM that consumes the same random streams, exact enumeration, opcheck and gradcheck."""
+import itertools
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+import torch.nn.functional as F
+
+import pymusicrbm  # noqa: F401
+from pymusicrbm import ops
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DTYPES = [torch.float32, torch.float64]
+TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-10, atol=1e-10)}
+
+
+def gen(device, seed=0):
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def rbm(V, H, device, dtype, seed=0, scale=0.3, gaussian=False):
+    g = torch.Generator().manual_seed(seed)
+    W = (torch.randn(V, H, generator=g, dtype=torch.float64) * scale).to(device, dtype)
+    b = (torch.randn(V, generator=g, dtype=torch.float64) * 0.1).to(device, dtype)
+    c = (torch.randn(H, generator=g, dtype=torch.float64) * 0.1).to(device, dtype)
+    sigma = (0.5 + torch.rand(V, generator=g, dtype=torch.float64)).to(device, dtype) if gaussian else None
+    return W, b, c, sigma
+
+
+def data(B, V, device, dtype, seed=1, gaussian=False):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, V, generator=g, dtype=torch.float64) if gaussian else \
+        (torch.rand(B, V, generator=g, dtype=torch.float64) < 0.3).double()
+    return x.to(device, dtype)
+
+
+# ---- Philox ---------------------------------------------------------------------------------------------------
+
+M0, M1, W0, W1, MASK = 0xD2511F53, 0xCD9E8D57, 0x9E3779B9, 0xBB67AE85, 0xFFFFFFFF
+
+
+def philox_py(ctr, key):
+    c0, c1, c2, c3 = ctr
+    k0, k1 = key
+    for _ in range(10):
+        p0, p1 = M0 * c0, M1 * c2
+        c0, c1, c2, c3 = ((p1 >> 32) ^ c1 ^ k0) & MASK, p1 & MASK, ((p0 >> 32) ^ c3 ^ k1) & MASK, p0 & MASK
+        k0, k1 = (k0 + W0) & MASK, (k1 + W1) & MASK
+    return [c0, c1, c2, c3]
+
+
+def test_python_philox_matches_random123_known_answers():
+    assert philox_py([0] * 4, [0, 0]) == [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]
+    assert philox_py([MASK] * 4, [MASK] * 2) == [0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD]
+    assert philox_py([0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344], [0xA4093822, 0x299F31D0]) == \
+        [0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1]
+
+
+def cpu_generator_seed(seed):
+    """The 64-bit seed a CPU op draws: torch's mt19937 random64() = (first << 32) | second 32-bit output."""
+    bg = np.random.MT19937()
+    bg._legacy_seeding(seed)
+    hi, lo = (int(x) for x in bg.random_raw(2))
+    return (hi << 32) | lo
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cpu_uniform_stream_is_philox(dtype):
+    n = 75  # two full runs of 32 and a partial one
+    out = ops.philox_uniform_(torch.empty(n, dtype=dtype), gen("cpu", 123))
+    s = cpu_generator_seed(123)
+    # layout (philox.h): element i is word (i % 32) // 8 of block (i // 32) * 8 + i % 8
+    words = [philox_py([(i // 32) * 8 + i % 8, 0, 0, 0], [s & MASK, s >> 32])[(i % 32) // 8] for i in range(n)]
+    if dtype == torch.float32:
+        ref = [((w >> 8) + 0.5) / 2**24 for w in words]
+    else:
+        ref = [(w + 0.5) / 2**32 for w in words]
+    torch.testing.assert_close(out, torch.tensor(ref, dtype=dtype), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_uniform_and_normal_statistics(device, dtype):
+    n = 400_000
+    u = ops.philox_uniform_(torch.empty(n, device=device, dtype=dtype), gen(device, 5)).double().cpu()
+    assert 0 < u.min() and u.max() < 1
+    assert scipy.stats.kstest(u.numpy(), "uniform").pvalue > 1e-3
+    # 6 standard errors: fixed seed, so this is deterministic, not flaky
+    assert abs(u.mean() - 0.5) < 6 * math.sqrt(1 / 12 / n)
+    z = ops.philox_normal_(torch.empty(n, device=device, dtype=dtype), gen(device, 6)).double().cpu()
+    assert torch.isfinite(z).all()
+    assert scipy.stats.kstest(z.numpy(), "norm").pvalue > 1e-3
+    assert abs(z.mean()) < 6 / math.sqrt(n) and abs(z.var() - 1) < 6 * math.sqrt(2 / n)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_streams_depend_on_seed_only(device):
+    a = ops.philox_uniform_(torch.empty(1000, device=device), gen(device, 1))
+    b = ops.philox_uniform_(torch.empty(1000, device=device), gen(device, 1))
+    c = ops.philox_uniform_(torch.empty(1000, device=device), gen(device, 2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    torch.manual_seed(7)
+    d = ops.philox_uniform_(torch.empty(1000, device=device))
+    torch.manual_seed(7)
+    assert torch.equal(d, ops.philox_uniform_(torch.empty(1000, device=device)))
+
+
+# ---- reference RBM in plain PyTorch, consuming the ops' random streams in the same order -----------------------
+
+class Ref:
+    def __init__(self, device, seed):
+        self.g = gen(device, seed)
+
+    def uniform(self, like):
+        return ops.philox_uniform_(torch.empty_like(like), self.g)
+
+    def normal(self, like):
+        return ops.philox_normal_(torch.empty_like(like), self.g)
+
+    def hidden(self, v, W, c, sigma, sample=True):
+        x = v / sigma if sigma is not None else v
+        p = torch.sigmoid(x @ W + c)
+        return p, ((self.uniform(p) < p).to(p.dtype) if sample else None)
+
+    def visible(self, h, W, b, sigma, visible, sample=True):
+        if visible == "bernoulli":
+            m = torch.sigmoid(h @ W.t() + b)
+            return m, ((self.uniform(m) < m).to(m.dtype) if sample else None)
+        s = sigma if sigma is not None else torch.ones_like(b)
+        m = b + s * (h @ W.t())
+        return m, (m + s * self.normal(m) if sample else None)
+
+    def cd_step(self, W, b, c, Wv, bv, cv, v, chains, sigma, visible, k, lr, momentum, wd, target, cost):
+        p0, h0 = self.hidden(v, W, c, sigma)
+        persistent = chains is not None
+        m1, vs = self.visible(h0, W, b, sigma, visible, sample=not persistent)
+        recon = F.mse_loss(m1, v)
+        if persistent:
+            _, h = self.hidden(chains, W, c, sigma)
+            _, vs = self.visible(h, W, b, sigma, visible)
+        pk, h = self.hidden(vs, W, c, sigma, sample=k > 1)
+        for t in range(1, k):
+            _, vs = self.visible(h, W, b, sigma, visible)
+            pk, h = self.hidden(vs, W, c, sigma, sample=t + 1 < k)
+        x0 = v / sigma if sigma is not None else v
+        xk = vs / sigma if sigma is not None else vs
+        gW = x0.t() @ p0 / len(v) - xk.t() @ pk / len(vs)
+        gb = x0.mean(0) - xk.mean(0)
+        if sigma is not None:
+            gb = gb / sigma
+        gc = p0.mean(0) - pk.mean(0) + cost * (target - p0.mean(0))
+        Wv = momentum * Wv + lr * (gW - wd * W)
+        bv = momentum * bv + lr * gb
+        cv = momentum * cv + lr * gc
+        return W + Wv, b + bv, c + cv, Wv, bv, cv, recon, vs
+
+
+def close_samples(a, b, p, u):
+    """Samples agree wherever the uniform is not within rounding of the probability."""
+    safe = (u - p).abs() > 1e-4
+    assert safe.float().mean() > 0.95
+    assert torch.equal(a[safe], b[safe])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("gaussian", [False, True])
+def test_sample_hidden_matches_reference(device, dtype, gaussian):
+    W, b, c, sigma = rbm(37, 13, device, dtype, gaussian=gaussian)
+    v = data(29, 37, device, dtype, gaussian=gaussian)
+    p, h = ops.sample_hidden(v, W, c, sigma, gen(device, 3))
+    ref = Ref(device, 3)
+    p_ref, h_ref = ref.hidden(v, W, c, sigma)
+    torch.testing.assert_close(p, p_ref, **TOL[dtype])
+    close_samples(h, h_ref, p_ref, Ref(device, 3).uniform(p))
+    assert set(h.unique().tolist()) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
+def test_sample_visible_matches_reference(device, dtype, visible):
+    W, b, c, sigma = rbm(37, 13, device, dtype, gaussian=visible == "gaussian")
+    h = data(29, 13, device, dtype)
+    m, s = ops.sample_visible(h, W, b, sigma, visible, gen(device, 4))
+    m_ref, s_ref = Ref(device, 4).visible(h, W, b, sigma, visible)
+    torch.testing.assert_close(m, m_ref, **TOL[dtype])
+    if visible == "gaussian":
+        torch.testing.assert_close(s, s_ref, **TOL[dtype])
+    else:
+        close_samples(s, s_ref, m_ref, Ref(device, 4).uniform(m))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bernoulli_sample_frequencies_match_probabilities(device):
+    W, b, c, _ = rbm(20, 8, device, torch.float64, scale=1.0)
+    v = data(1, 20, device, torch.float64).expand(20000, 20)
+    p, h = ops.sample_hidden(v, W, c, generator=gen(device, 9))
+    freq, p = h.mean(0), p[0]
+    # binomial standard error of each frequency; 5 of them (fixed seed: deterministic)
+    assert ((freq - p).abs() < 5 * (p * (1 - p) / 20000).sqrt() + 1e-12).all()
+
+
+# ---- free energy: exact enumeration and gradients --------------------------------------------------------------
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_free_energy_equals_enumeration_over_hidden_states(device, dtype):
+    V, H = 6, 5
+    W, b, c, _ = rbm(V, H, device, dtype, scale=1.0)
+    v = data(7, V, device, dtype)
+    hs = torch.tensor(list(itertools.product([0.0, 1.0], repeat=H)), device=device, dtype=dtype)
+    energy = -(v @ b)[:, None] - hs @ c - (v @ W) @ hs.t()          # E(v, h) for every h
+    ref = -torch.logsumexp(-energy, dim=1)
+    torch.testing.assert_close(ops.free_energy(v, W, b, c), ref, **TOL[dtype])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gaussian_free_energy_matches_formula(device):
+    W, b, c, sigma = rbm(9, 4, device, torch.float64, gaussian=True)
+    v = data(5, 9, device, torch.float64, gaussian=True)
+    ref = ((v - b) ** 2 / (2 * sigma**2)).sum(1) - F.softplus((v / sigma) @ W + c).sum(1)
+    torch.testing.assert_close(ops.free_energy(v, W, b, c, sigma, "gaussian"), ref)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
+def test_free_energy_gradcheck(device, visible):
+    W, b, c, sigma = rbm(6, 4, device, torch.float64, gaussian=visible == "gaussian")
+    v = data(3, 6, device, torch.float64, gaussian=True)
+    args = [t.clone().requires_grad_() for t in (v, W, b, c)]
+    if sigma is not None:
+        args.append(sigma.clone().requires_grad_())
+    else:
+        args.append(None)
+    assert torch.autograd.gradcheck(lambda *a: ops.free_energy(*a, visible=visible), args)
+
+
+# ---- fused CD step ----------------------------------------------------------------------------------------------
+
+CD_CASES = [
+    dict(visible="bernoulli", k=1, persistent=False, momentum=0.0, wd=0.0, target=0.0, cost=0.0),
+    dict(visible="bernoulli", k=3, persistent=False, momentum=0.5, wd=1e-3, target=0.1, cost=0.5),
+    dict(visible="bernoulli", k=2, persistent=True, momentum=0.9, wd=0.0, target=0.0, cost=0.0),
+    dict(visible="gaussian", k=1, persistent=False, momentum=0.5, wd=1e-4, target=0.05, cost=0.1),
+    dict(visible="gaussian", k=2, persistent=True, momentum=0.0, wd=0.0, target=0.0, cost=0.0),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CD_CASES, ids=lambda d: "-".join(f"{k}{v}" for k, v in d.items()))
+def test_cd_step_matches_reference(device, dtype, case):
+    V, H, B, N = 31, 11, 17, 9
+    gauss = case["visible"] == "gaussian"
+    W, b, c, sigma = rbm(V, H, device, dtype, gaussian=gauss)
+    v = data(B, V, device, dtype, gaussian=gauss)
+    chains = data(N, V, device, dtype, seed=5, gaussian=gauss) if case["persistent"] else None
+    g0 = torch.Generator().manual_seed(8)
+    vels = [(torch.randn(t.shape, generator=g0, dtype=torch.float64) * 0.01).to(device, dtype) for t in (W, b, c)]
+    params = [t.clone() for t in (W, b, c)] + [t.clone() for t in vels]
+    ch = chains.clone() if chains is not None else None
+    hp = dict(lr=0.05, momentum=case["momentum"], weight_decay=case["wd"], sparsity_target=case["target"],
+              sparsity_cost=case["cost"])
+    for step in range(2):  # two steps: the second starts from updated parameters, velocities and chains
+        recon = ops.cd_step_(*params, v, ch, sigma, case["visible"], case["k"], generator=gen(device, 20 + step),
+                             **hp)
+        out = Ref(device, 20 + step).cd_step(W, b, c, *vels, v, chains, sigma, case["visible"], case["k"],
+                                             hp["lr"], hp["momentum"], hp["weight_decay"], hp["sparsity_target"],
+                                             hp["sparsity_cost"])
+        W, b, c, *vels = out[:6]
+        chains = out[7] if chains is not None else None
+        tol = TOL[dtype] if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
+        for got, want in zip(params, out[:6]):
+            torch.testing.assert_close(got, want, **tol)
+        torch.testing.assert_close(recon, out[6], **tol)
+        if ch is not None:
+            torch.testing.assert_close(ch, chains, **tol)
+
+
+def test_cd_training_raises_exact_likelihood():
+    """CD-1 on a tiny world (8 visible, 6 hidden): exact log-likelihood by enumerating all 2^6 hidden states."""
+    V, H = 8, 6
+    patterns = torch.tensor([[1, 1, 1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 1, 1, 1, 1], [1, 0, 1, 0, 1, 0, 1, 0]],
+                            dtype=torch.float64)
+    X = patterns.repeat(20, 1)
+    W, b, c, _ = rbm(V, H, "cpu", torch.float64, scale=0.01)
+    vel = [torch.zeros_like(t) for t in (W, b, c)]
+    hs = torch.tensor(list(itertools.product([0.0, 1.0], repeat=H)), dtype=torch.float64)
+    vs = torch.tensor(list(itertools.product([0.0, 1.0], repeat=V)), dtype=torch.float64)
+
+    def loglik():
+        log_z = torch.logsumexp(-ops.free_energy(vs, W, b, c), 0)
+        return (-ops.free_energy(X, W, b, c) - log_z).mean().item()
+
+    before = loglik()
+    g = gen("cpu", 0)
+    for _ in range(300):
+        ops.cd_step_(W, b, c, *vel, X, lr=0.1, momentum=0.5, generator=g)
+    after = loglik()
+    # 3 equiprobable patterns: the best possible average log-likelihood is log(1/3)
+    assert before < -5.0 and after > before + 3.0 and after <= math.log(1 / 3) + 1e-9
+
+
+# ---- determinism --------------------------------------------------------------------------------------------------
+
+def test_results_do_not_depend_on_thread_count():
+    W, b, c, _ = rbm(300, 70, "cpu", torch.float32)
+    v = data(128, 300, "cpu", torch.float32)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            p = [t.clone() for t in (W, b, c)] + [torch.zeros_like(t) for t in (W, b, c)]
+            r = ops.cd_step_(*p, v, k=2, lr=0.1, momentum=0.5, generator=gen("cpu", 1))
+            _, h = ops.sample_hidden(v, W, c, generator=gen("cpu", 2))
+            results.append((p, r, h))
+    finally:
+        torch.set_num_threads(before)
+    (p1, r1, h1), (p2, r2, h2) = results
+    assert torch.equal(h1, h2)
+    # MKL may sum the GEMMs in a different order with more threads: equal up to rounding
+    for a, bb in zip(p1, p2):
+        torch.testing.assert_close(a, bb, rtol=1e-5, atol=1e-6)
+
+
+# ---- opcheck and compile -------------------------------------------------------------------------------------------
+
+def saturated(device, dtype, gaussian=False):
+    """Parameters whose probabilities are exactly 0 or 1, so Bernoulli samples are deterministic whatever stream."""
+    W, b, c, sigma = rbm(12, 5, device, dtype, gaussian=gaussian)
+    return W * 1e4, b, c, sigma
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_opcheck(device, dtype):
+    W, b, c, _ = saturated(device, dtype)
+    _, _, _, sigma = rbm(12, 5, device, dtype, gaussian=True)
+    v = data(6, 12, device, dtype)
+    h = data(6, 5, device, dtype)
+    torch.library.opcheck(torch.ops.pymusicrbm.sample_hidden, (v, W, c, None, None))
+    torch.library.opcheck(torch.ops.pymusicrbm.sample_visible, (h, W, b, None, "bernoulli", None))
+    torch.library.opcheck(torch.ops.pymusicrbm.free_energy, (v, W, b, c, sigma, "gaussian"))
+    torch.library.opcheck(torch.ops.pymusicrbm.free_energy, (v, W, b, c, None, "bernoulli"))
+    vels = [torch.zeros_like(t) for t in (W, b, c)]
+    torch.library.opcheck(torch.ops.pymusicrbm.cd_step_, (W.clone(), b.clone(), c.clone(), *vels, v, None, None,
+                                                          "bernoulli", 1, 1e-6, 0.5, 0.0, 0.0, 0.0, None))
+    torch.library.opcheck(torch.ops.pymusicrbm.cd_step_, (W.clone(), b.clone(), c.clone(), *vels, v, v[:3].clone(),
+                                                          None, "bernoulli", 2, 1e-6, 0.5, 0.0, 0.0, 0.0, None))
+    # Gaussian noise is never deterministic: check schema, fake and autograd registration only
+    checks = ("test_schema", "test_autograd_registration", "test_faketensor")
+    torch.library.opcheck(torch.ops.pymusicrbm.sample_visible, (h, W, b, sigma, "gaussian", None), test_utils=checks)
+    torch.library.opcheck(torch.ops.pymusicrbm.philox_uniform_, (torch.empty(10, device=device, dtype=dtype), None),
+                          test_utils=checks)
+    torch.library.opcheck(torch.ops.pymusicrbm.philox_normal_, (torch.empty(10, device=device, dtype=dtype), None),
+                          test_utils=checks)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_training_step_compiles_fullgraph(device):
+    W, b, c, _ = rbm(20, 7, device, torch.float32)
+    v = data(16, 20, device, torch.float32)
+    vels = [torch.zeros_like(t) for t in (W, b, c)]
+
+    def step(W, b, c, Wv, bv, cv, v):
+        err = ops.cd_step_(W, b, c, Wv, bv, cv, v, lr=0.05, momentum=0.5)
+        p, _ = ops.sample_hidden(v, W, c)
+        return err, p.mean(), ops.free_energy(v, W, b, c).mean()
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    args_c = [t.clone() for t in (W, b, c, *vels)]
+    args_e = [t.clone() for t in (W, b, c, *vels)]
+    torch.manual_seed(0)
+    out_c = compiled(*args_c, v)
+    torch.manual_seed(0)
+    out_e = step(*args_e, v)
+    for a, e in zip(list(out_c) + args_c, list(out_e) + args_e):
+        torch.testing.assert_close(a, e)
+
+
+# ---- bad input -----------------------------------------------------------------------------------------------------
+
+def _good(dtype=torch.float32):
+    W, b, c, _ = rbm(10, 4, "cpu", dtype)
+    return W, b, c, data(3, 10, "cpu", dtype)
+
+
+def _cd(W, b, c, v, **kw):
+    vels = [torch.zeros_like(t) for t in (W, b, c)]
+    return ops.cd_step_(W, b, c, *vels, v, **kw)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda W, b, c, v: ops.sample_hidden(v[0], W, c), r"v must be 2-D"),
+    (lambda W, b, c, v: ops.sample_hidden(v[:, :5], W, c), r"v has 5 columns but W implies n_visible = 10"),
+    (lambda W, b, c, v: ops.sample_hidden(v, W, c[:3]), r"c must be 1-D of size 4"),
+    (lambda W, b, c, v: ops.sample_hidden(v.double(), W, c), r"v has dtype Double but W has dtype Float"),
+    (lambda W, b, c, v: ops.sample_hidden(v.long(), W, c), r"v must be float32 or float64"),
+    (lambda W, b, c, v: ops.sample_hidden(v, W[0], c), r"W must be 2-D"),
+    (lambda W, b, c, v: ops.sample_hidden(v[:0], W, c), r"v is an empty batch"),
+    (lambda W, b, c, v: ops.sample_hidden(v, W, c, -torch.ones(10)), r"sigma must be > 0"),
+    (lambda W, b, c, v: ops.sample_visible(v[:, :4], W, b, visible="poisson"), r"visible must be 'bernoulli' or"),
+    (lambda W, b, c, v: ops.sample_visible(v[:, :4], W, b, torch.ones(10)), r"sigma applies to gaussian"),
+    (lambda W, b, c, v: ops.sample_visible(v, W, b), r"h has 10 columns but W implies n_hidden = 4"),
+    (lambda W, b, c, v: ops.free_energy(v, W, b[:2], c), r"b must be 1-D of size 10"),
+    (lambda W, b, c, v: _cd(W, b, c, v, k=0), r"k \(Gibbs steps\) must be >= 1"),
+    (lambda W, b, c, v: _cd(W, b, c, v, lr=-1.0), r"lr must be >= 0"),
+    (lambda W, b, c, v: _cd(W, b, c, v, weight_decay=-1.0), r"weight_decay must be >= 0"),
+    (lambda W, b, c, v: _cd(W, b, c, v, momentum=1.5), r"momentum must be in \[0, 1\)"),
+    (lambda W, b, c, v: _cd(W, b, c, v, sparsity_target=2.0), r"sparsity_target must be in \[0, 1\]"),
+    (lambda W, b, c, v: _cd(W, b, c, v, chains=torch.zeros(3, 9)), r"chains has 9 columns"),
+    (lambda W, b, c, v: _cd(W.t().contiguous().t(), b, c, v), r"W is updated in place and must be contiguous"),
+    (lambda W, b, c, v: ops.cd_step_(W, b, c, torch.zeros(3, 3), b, c, v), r"W_vel must have W's shape"),
+    (lambda W, b, c, v: ops.philox_uniform_(torch.empty(3, dtype=torch.int32)), r"out must be float32 or float64"),
+])
+def test_bad_input_is_a_clear_error(call, match):
+    with pytest.raises(RuntimeError, match=match):
+        call(*_good())
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_data_leaves_parameters_unchanged(bad):
+    W, b, c, v = _good()
+    v[1, 2] = bad
+    before = [t.clone() for t in (W, b, c)]
+    with pytest.raises(RuntimeError, match="v contains NaN or Inf; the parameters were not changed"):
+        _cd(W, b, c, v)
+    for t, t0 in zip((W, b, c), before):
+        assert torch.equal(t, t0)
+
+
+def test_diverging_update_is_reported_and_not_applied():
+    W, b, c, v = _good()
+    W += 1e38  # W + update overflows float32
+    before = [t.clone() for t in (W, b, c)]
+    with pytest.raises(RuntimeError, match="the update is not finite"):
+        _cd(W, b, c, v * 1e3, lr=1e38)
+    for t, t0 in zip((W, b, c), before):
+        assert torch.equal(t, t0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_mixed_devices_are_rejected():
+    W, b, c, v = _good()
+    with pytest.raises(RuntimeError, match="all tensors must be on one device"):
+        ops.sample_hidden(v.cuda(), W, c)
