@@ -134,15 +134,17 @@ PMR_INLINE vec<double> vexp(vec<double> x) {
 
 template <class T> PMR_INLINE vec<T> vsigmoid(vec<T> x) { return T(1) / (T(1) + vexp(-x)); }
 
-// out[i] = uniform_at<T>(seed, offset, start + i) for i < n: Philox blocks computed 16 at a time, lane-parallel.
+// out[i] = uniform_at<T>(seed, offset, start + i) for i < n, in philox.h's stream layout (a run of 32 elements
+// takes the 4 words of 8 consecutive blocks, 8 elements per word): 16 blocks (two runs) at a time, lane-parallel.
 template <class T> PMR_INLINE void uniforms(const Draw& d, int64_t start, int64_t n, T* out) {
   constexpr int NB = 16;
   uint32_t c0[NB], c1[NB], c2[NB], c3[NB];
   const uint32_t o0 = static_cast<uint32_t>(d.offset), o1 = static_cast<uint32_t>(d.offset >> 32);
   const int64_t end = start + n;
-  for (int64_t blk0 = start >> 2; blk0 * 4 < end; blk0 += NB) {
+  for (int64_t run = start >> 5; run * 32 < end; run += 2) {
+    const uint64_t blk0 = static_cast<uint64_t>(run) * 8;
     for (int l = 0; l < NB; ++l) {
-      const uint64_t blk = static_cast<uint64_t>(blk0 + l);
+      const uint64_t blk = blk0 + l;
       c0[l] = static_cast<uint32_t>(blk);
       c1[l] = static_cast<uint32_t>(blk >> 32);
       c2[l] = o0;
@@ -163,15 +165,17 @@ template <class T> PMR_INLINE void uniforms(const Draw& d, int64_t start, int64_
       k0 += 0x9E3779B9u;
       k1 += 0xBB67AE85u;
     }
-    T f[4][NB];
-    for (int l = 0; l < NB; ++l) {
-      f[0][l] = to_uniform<T>(c0[l]);
-      f[1][l] = to_uniform<T>(c1[l]);
-      f[2][l] = to_uniform<T>(c2[l]);
-      f[3][l] = to_uniform<T>(c3[l]);
-    }
-    const int64_t base = blk0 * 4, i0 = std::max(start, base), i1 = std::min(end, base + 4 * NB);
-    for (int64_t i = i0; i < i1; ++i) out[i - start] = f[(i - base) & 3][(i - base) >> 2];
+    // f[h * 32 + w * 8 + l] = word w of block blk0 + h * 8 + l: elements run * 32 + [0, 64) in order.
+    T f[4 * NB];
+    for (int h = 0; h < 2; ++h)
+      for (int l = 0; l < 8; ++l) {
+        f[h * 32 + l] = to_uniform<T>(c0[h * 8 + l]);
+        f[h * 32 + 8 + l] = to_uniform<T>(c1[h * 8 + l]);
+        f[h * 32 + 16 + l] = to_uniform<T>(c2[h * 8 + l]);
+        f[h * 32 + 24 + l] = to_uniform<T>(c3[h * 8 + l]);
+      }
+    const int64_t base = run * 32, i0 = std::max(start, base), i1 = std::min(end, base + 4 * NB);
+    if (i1 > i0) std::memcpy(out + (i0 - start), f + (i0 - base), (i1 - i0) * sizeof(T));
   }
 }
 
