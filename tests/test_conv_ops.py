@@ -308,7 +308,7 @@ def test_training_lowers_reconstruction_error():
 
 @pytest.mark.parametrize("pool", [1, 2])
 def test_hidden_probabilities_gradcheck(pool):
-    v, W, b, c, sigma = problem(2, 2, 2, 2, 3, 4, 6, "cpu", torch.float64)
+    v, W, b, c, sigma = problem(1, 2, 2, 2, 3, 4, 4, "cpu", torch.float64)
     args = [t.clone().requires_grad_() for t in (v, W, c)]
 
     def f(v, W, c):
@@ -320,8 +320,8 @@ def test_hidden_probabilities_gradcheck(pool):
 
 @pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
 def test_visible_mean_gradcheck(visible):
-    v, W, b, c, sigma = problem(2, 2, 2, 2, 3, 4, 6, "cpu", torch.float64)
-    h = torch.rand(2, 2, 4, 6, dtype=torch.float64)
+    v, W, b, c, sigma = problem(1, 2, 2, 2, 3, 2, 4, "cpu", torch.float64)
+    h = torch.rand(1, 2, 2, 4, dtype=torch.float64)
     sig = sigma if visible == "gaussian" else None
     args = [t.clone().requires_grad_() for t in (h, W, b)]
     assert torch.autograd.gradcheck(lambda h, W, b: ops.conv_sample_visible(h, W, b, sig, visible)[0], args)
