@@ -27,7 +27,11 @@ __all__ = ["ConvRBM", "ConvDBN", "TrainingDivergedError", "as_maps", "cropped_si
 
 _N_MONITOR = 256           # maps used for the per-epoch train/valid monitors
 _MAX_ABS_WEIGHT = 1e3
+INIT_SCALE = 0.01
 TRAININGS = ("cd", "reconstruction")
+# Default learning rates. CD's statistics are averages over all positions of a map, so they are small (about the
+# sparsity target times a correlation): steps of ~0.5 suit them. Adam's steps are normalised: 0.01.
+DEFAULT_LR = {"cd": 0.5, "reconstruction": 0.01}
 STANDARDIZE = ("channel", "row", None)
 
 
@@ -65,7 +69,7 @@ class ConvRBM(CheckpointMixin, TransformerMixin, BaseEstimator):
     """Convolutional RBM: ``n_filters`` filters of ``filter_shape`` shared over the input maps, hidden units grouped
     by probabilistic max-pooling in ``pool`` x ``pool`` blocks (``pool=1``: independent sigmoid units).
 
-    Training (``training``):
+    Training (``training``; ``learning_rate=None`` picks 0.5 for CD and 0.01 for Adam):
       - ``'cd'``: real contrastive divergence (CD-k, or PCD-k with ``persistent=True``) with the fused op
         :func:`pymusicrbm.ops.conv_cd_step_` (momentum, L2 ``weight_decay`` on the filters, and a sparsity target
         on the mean pooled-unit probability: ``c += sparsity_cost * (sparsity_target - q)``).
@@ -89,7 +93,7 @@ class ConvRBM(CheckpointMixin, TransformerMixin, BaseEstimator):
     _tuple_params = ("filter_shape",)
 
     def __init__(self, n_filters=32, filter_shape=(5, 5), *, pool=2, visible="gaussian", training="cd",
-                 learning_rate=0.01, batch_size=16, n_iter=10, k=1, persistent=False, momentum=0.5,
+                 learning_rate=None, batch_size=16, n_iter=10, k=1, persistent=False, momentum=0.5,
                  weight_decay=1e-4, sparsity_target=0.05, sparsity_cost=1.0, standardize="channel",
                  validation_fraction=0.1, verbose=0, random_state=None, device="cpu", dtype="float32"):
         self.n_filters = n_filters
@@ -128,7 +132,8 @@ class ConvRBM(CheckpointMixin, TransformerMixin, BaseEstimator):
         check_number("pool", self.pool, 1, integer=True)
         check_in("visible", self.visible, ops.VISIBLE_TYPES)
         check_in("training", self.training, TRAININGS)
-        check_number("learning_rate", self.learning_rate, 0)
+        check_number("learning_rate", self.learning_rate, 0, allow_none=True)
+        self._lr = self.learning_rate if self.learning_rate is not None else DEFAULT_LR[self.training]
         check_number("batch_size", self.batch_size, 1, integer=True)
         check_number("n_iter", self.n_iter, 0, integer=True)
         check_number("k", self.k, 1, integer=True)
@@ -248,7 +253,7 @@ class ConvRBM(CheckpointMixin, TransformerMixin, BaseEstimator):
         C = X.shape[1]
         opts = dict(dtype=self._dtype, device=self._device)
         fh, fw = self._fs
-        self._W = torch.randn(self.n_filters, C, fh, fw, generator=self._rng, **opts).mul_(0.01)
+        self._W = torch.randn(self.n_filters, C, fh, fw, generator=self._rng, **opts).mul_(INIT_SCALE)
         Xt = self._tensor(X)
         if self._gaussian:
             self._b = Xt.mean((0, 2, 3)).contiguous()
@@ -308,7 +313,7 @@ class ConvRBM(CheckpointMixin, TransformerMixin, BaseEstimator):
         for _ in epochs:
             epoch = self.n_iter_
             t0 = time.perf_counter()
-            lr = self.learning_rate
+            lr = self._lr
             perm = torch.randperm(n, generator=self._shuffle_rng).to(self._device)
             total = 0.0
             batches = tqdm(range(0, n, B), disable=self.verbose < 2, leave=False, unit="batch")
@@ -378,7 +383,7 @@ class ConvRBM(CheckpointMixin, TransformerMixin, BaseEstimator):
             if not bool(torch.isfinite(step).all()):
                 raise self._diverged(epoch, lr, "a parameter update was not finite")
             p.sub_(step)
-        return float(loss)
+        return float(loss.detach())
 
     def _diverged(self, epoch: int, lr: float, what: str) -> TrainingDivergedError:
         advice = [f"lower learning_rate (now {lr:.3g})", "add weight_decay (e.g. 1e-4)"]
@@ -536,7 +541,7 @@ class ConvDBN(CheckpointMixin, TransformerMixin, BaseEstimator):
     _tuple_params = ("n_filters", "filter_shapes", "pools", "layer_params")
 
     def __init__(self, n_filters=(32, 32), filter_shapes=((5, 5), (3, 3)), pools=(2, 2), *, visible="gaussian",
-                 training="cd", learning_rate=0.01, batch_size=16, n_iter=10, k=1, persistent=False, momentum=0.5,
+                 training="cd", learning_rate=None, batch_size=16, n_iter=10, k=1, persistent=False, momentum=0.5,
                  weight_decay=1e-4, sparsity_target=0.05, sparsity_cost=1.0, standardize="channel",
                  validation_fraction=0.1, layer_params=None, verbose=0, random_state=None, device="cpu",
                  dtype="float32"):
