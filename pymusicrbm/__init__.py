@@ -2,5 +2,9 @@
 import torch  # noqa: F401  (loads libtorch before our extension)
 
 from . import _C, ops  # noqa: F401  (_C registers the torch.ops.pymusicrbm ops)
+from .dbn import DBN, DBNClassifier
+from .rbm import RBM, TrainingDivergedError
+from .vae import ConvVAE
 
 __version__ = "0.1.0"
+__all__ = ["ops", "RBM", "DBN", "DBNClassifier", "ConvVAE", "TrainingDivergedError"]
