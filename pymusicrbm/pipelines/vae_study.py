@@ -316,6 +316,8 @@ def run(data, out_dir, **options) -> dict:
             "test_elbo": float(vae.score(X_te)),
             "epochs_run": int(vae.n_epochs_), "best_epoch": int(vae.best_epoch_),
             "train_seconds": round(t_train, 2), "history": vae.history_,
+            "clips": {"train": len(train_clips) - len(valid_clips), "valid": len(valid_clips),
+                      "test": len(test_clips)},
         })
         last = rows[f"vae_{clf}"][-1]
         log(f"[vae] fold {k + 1}: clip accuracy {np.mean(last['clip_true'] == last['clip_pred']):.3f}; "
@@ -370,7 +372,8 @@ def _vae_summary(stats) -> dict:
     return {"recon_mse_db": reporting.summarize([s["recon_mse_db"] for s in stats]),
             "mean_spectrogram_mse_db": reporting.summarize([s["mean_spectrogram_mse_db"] for s in stats]),
             "test_elbo": reporting.summarize([s["test_elbo"] for s in stats]),
-            "epochs_run": [s["epochs_run"] for s in stats], "best_epoch": [s["best_epoch"] for s in stats]}
+            "epochs_run": [s["epochs_run"] for s in stats], "best_epoch": [s["best_epoch"] for s in stats],
+            "clips_per_fold": [s["clips"] for s in stats]}
 
 
 # ------------------------------------------------------------------------------------------------ generation
