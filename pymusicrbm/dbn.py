@@ -488,8 +488,13 @@ class DBNClassifier(CheckpointMixin, _StackMixin, ClassifierMixin, BaseEstimator
             lin = nn.utils.skip_init(nn.Linear, rbm._W.shape[0], rbm._W.shape[1], **opts)
             s = rbm._sigma()
             with torch.no_grad():
-                lin.weight.copy_((rbm._W if s is None else rbm._W / s.unsqueeze(1)).t())
-                lin.bias.copy_(rbm._c)
+                if self.pretrain_epochs > 0:
+                    lin.weight.copy_((rbm._W if s is None else rbm._W / s.unsqueeze(1)).t())
+                    lin.bias.copy_(rbm._c)
+                else:  # no pre-training: Glorot-uniform for logistic units, as scikit-learn's MLP
+                    bound = math.sqrt(2.0 / sum(rbm._W.shape))
+                    for p in (lin.weight, lin.bias):
+                        p.copy_((torch.rand(p.shape, generator=self._rng, **opts) * 2 - 1) * bound)
             layers += [lin, nn.Sigmoid()]
             if self.dropout > 0:
                 layers.append(_Dropout(self.dropout, self._rng))

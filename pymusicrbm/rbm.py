@@ -644,18 +644,25 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
         V = int(state["n_features_in_"])
         if check_against is not None and check_against != V:
             raise ValueError(f"resume: the checkpoint was trained on {V} features but X has {check_against}")
-        W = tensors["W"]
-        if tuple(W.shape) != (V, self.n_components):
-            raise ValueError(f"checkpoint weights have shape {tuple(W.shape)} but n_components={self.n_components} "
-                             f"and {V} features need ({V}, {self.n_components})")
-        needs = {"chains"} if self.persistent else set()
+        needs = {"W", "b", "c", "W_vel", "b_vel", "c_vel", "base_b", "rng_state", "shuffle_rng_state"}
+        needs |= {"mean_", "scale_"} if self._gaussian and self.standardize else set()
+        needs |= {"chains"} if self.persistent else set()
         needs |= {"W_fast", "b_fast", "c_fast"} if self.persistent == "fast" else set()
         needs |= {"log_sigma"} if self.learn_sigma else set()
         missing = needs - set(tensors)
         if missing:
-            raise ValueError(f"the checkpoint lacks {sorted(missing)}: it was saved with other persistent/"
-                             f"learn_sigma settings than persistent={self.persistent!r}, "
-                             f"learn_sigma={self.learn_sigma!r}")
+            raise ValueError(f"the checkpoint lacks the tensors {sorted(missing)} that an RBM with visible="
+                             f"{self.visible!r}, persistent={self.persistent!r}, learn_sigma={self.learn_sigma!r} "
+                             "needs (incomplete or inconsistent state)")
+        H = self.n_components
+        n_chains = tensors["chains"].shape[0] if "chains" in tensors else 0
+        shapes = {"W": (V, H), "W_vel": (V, H), "W_fast": (V, H), "b": (V,), "b_vel": (V,), "b_fast": (V,),
+                  "base_b": (V,), "log_sigma": (V,), "c": (H,), "c_vel": (H,), "c_fast": (H,), "mean_": (V,),
+                  "scale_": (V,), "chains": (n_chains, V)}
+        for name, shape in shapes.items():
+            if name in tensors and tuple(tensors[name].shape) != shape:
+                raise ValueError(f"checkpoint tensor {name!r} has shape {tuple(tensors[name].shape)}, but "
+                                 f"n_components={H} and {V} features need {shape}")
         for name in self._STATE_TENSORS:
             t = tensors.get(name[1:])
             self.__dict__[name] = None if t is None else t.to(device=self._device, dtype=self._dtype).contiguous()
