@@ -185,3 +185,10 @@ def test_bad_parameters(digits, cls, kw, msg):
 def test_unknown_transform_layers(fitted, digits):
     with pytest.raises(ValueError, match="layers must be one of"):
         fitted[0].transform(digits[0][:2], layers="bottom")
+
+
+def test_plot_dbn_history(tmp_path, fitted):
+    from pymusicrbm.plots import plot_learning_curves
+    dbn, clf = fitted
+    assert plot_learning_curves(dbn.history_, tmp_path / "dbn.png").stat().st_size > 1000
+    assert plot_learning_curves(clf.history_, tmp_path / "clf.png").stat().st_size > 1000
