@@ -19,7 +19,6 @@ clip_accuracy / window_accuracy {mean, std, folds}, per_class_f1, confusion_matr
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -484,23 +483,11 @@ def _spec_grid(path, rows, titles, out: Path) -> str:
 
 
 def _figures(results, vae_stats, first, classes, out: Path) -> dict:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .. import plots
 
     fdir = out / "figures"
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for k, s in enumerate(vae_stats):
-        h = s["history"]
-        ax.plot(h["train_elbo"], color=f"C{k}", alpha=0.6, label=f"fold {k + 1} train")
-        if not all(math.isnan(v) for v in h["valid_elbo"]):
-            ax.plot(h["valid_elbo"], color=f"C{k}", ls="--", label=f"fold {k + 1} validation")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("ELBO (nats / excerpt)")
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(fdir / "learning_curves.png", dpi=90)
-    plt.close(fig)
+    plots.plot_learning_curves(vae_stats[0]["history"], fdir / "learning_curves.png",
+                               "ConvVAE training, fold 1 (nats per excerpt)")
     reporting.plot_confusion(results["models"][results["primary"]]["confusion"], classes,
                              fdir / "confusion_matrix.png", f"{results['primary']} (clips, all folds)")
     reporting.plot_tsne(first["F_te"], first["y_te"], classes, fdir / "tsne_latents.png",
