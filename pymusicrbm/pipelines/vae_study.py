@@ -4,8 +4,8 @@ Per fold: mel spectrograms of the first ``seconds`` of every clip -> excerpts of
 ConvVAE trained on the training clips' excerpts (early stopping on held-out training clips) -> encoder means
 (optionally also log-variances) -> standardised -> an RBF SVM and logistic regression -> excerpt predictions ->
 clip prediction by vote (the SVM: majority of its excerpt predictions; logistic regression: mean probability).
-The primary classifier (``classifier``, the SVM by default: the latents are not linearly separable by genre) gives
-the top-level metrics. Baselines with the same excerpts, primary classifier and vote: PCA of the standardised
+The primary classifier (``classifier``; the RBF SVM by default, as in the DBN pipeline) gives the top-level
+metrics. Baselines with the same excerpts, primary classifier and vote: PCA of the standardised
 excerpt (as many components as the VAE has latent dimensions: is the VAE better than a linear code?) and the
 per-band mean and std of the excerpt.
 
@@ -13,9 +13,12 @@ The first fold's model also writes the generation part of the report: reconstruc
 originals, samples from the prior, samples around a genre's mean latent and an interpolation between two clips,
 as spectrogram images and Griffin-Lim wav files.
 
-``run(data, out_dir, **options) -> dict`` writes ``out_dir/results.json`` (keys shared with the other studies:
-clip_accuracy / window_accuracy {mean, std, folds}, per_class_f1, confusion_matrix, baselines) and
-``out_dir/report.md``. Here a "window" is one excerpt.
+``run(data, out_dir, **options) -> dict`` writes ``out_dir/results.json`` and ``out_dir/report.md``. Keys shared
+with the other studies: ``clip_accuracy`` / ``window_accuracy`` / ``f1_macro`` ({mean, std, folds}) and
+``per_class_f1`` of the primary model, ``models`` (``vae_svm``, ``vae_logreg``) and ``baselines`` (``pca_<clf>``,
+``mel_stats_<clf>``), each with those keys plus per-class precision/recall and the clip ``confusion`` matrix;
+then ``vae`` (reconstruction MSE against the mean-spectrogram baseline, test ELBO, epochs), ``generated`` (the
+audio and image files), ``figures``, ``timings``, ``config``. Here a "window" is one excerpt.
 """
 from __future__ import annotations
 
