@@ -175,6 +175,17 @@ def test_interrupted_training_resumes_identically(synth, tmp_path, monkeypatch):
         ConvVAE(**settings).fit(X[1:], checkpoint=ckpt, resume=True)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_training_and_loading_on_cpu(synth, tmp_path):
+    X = synth["Xtr"][::4]
+    gpu = ConvVAE(**dict(TINY, device="cuda"), n_epochs=3).fit(X, checkpoint=tmp_path / "train.safetensors")
+    assert next(gpu.net_.parameters()).is_cuda
+    gpu.save(tmp_path / "vae.safetensors")
+    cpu = ConvVAE.load(tmp_path / "vae.safetensors", device="cpu")
+    np.testing.assert_allclose(cpu.transform(X), gpu.transform(X), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(cpu.decode(np.zeros((1, 8))), gpu.decode(np.zeros((1, 8))), rtol=1e-3, atol=1e-2)
+
+
 # ------------------------------------------------------------------------------------------ bad input
 def test_excerpt_shorter_than_receptive_field():
     rf = receptive_field(3)
