@@ -60,14 +60,17 @@ DEFAULTS = {
     "cache_dir": None,
     "resume": False,
     "n_jobs": 2,
+    "num_threads": None,         # torch intra-op threads during the run (None: leave torch's setting)
     "verbose": 1,
     "quick": False,
 }
 # The demo setting: a small network, short clips, one split; the VAE part runs in about a minute on 2 CPU cores.
-# Small batches: with a few hundred excerpts, batches of 64 give too few Adam steps in 20 epochs.
+# Small batches: with a few hundred excerpts, batches of 64 give too few Adam steps in 20 epochs. One torch thread:
+# the small network gains little from a second one, and on a busy 2-core machine two threads ran the demo's
+# training 7x slower (13 s -> 190 s, measured) as each waits for the other at every op.
 QUICK = {"seconds": 10.0, "excerpt_hop": 128, "channels": (16, 32, 64, 64), "latent_dim": 16, "epochs": 20,
          "patience": 4, "kl_warmup_epochs": 4, "batch_size": 16, "lr": 2e-3, "single_split": True,
-         "grid_search": False, "n_generate": 2}
+         "grid_search": False, "n_generate": 2, "num_threads": 1}
 
 
 def _add(parser, *flags, **kw):
@@ -105,6 +108,8 @@ def add_arguments(parser) -> None:
     _add(parser, "--n-generate", type=int, default=None, help="generated clips per kind (default 4)")
     _add(parser, "--device", default=None, help="cpu or cuda (default: cuda when available)")
     _add(parser, "--seed", type=int, default=None, help="random seed (default 0)")
+    _add(parser, "--threads", dest="num_threads", type=int, default=None,
+         help="torch threads during the run (default: torch's own; 1 with --quick)")
     _add(parser, "--cache-dir", default=None, help="feature cache folder (default OUT/cache)")
     _add(parser, "--resume", action="store_true", default=None,
          help="reuse finished fold models and continue interrupted training from its checkpoint")
@@ -129,6 +134,8 @@ def _options(options: dict) -> dict:
         raise ValueError(f"features must be 'mean' or 'mean+logvar', got {opts['features']!r}")
     if opts["n_mels"] not in (64, 96):
         raise ValueError(f"n_mels must be 64 or 96, got {opts['n_mels']!r}")
+    if opts["num_threads"] is not None and int(opts["num_threads"]) < 1:
+        raise ValueError(f"num_threads must be None or >= 1, got {opts['num_threads']}")
     if not opts["single_split"] and int(opts["folds"]) < 2:
         raise ValueError(f"folds must be >= 2 (or use single_split), got {opts['folds']}")
     return opts
@@ -224,11 +231,23 @@ def run(data, out_dir, **options) -> dict:
     section with its images (``out_dir/figures``) and audio (``out_dir/audio``). Trained models are kept in
     ``out_dir/checkpoints``; ``resume=True`` reuses them and continues an interrupted training.
     """
+    import torch
+
+    opts = _options(options)
+    before = torch.get_num_threads()
+    if opts["num_threads"] is not None:
+        torch.set_num_threads(int(opts["num_threads"]))
+    try:
+        return _run(data, out_dir, opts)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(data, out_dir, opts) -> dict:
     from .. import audio, datasets
     from ..vae import ConvVAE, receptive_field
 
     t_start = time.perf_counter()
-    opts = _options(options)
     out = reporting.prepare_out_dir(out_dir)
     verbose = int(opts["verbose"])
     log = print if verbose else (lambda *a, **k: None)
