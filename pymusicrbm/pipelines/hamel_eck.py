@@ -26,11 +26,12 @@ DEFAULTS = dict(
     hidden=(50, 50, 50), pretrain_epochs=5, first_layer_lr=0.01, learning_rate=0.05, sparsity_target=None,
     weight_decay=2e-4, pretrain_frames=200_000, finetune=True, finetune_epochs=50, finetune_lr=3e-3,
     window_seconds=5.0, window_overlap=0.5, svm_grid="small", mfcc=True, n_jobs=2, cache_dir=None,
-    resume=False, verbose=1, split_files=None,
+    resume=False, verbose=1, split_files=None, num_threads=None,
 )
 
 # The demo's settings: the same pipeline, smaller (finishes in about a minute on 2 CPU cores).
-QUICK = dict(folds=3, pretrain_epochs=5, pretrain_frames=30_000, finetune_epochs=50, finetune_lr=0.01)
+# One torch thread: these layers are small, and on a busy machine waiting for a second thread costs more.
+QUICK = dict(folds=3, pretrain_epochs=5, pretrain_frames=30_000, finetune_epochs=50, finetune_lr=0.01, num_threads=1)
 
 
 def add_arguments(parser) -> None:
@@ -53,6 +54,8 @@ def add_arguments(parser) -> None:
     g.add_argument("--cache-dir", default=None, help="feature cache (default: OUT/cache)")
     g.add_argument("--jobs", type=int, dest="n_jobs", default=DEFAULTS["n_jobs"], help="processes for features")
     g.add_argument("--resume", action="store_true", help="reuse finished folds and checkpoints in OUT")
+    g.add_argument("--threads", type=int, dest="num_threads", default=None,
+                   help="torch intra-op threads during the run (default: torch's setting)")
 
 
 # ---------------------------------------------------------------------------------------------- windows
@@ -275,6 +278,21 @@ def _load_fold(path: Path) -> dict:
 def run(data=None, out_dir="hamel_eck_out", **options) -> dict:
     """Run the pipeline on ``data`` (a folder / CSV manifest path, or an :class:`AudioDataset`) and write
     ``results.json``, ``report.md`` and plots into ``out_dir``. Returns the results dict."""
+    import torch
+
+    threads = options.get("num_threads", QUICK["num_threads"] if options.get("quick") else None)
+    if threads is not None and int(threads) < 1:
+        raise ValueError(f"num_threads must be None or >= 1, got {threads}")
+    before = torch.get_num_threads()
+    try:
+        if threads is not None:
+            torch.set_num_threads(int(threads))
+        return _run(data, out_dir, **options)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(data, out_dir, **options) -> dict:
     quick = options.pop("quick", False)
     opts = {**DEFAULTS, **(QUICK if quick else {}), **options}
     unknown = set(options) - set(DEFAULTS)
