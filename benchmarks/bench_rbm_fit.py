@@ -173,7 +173,9 @@ def main(argv=None):
                       args.repeats)
         e_sk = recon_error(sk.components_.T, sk.intercept_visible_, sk.intercept_hidden_, Xu[check], False)
         r_sk = record("rbm_bernoulli", "scikit-learn BernoulliRBM (PCD-1)", t, e_sk)
-        assert abs(e_pcd - e_sk) < 0.25 * max(e_pcd, e_sk), (e_pcd, e_sk)
+        # same algorithm, different visible-bias initialisation (data log-odds here, zeros in scikit-learn):
+        # ours must reconstruct at least about as well
+        assert e_pcd < 1.25 * e_sk, (e_pcd, e_sk)
         results["ratio_sklearn_over_ours_pcd"] = r_sk["seconds"] / r_pcd["seconds"]
     assert abs(e_ours - e_eager) < 0.15 * max(e_ours, e_eager), (e_ours, e_eager)
     results["ratio_eager_over_ours_rbm_bernoulli"] = r_eager["seconds"] / r_ours["seconds"]

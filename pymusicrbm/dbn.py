@@ -275,6 +275,11 @@ class _Dropout(nn.Module):
         super().__init__()
         self.p, self.generator = p, generator
 
+    def __getstate__(self):  # generators do not pickle; the owning classifier re-attaches its own
+        state = self.__dict__.copy()
+        state["generator"] = None
+        return state
+
     def forward(self, x):
         if not self.training or self.p == 0:
             return x
@@ -378,7 +383,6 @@ class DBNClassifier(CheckpointMixin, _StackMixin, ClassifierMixin, BaseEstimator
         for name in ("_rng", "_shuffle_rng"):
             if isinstance(state.get(name), torch.Generator):
                 state[name] = generator_to_state(state[name])
-        state.pop("_optimizer", None)  # rebuilt from its state when needed (it references the network)
         return state
 
     def __setstate__(self, state):

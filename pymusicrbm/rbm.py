@@ -273,7 +273,9 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
     def _input(self, X) -> torch.Tensor:
         """Validated, standardised (Gaussian) data as a tensor of the model's dtype on its device."""
         if self._gaussian and self.standardize:
-            X = (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
+            # in the model's precision: a float64 copy of a large float32 data set would double its memory
+            dt = np.float32 if self._dtype == torch.float32 else np.float64
+            X = (np.asarray(X, dtype=dt) - self.mean_.astype(dt)) / self.scale_.astype(dt)
         return to_tensor(X, self._dtype, self._device)
 
     # ---- initialisation ----------------------------------------------------------------------------------
@@ -284,8 +286,8 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
         self._rng = make_generator(self._seed, self._device)
         self._shuffle_rng = torch.Generator().manual_seed(self._seed + 1)
         if self._gaussian and self.standardize:
-            self.mean_ = X.mean(0).astype(np.float64)
-            scale = X.std(0).astype(np.float64)
+            self.mean_ = X.mean(0, dtype=np.float64)
+            scale = X.std(0, dtype=np.float64)
             self.scale_ = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(self.mean_)), scale, 1.0)
         opts = dict(dtype=self._dtype, device=self._device)
         self._W = torch.randn(V, H, generator=self._rng, **opts).mul_(0.01)
@@ -379,11 +381,8 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
             t0 = time.perf_counter()
             perm = torch.randperm(n, generator=self._shuffle_rng).to(self._device)
             total = torch.zeros((), dtype=self._dtype, device=self._device)
-            batches = tqdm(range(0, n, B), disable=self.verbose < 2, leave=False, unit="batch")
-            for i in batches:
-                idx = perm[i:i + B]
-                v = X.index_select(0, idx)
-                total += self._batch_update(v, lr, epoch) * len(idx)
+            for idx in tqdm(torch.split(perm, B), disable=self.verbose < 2, leave=False, unit="batch"):
+                total.add_(self._batch_update(X.index_select(0, idx), lr, epoch), alpha=len(idx))
             recon = float(total) / n
             self._check_divergence(recon, epoch, lr)
             self.n_iter_ = epoch + 1

@@ -192,3 +192,13 @@ def test_plot_dbn_history(tmp_path, fitted):
     dbn, clf = fitted
     assert plot_learning_curves(dbn.history_, tmp_path / "dbn.png").stat().st_size > 1000
     assert plot_learning_curves(clf.history_, tmp_path / "clf.png").stat().st_size > 1000
+
+
+def test_classifier_pickle_with_dropout(digits, tmp_path):
+    import pickle
+    X, y = digits[0][:200], digits[1][:200]
+    clf = DBNClassifier((8,), pretrain_epochs=1, max_iter=2, dropout=0.3, random_state=0).fit(X, y)
+    back = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
+    back.save(tmp_path / "c.safetensors")  # the optimizer state survives pickling too
+    np.testing.assert_array_equal(DBNClassifier.load(tmp_path / "c.safetensors").predict(X), clf.predict(X))
