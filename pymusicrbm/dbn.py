@@ -296,7 +296,8 @@ class DBNClassifier(CheckpointMixin, _StackMixin, ClassifierMixin, BaseEstimator
     ``learning_rate_init``, L2 penalty ``alpha`` and mini-batches of ``batch_size``. With ``early_stopping`` a
     stratified ``validation_fraction`` of the training data is held out (also from pre-training); training stops
     when the validation loss has not improved by ``tol`` for ``n_iter_no_change`` epochs and the best weights are
-    restored. Without it, training stops when the training loss stalls in the same way.
+    restored. Without it, training stops when the training loss stalls in the same way. ``max_iter=0`` stops after
+    pre-training (the softmax layer stays untrained: use ``dbn_`` for features, not ``predict``).
 
     Pre-training settings: ``pretrain_epochs`` (n_iter of each RBM), ``pretrain_learning_rate``,
     ``pretrain_batch_size``, ``pretrain_momentum``, ``k``, ``persistent``, ``weight_decay``, ``sparsity_target``,
@@ -356,7 +357,7 @@ class DBNClassifier(CheckpointMixin, _StackMixin, ClassifierMixin, BaseEstimator
         check_number("alpha", self.alpha, 0)
         check_number("dropout", self.dropout, 0, 0.95)
         check_number("batch_size", self.batch_size, 1, integer=True)
-        check_number("max_iter", self.max_iter, 1, integer=True)
+        check_number("max_iter", self.max_iter, 0, integer=True)
         check_number("validation_fraction", self.validation_fraction, 0, 0.9, low_open=True)
         check_number("n_iter_no_change", self.n_iter_no_change, 1, integer=True)
         check_number("tol", self.tol, 0)
@@ -471,6 +472,8 @@ class DBNClassifier(CheckpointMixin, _StackMixin, ClassifierMixin, BaseEstimator
         self._finetune(Xt.index_select(0, tr_t), yt.index_select(0, tr_t),
                        Xt.index_select(0, va_t) if len(va) else None, yt.index_select(0, va_t) if len(va) else None,
                        on_epoch)
+        if on_epoch is not None:  # the checkpoint ends with the finished model (best epoch restored)
+            on_epoch()
         return self
 
     def _dbn_shared(self):

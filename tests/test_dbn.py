@@ -202,3 +202,13 @@ def test_classifier_pickle_with_dropout(digits, tmp_path):
     np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
     back.save(tmp_path / "c.safetensors")  # the optimizer state survives pickling too
     np.testing.assert_array_equal(DBNClassifier.load(tmp_path / "c.safetensors").predict(X), clf.predict(X))
+
+
+def test_classifier_pretraining_only(digits, tmp_path):
+    X, y = digits[0][:200], digits[1][:200]
+    path = tmp_path / "c.safetensors"
+    clf = DBNClassifier((8,), pretrain_epochs=2, max_iter=0, random_state=0).fit(X, y, checkpoint=path)
+    assert clf.n_iter_ == 0 and clf.dbn_.rbms_[0].n_iter_ == 2
+    back = DBNClassifier.load(path)  # the final checkpoint holds the finished model
+    np.testing.assert_array_equal(back.dbn_.transform(X), clf.dbn_.transform(X))
+    np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
