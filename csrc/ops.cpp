@@ -20,4 +20,8 @@ TORCH_LIBRARY(pymusicrbm, m) {
   m.def("sample_visible(Tensor h, Tensor W, Tensor b, Tensor? sigma=None, str visible='bernoulli', Generator? generator=None) -> (Tensor, Tensor)");
   m.def("free_energy(Tensor v, Tensor W, Tensor b, Tensor c, Tensor? sigma=None, str visible='bernoulli') -> Tensor");
   m.def("cd_step_(Tensor(a!) W, Tensor(b!) b, Tensor(c!) c, Tensor(d!) W_vel, Tensor(e!) b_vel, Tensor(f!) c_vel, Tensor v, Tensor(g!)? chains=None, Tensor? sigma=None, str visible='bernoulli', int k=1, float lr=0.01, float momentum=0.0, float weight_decay=0.0, float sparsity_target=0.0, float sparsity_cost=0.0, Generator? generator=None) -> Tensor");
+  // Convolutional RBM (kernels in conv_rbm_cpu.cpp and cuda/conv_rbm_cuda.cu; model and checks in conv_rbm.h).
+  m.def("conv_sample_hidden(Tensor v, Tensor W, Tensor c, int pool=1, Tensor? sigma=None, Generator? generator=None) -> (Tensor, Tensor, Tensor)");
+  m.def("conv_sample_visible(Tensor h, Tensor W, Tensor b, Tensor? sigma=None, str visible='bernoulli', Generator? generator=None) -> (Tensor, Tensor)");
+  m.def("conv_cd_step_(Tensor(a!) W, Tensor(b!) b, Tensor(c!) c, Tensor(d!) W_vel, Tensor(e!) b_vel, Tensor(f!) c_vel, Tensor v, Tensor(g!)? chains=None, Tensor? sigma=None, str visible='bernoulli', int pool=1, int k=1, float lr=0.01, float momentum=0.0, float weight_decay=0.0, float sparsity_target=0.0, float sparsity_cost=0.0, Generator? generator=None) -> Tensor");
 }

@@ -134,3 +134,169 @@ def _fe_backward(ctx, grad):
 
 
 torch.library.register_autograd("pymusicrbm::free_energy", _fe_backward, setup_context=_fe_setup)
+
+
+# ---- Convolutional RBM -----------------------------------------------------------------------------------------
+# Model (Lee, Grosse, Ranganath & Ng 2009), shapes: v (B, C, Hv, Wv) visible maps, W (K, C, fh, fw) filters,
+# c (K,) hidden biases, b (C,) visible biases, sigma (C,) per-channel standard deviations of Gaussian visible
+# units. Hidden maps are (B, K, Hh, Wh) = valid correlation size (Hv - fh + 1, Wv - fw + 1).
+
+def conv_sample_hidden(v: Tensor, W: Tensor, c: Tensor, pool: int = 1, sigma: Tensor | None = None,
+                       generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Hidden probabilities and a sample of a convolutional RBM, with optional probabilistic max-pooling.
+
+    The energy of hidden unit (k, y, x) is ``e = c_k + sum_{c,dy,dx} W[k,c,dy,dx] v[c,y+dy,x+dx] / sigma_c``
+    (valid 2-D correlation). ``pool == 1``: ``p = sigmoid(e)``, independent Bernoulli samples. ``pool == P > 1``
+    (probabilistic max-pooling): in each P x P block of a hidden map at most one unit is on;
+    ``p_i = exp(e_i) / (1 + sum_j exp(e_j))`` over the block, the remaining mass is the 'all off' state. P must
+    divide both hidden-map sides (else a RuntimeError says to which size to crop the input; :class:`ConvRBM`
+    crops for you).
+
+    Returns ``(p, h, pooled)``: hidden probabilities and a sample (one unit or none per block), both
+    (B, K, Hh, Wh), and the pooled-unit probabilities ``1 - P(all off)``, (B, K, Hh/P, Wh/P) (``== p`` when
+    ``pool == 1``). ``p`` and ``pooled`` are differentiable in v, W and c (not in sigma); ``h`` is not.
+    One generator draw: the uniform of block i (its index in the pooled map) is element i of
+    :func:`philox_uniform_`'s stream; units are taken in row-major order and unit j is on when
+    ``cum_{j-1} <= u < cum_j``.
+    """
+    return _lib.conv_sample_hidden(v, W, c, pool, sigma, generator)
+
+
+def conv_sample_visible(h: Tensor, W: Tensor, b: Tensor, sigma: Tensor | None = None, visible: str = "bernoulli",
+                        generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """Mean of p(v | h) and a sample: ``a = sum_k full_conv(h_k, W[k, c])`` (the transpose of the hidden pass's
+    correlation, i.e. ``F.conv_transpose2d(h, W)``); Bernoulli: ``sigmoid(b_c + a)``; Gaussian:
+    ``N(b_c + sigma_c * a, sigma_c^2)`` (``sigma = 1`` when None).
+
+    h: (B, K, Hh, Wh). Returns (mean, sample), both (B, C, Hh + fh - 1, Wh + fw - 1). ``mean`` is differentiable
+    in h, W and b. One generator draw: element i (index in the output) of the uniform (Bernoulli) or normal
+    (Gaussian) Philox stream.
+    """
+    return _lib.conv_sample_visible(h, W, b, sigma, visible, generator)
+
+
+def conv_cd_step_(W: Tensor, b: Tensor, c: Tensor, W_vel: Tensor, b_vel: Tensor, c_vel: Tensor, v: Tensor,
+                  chains: Tensor | None = None, sigma: Tensor | None = None, visible: str = "bernoulli",
+                  pool: int = 1, k: int = 1, lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0,
+                  sparsity_target: float = 0.0, sparsity_cost: float = 0.0,
+                  generator: torch.Generator | None = None) -> Tensor:
+    """One fused CD-k step of a convolutional RBM (PCD-k when ``chains`` (N, C, Hv, Wv) is given: advanced in
+    place), updating W (K, C, fh, fw), b (C,), c (K,) and their velocities in place.
+
+    Statistics are averages over the batch and the positions of a map: ``dW[k,c,dy,dx] = <v[c,y+dy,x+dx] / sigma_c
+    * p_k(y,x)>_data - <...>_model``, ``dc = <p>_data - <p>_model``, ``db = <v - v_k> / sigma^2`` (Gaussian) or
+    ``<v - v_k>`` (Bernoulli), plus ``sparsity_cost * (sparsity_target - q)`` on c where q is the mean pooled-unit
+    probability (pool > 1) or hidden probability (pool == 1) on the data. Then
+    ``vel = momentum * vel + lr * (grad - weight_decay * W)`` (decay on W only) and ``param += vel``.
+    Positive statistics use p(h | data); negative ones p(h | v_k) at the k-th Gibbs sample v_k. The hidden
+    probabilities and energies are never stored: the weight statistic is accumulated in the same pass.
+
+    Returns the mean squared error between v and its first mean-field reconstruction E[v | h0] (0-d tensor).
+    NaN/Inf in v or chains, or a non-finite update, raise an error and leave every parameter unchanged.
+    Generator draws, in order: h0; v_1 (CD) or, for PCD, h and v of the chains; then h and v of each further
+    Gibbs step.
+    """
+    return _lib.conv_cd_step_(W, b, c, W_vel, b_vel, c_vel, v, chains, sigma, visible, pool, k, lr, momentum,
+                              weight_decay, sparsity_target, sparsity_cost, generator)
+
+
+def conv_output_shape(in_hw: tuple[int, int], filter_hw: tuple[int, int], pool: int = 1) -> tuple[int, int]:
+    """Pooled-map size (height, width) of the hidden pass for an input of size ``in_hw``."""
+    hh, wh = in_hw[0] - filter_hw[0] + 1, in_hw[1] - filter_hw[1] + 1
+    return hh // pool, wh // pool
+
+
+@torch.library.register_fake("pymusicrbm::conv_sample_hidden")
+def _(v, W, c, pool=1, sigma=None, generator=None):
+    hh, wh = v.shape[2] - W.shape[2] + 1, v.shape[3] - W.shape[3] + 1
+    shape = (v.shape[0], W.shape[0], hh, wh)
+    return v.new_empty(shape), v.new_empty(shape), v.new_empty((v.shape[0], W.shape[0], hh // pool, wh // pool))
+
+
+@torch.library.register_fake("pymusicrbm::conv_sample_visible")
+def _(h, W, b, sigma=None, visible="bernoulli", generator=None):
+    shape = (h.shape[0], W.shape[1], h.shape[2] + W.shape[2] - 1, h.shape[3] + W.shape[3] - 1)
+    return h.new_empty(shape), h.new_empty(shape)
+
+
+@torch.library.register_fake("pymusicrbm::conv_cd_step_")
+def _(W, b, c, W_vel, b_vel, c_vel, v, chains=None, sigma=None, visible="bernoulli", pool=1, k=1, lr=0.01,
+      momentum=0.0, weight_decay=0.0, sparsity_target=0.0, sparsity_cost=0.0, generator=None):
+    return W.new_empty(())
+
+
+# Autograd of the probabilities (used by ConvRBM's 'reconstruction' training, an autoencoder on these ops).
+
+def _conv_hidden_setup(ctx, inputs, output):
+    v, W, c, pool, sigma, generator = inputs
+    p, _, q = output
+    ctx.save_for_backward(v, W, p, q, sigma)
+    ctx.pool = pool
+
+
+def _conv_hidden_backward(ctx, grad_p, grad_h, grad_q):
+    v, W, p, q, sigma = ctx.saved_tensors
+    pool = ctx.pool
+    if grad_p is None:
+        grad_p = torch.zeros_like(p)
+    B, K, hh, wh = p.shape
+    if pool == 1:
+        g = grad_p + (grad_q if grad_q is not None else 0)
+        de = g * p * (1 - p)
+    else:
+        # p_i = exp(e_i) / Z over the block and the 'off' state; q = sum_i p_i.
+        # d/de_j: p_j * (g_j - sum_i g_i p_i) + gq * p_j * (1 - q).
+        hp, wp = hh // pool, wh // pool
+        blocks = lambda t: t.reshape(B, K, hp, pool, wp, pool)  # noqa: E731
+        gp, pb = blocks(grad_p), blocks(p)
+        dot = (gp * pb).sum(dim=(3, 5), keepdim=True)
+        de = pb * (gp - dot)
+        if grad_q is not None:
+            de = de + pb * (grad_q * (1 - q)).reshape(B, K, hp, 1, wp, 1)
+        de = de.reshape(B, K, hh, wh)
+    Ws = W / sigma.view(1, -1, 1, 1) if sigma is not None else W
+    x = v / sigma.view(1, -1, 1, 1) if sigma is not None else v
+    dv = dW = dc = None
+    if ctx.needs_input_grad[0]:
+        dv = torch.nn.functional.conv_transpose2d(de, Ws)
+    if ctx.needs_input_grad[1]:
+        dW = torch.nn.grad.conv2d_weight(x, W.shape, de)
+    if ctx.needs_input_grad[2]:
+        dc = de.sum(dim=(0, 2, 3))
+    return dv, dW, dc, None, None, None
+
+
+torch.library.register_autograd("pymusicrbm::conv_sample_hidden", _conv_hidden_backward,
+                                setup_context=_conv_hidden_setup)
+
+
+def _conv_visible_setup(ctx, inputs, output):
+    h, W, b, sigma, visible, generator = inputs
+    mean, _ = output
+    ctx.save_for_backward(h, W, mean, sigma)
+    ctx.visible = visible
+
+
+def _conv_visible_backward(ctx, grad_mean, grad_sample):
+    h, W, mean, sigma = ctx.saved_tensors
+    if grad_mean is None:
+        grad_mean = torch.zeros_like(mean)
+    if ctx.visible == "bernoulli":
+        da = grad_mean * mean * (1 - mean)
+        dpre = da
+    else:
+        dpre = grad_mean
+        da = grad_mean * sigma.view(1, -1, 1, 1) if sigma is not None else grad_mean
+    dh = dW = db = None
+    if ctx.needs_input_grad[0]:
+        dh = torch.nn.functional.conv2d(da, W)
+    if ctx.needs_input_grad[1]:
+        # a = conv_transpose2d(h, W): d a / d W is the correlation of h with da.
+        dW = torch.nn.grad.conv2d_weight(da, W.shape, h)
+    if ctx.needs_input_grad[2]:
+        db = dpre.sum(dim=(0, 2, 3))
+    return dh, dW, db, None, None, None
+
+
+torch.library.register_autograd("pymusicrbm::conv_sample_visible", _conv_visible_backward,
+                                setup_context=_conv_visible_setup)

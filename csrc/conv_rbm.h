@@ -1,0 +1,334 @@
+// Device-independent parts of the convolutional RBM ops: argument checks and the orchestration of the CD-k step
+// around two fused passes that each device provides.
+//
+// Model (Lee, Grosse, Ranganath & Ng 2009). Visible maps v (B, C, Hv, Wv), K filters W (K, C, fh, fw), hidden
+// biases c (K), visible biases b (C), optional per-channel sigma (C) for Gaussian visible units.
+//   energy of hidden unit (k, y, x):  e = c_k + sum_{c,dy,dx} W[k,c,dy,dx] * v[c, y+dy, x+dx] / sigma_c
+//   (a valid 2-D correlation: the hidden map is Hh x Wh = (Hv-fh+1) x (Wv-fw+1)).
+//   pool == 1: p(h = 1 | v) = sigmoid(e).
+//   pool == P > 1 (probabilistic max-pooling): the hidden map is cut into P x P blocks; in each block at most one
+//   unit is on: p(unit i on) = exp(e_i) / (1 + sum_j exp(e_j)), p(all off) = 1 / (1 + sum_j exp(e_j)); the pooled
+//   unit is on when any unit of its block is, with probability 1 - p(all off). P must divide Hh and Wh (checked;
+//   the error says how to crop the input).
+//   visible: a = sum_k full_conv(h_k, W[k, c]); Bernoulli p(v = 1 | h) = sigmoid(b_c + a),
+//            Gaussian p(v | h) = N(b_c + sigma_c * a, sigma_c^2).
+//
+// Randomness: every sampling phase takes one draw (seed, offset) from the generator. The hidden sample of a
+// block (or of a unit when pool == 1) uses element i = its index in the (B, K, Hh/P, Wh/P) pooled map of the
+// Philox uniform stream; the units of the block are walked in row-major order and unit j is on when
+// cum_{j-1} <= u < cum_j (cum_j = sum of the probabilities of units 0..j); all off when u >= cum_last. Visible
+// samples use element i = the index in (B, C, Hv, Wv) of the uniform (Bernoulli, on when u < p) or normal stream.
+//
+// A device provides a struct K with:
+//   static Draw draw(const std::optional<at::Generator>&);
+//   static void hidden_pass(const ConvHidden&);
+//   static void visible_pass(const ConvVisible&);
+#pragma once
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+#include <tuple>
+
+#include "rbm.h"  // Draw, Visible, parse_visible
+
+namespace pymusicrbm {
+
+// One fused hidden pass: energies, (pooled) probabilities, optionally a sample, optionally the statistics that a
+// CD step needs. Undefined tensors are not computed.
+struct ConvHidden {
+  Tensor v;        // (B, C, Hv, Wv), contiguous
+  Tensor W;        // (K, C, fh, fw), contiguous, already divided by sigma_c along C for Gaussian visible units
+  Tensor c;        // (K), contiguous
+  int64_t pool = 1;
+  Tensor P;        // out (B, K, Hh, Wh): hidden probabilities
+  Tensor H;        // out (B, K, Hh, Wh): hidden sample (uses draw)
+  Tensor Q;        // out (B, K, Hh/pool, Wh/pool): pooled-unit probabilities
+  Draw draw{0, 0};
+  // Statistics, accumulated (+=) in a fixed order so that they do not depend on the number of threads:
+  Tensor gW;       // (K, C, fh, fw): += scale * sum_{b,y,x} v[b, c, y+dy, x+dx] * P[b, k, y, x]
+  Tensor gc;       // (K): += scale * sum_{b,y,x} P[b, k, y, x]
+  Tensor q;        // (K): += qscale * sum of the pooled probabilities (pool > 1) or of P (pool == 1)
+  double scale = 1.0, qscale = 1.0;
+};
+
+// One fused visible pass: full convolution of the hidden maps with the filters, bias, mean and optional sample.
+struct ConvVisible {
+  Tensor H;        // (B, K, Hh, Wh), contiguous
+  Tensor W;        // (K, C, fh, fw), contiguous
+  Tensor b;        // (C), contiguous
+  Tensor sigma;    // (C) or undefined (= 1); Gaussian only
+  Visible kind = Visible::Bernoulli;
+  Tensor mean;     // out (B, C, Hv, Wv)
+  Tensor S;        // out (B, C, Hv, Wv): sample (uses draw), or undefined
+  Draw draw{0, 0};
+};
+
+namespace conv_detail {
+
+inline void check_dtype_device(const char* op, const char* name, const Tensor& t, const char* ref_name,
+                               const Tensor& ref) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", name,
+              " must be float32 or float64, got ", t.scalar_type());
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " has dtype ", t.scalar_type(), " but ",
+              ref_name, " has dtype ", ref.scalar_type(), "; all tensors must share one dtype");
+  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " is on ", t.device(), " but ", ref_name, " is on ",
+              ref.device(), "; all tensors must be on one device");
+}
+
+inline void check_filters(const char* op, const Tensor& W) {
+  TORCH_CHECK(W.dim() == 4, op, ": W must be 4-D (n_filters, channels, filter_height, filter_width), got shape ",
+              W.sizes());
+  check_dtype_device(op, "W", W, "W", W);
+  TORCH_CHECK(W.size(0) > 0 && W.size(1) > 0 && W.size(2) > 0 && W.size(3) > 0, op,
+              ": W must have at least one filter, channel, row and column, got shape ", W.sizes());
+}
+
+// v: (batch, channels, height, width) maps that W is correlated with.
+inline void check_maps(const char* op, const char* name, const Tensor& v, const Tensor& W) {
+  check_dtype_device(op, name, v, "W", W);
+  TORCH_CHECK(v.dim() == 4, op, ": ", name, " must be 4-D (batch, channels, height, width), got shape ", v.sizes());
+  TORCH_CHECK(v.size(0) > 0, op, ": ", name, " is an empty batch");
+  TORCH_CHECK(v.size(1) == W.size(1), op, ": ", name, " has ", v.size(1), " channels but W expects ", W.size(1),
+              " (W is (n_filters, channels, fh, fw) = ", W.sizes(), ")");
+  TORCH_CHECK(W.size(2) <= v.size(2) && W.size(3) <= v.size(3), op, ": the filters (", W.size(2), "x", W.size(3),
+              ") are larger than ", name, "'s maps (", v.size(2), "x", v.size(3), ")");
+}
+
+inline void check_vec(const char* op, const char* name, const Tensor& t, int64_t n, const char* what,
+                      const Tensor& W) {
+  check_dtype_device(op, name, t, "W", W);
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == n, op, ": ", name, " must be 1-D of size ", n, " (", what, "), got shape ",
+              t.sizes());
+}
+
+inline void check_conv_sigma(const char* op, const std::optional<Tensor>& sigma, const Tensor& W) {
+  if (!sigma) return;
+  check_vec(op, "sigma", *sigma, W.size(1), "one per visible channel", W);
+  TORCH_CHECK((*sigma > 0).all().item<bool>(), op, ": sigma must be > 0 everywhere");
+}
+
+inline void check_finite(const char* op, const char* name, const Tensor& t, const char* extra = "") {
+  TORCH_CHECK(at::isfinite(t).all().item<bool>(), op, ": ", name,
+              " contains NaN or Inf (e.g. the log of a zero in a spectrogram: add a floor before the log)", extra);
+}
+
+inline void check_pool(const char* op, int64_t pool, int64_t Hv, int64_t Wv, const Tensor& W) {
+  TORCH_CHECK(pool >= 1, op, ": pool must be >= 1 (1 = no pooling), got ", pool);
+  const int64_t fh = W.size(2), fw = W.size(3), Hh = Hv - fh + 1, Wh = Wv - fw + 1;
+  TORCH_CHECK(Hh % pool == 0 && Wh % pool == 0, op, ": pool=", pool, " does not divide the hidden map ", Hh, "x", Wh,
+              " (input ", Hv, "x", Wv, ", filter ", fh, "x", fw, "); crop the input to ", (Hh / pool) * pool + fh - 1,
+              "x", (Wh / pool) * pool + fw - 1, " (ConvRBM does this for you)");
+  TORCH_CHECK(Hh >= pool && Wh >= pool, op, ": pool=", pool, " is larger than the hidden map ", Hh, "x", Wh);
+}
+
+// Filters as the hidden pass uses them: divided by sigma along the channel axis (e = conv(v / sigma, W)).
+inline Tensor scaled_filters(const Tensor& W, const std::optional<Tensor>& sigma) {
+  if (!sigma) return W.contiguous();
+  return (W / sigma->view({1, -1, 1, 1})).contiguous();
+}
+
+}  // namespace conv_detail
+
+template <class K>
+std::tuple<Tensor, Tensor, Tensor> conv_sample_hidden(const Tensor& v, const Tensor& W, const Tensor& c,
+                                                      int64_t pool, const std::optional<Tensor>& sigma,
+                                                      std::optional<at::Generator> gen) {
+  using namespace conv_detail;
+  const char* op = "conv_sample_hidden";
+  check_filters(op, W);
+  check_maps(op, "v", v, W);
+  check_vec(op, "c", c, W.size(0), "one hidden bias per filter", W);
+  check_conv_sigma(op, sigma, W);
+  check_pool(op, pool, v.size(2), v.size(3), W);
+  check_finite(op, "v", v);
+  const int64_t B = v.size(0), Kf = W.size(0), Hh = v.size(2) - W.size(2) + 1, Wh = v.size(3) - W.size(3) + 1;
+  ConvHidden a;
+  a.v = v.contiguous();
+  a.W = scaled_filters(W, sigma);
+  a.c = c.contiguous();
+  a.pool = pool;
+  a.P = at::empty({B, Kf, Hh, Wh}, v.options());
+  a.H = at::empty({B, Kf, Hh, Wh}, v.options());
+  a.Q = at::empty({B, Kf, Hh / pool, Wh / pool}, v.options());
+  a.draw = K::draw(gen);
+  K::hidden_pass(a);
+  return {a.P, a.H, a.Q};
+}
+
+template <class K>
+std::tuple<Tensor, Tensor> conv_sample_visible(const Tensor& h, const Tensor& W, const Tensor& b,
+                                               const std::optional<Tensor>& sigma, c10::string_view visible,
+                                               std::optional<at::Generator> gen) {
+  using namespace conv_detail;
+  const char* op = "conv_sample_visible";
+  const Visible kind = parse_visible(visible, op);
+  check_filters(op, W);
+  check_dtype_device(op, "h", h, "W", W);
+  TORCH_CHECK(h.dim() == 4, op, ": h must be 4-D (batch, n_filters, height, width), got shape ", h.sizes());
+  TORCH_CHECK(h.size(0) > 0, op, ": h is an empty batch");
+  TORCH_CHECK(h.size(1) == W.size(0), op, ": h has ", h.size(1), " maps but W has ", W.size(0), " filters");
+  TORCH_CHECK(h.size(2) > 0 && h.size(3) > 0, op, ": h has empty maps, shape ", h.sizes());
+  check_vec(op, "b", b, W.size(1), "one visible bias per channel", W);
+  check_conv_sigma(op, sigma, W);
+  TORCH_CHECK(kind == Visible::Gaussian || !sigma, op, ": sigma applies to gaussian visible units only");
+  check_finite(op, "h", h);
+  const int64_t B = h.size(0), C = W.size(1);
+  ConvVisible a;
+  a.H = h.contiguous();
+  a.W = W.contiguous();
+  a.b = b.contiguous();
+  a.sigma = sigma ? sigma->contiguous() : Tensor();
+  a.kind = kind;
+  a.mean = at::empty({B, C, h.size(2) + W.size(2) - 1, h.size(3) + W.size(3) - 1}, h.options());
+  a.S = at::empty_like(a.mean);
+  a.draw = K::draw(gen);
+  K::visible_pass(a);
+  return {a.mean, a.S};
+}
+
+// One CD-k (chains undefined) or PCD-k (chains given, advanced in place) update of W, b, c with momentum.
+//   gradients (averages over the batch and the hidden positions of a map for W and c, over the batch and the
+//   visible positions of a channel for b):
+//     dW = <v/sigma * p(h|v)>_data - <v/sigma * p(h|v)>_model, dc = <p>_data - <p>_model,
+//     db = <v - v'>/sigma^2 (Gaussian) or <v - v'> (Bernoulli), plus sparsity_cost * (target - q) on c, where q is
+//     the mean pooled-unit probability (pool > 1) or the mean hidden probability (pool == 1) of the data.
+//   vel = momentum * vel + lr * (grad - weight_decay * W); param += vel (weight decay on W only).
+// Returns the mean squared error between the batch and its first mean-field reconstruction E[v | h0].
+template <class K>
+Tensor conv_cd_step(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_vel, Tensor& c_vel, const Tensor& v_in,
+                    const std::optional<Tensor>& chains, const std::optional<Tensor>& sigma,
+                    c10::string_view visible, int64_t pool, int64_t k, double lr, double momentum,
+                    double weight_decay, double sparsity_target, double sparsity_cost,
+                    std::optional<at::Generator> gen) {
+  using namespace conv_detail;
+  const char* op = "conv_cd_step_";
+  const Visible kind = parse_visible(visible, op);
+  check_filters(op, W);
+  check_maps(op, "v", v_in, W);
+  const int64_t Kf = W.size(0), C = W.size(1), B = v_in.size(0);
+  const int64_t Hv = v_in.size(2), Wv = v_in.size(3), Hh = Hv - W.size(2) + 1, Wh = Wv - W.size(3) + 1;
+  check_vec(op, "b", b, C, "one visible bias per channel", W);
+  check_vec(op, "c", c, Kf, "one hidden bias per filter", W);
+  check_dtype_device(op, "W_vel", W_vel, "W", W);
+  TORCH_CHECK(W_vel.sizes() == W.sizes(), op, ": W_vel must have W's shape ", W.sizes(), ", got ", W_vel.sizes());
+  check_vec(op, "b_vel", b_vel, C, "b's shape", W);
+  check_vec(op, "c_vel", c_vel, Kf, "c's shape", W);
+  check_conv_sigma(op, sigma, W);
+  TORCH_CHECK(kind == Visible::Gaussian || !sigma, op, ": sigma applies to gaussian visible units only");
+  for (const auto& [t, name] : {std::pair{&W, "W"}, {&b, "b"}, {&c, "c"}, {&W_vel, "W_vel"}, {&b_vel, "b_vel"},
+                                {&c_vel, "c_vel"}})
+    TORCH_CHECK(t->is_contiguous(), op, ": ", name, " is updated in place and must be contiguous");
+  const bool persistent = chains.has_value();
+  if (persistent) {
+    check_maps(op, "chains", *chains, W);
+    TORCH_CHECK(chains->size(1) == C && chains->size(2) == Hv && chains->size(3) == Wv, op,
+                ": chains must be (n_chains, ", C, ", ", Hv, ", ", Wv, ") like v's maps, got ", chains->sizes());
+    TORCH_CHECK(chains->is_contiguous(), op, ": chains are advanced in place and must be contiguous");
+  }
+  check_pool(op, pool, Hv, Wv, W);
+  TORCH_CHECK(k >= 1, op, ": k (Gibbs steps) must be >= 1, got ", k);
+  TORCH_CHECK(lr >= 0, op, ": lr must be >= 0, got ", lr);
+  TORCH_CHECK(momentum >= 0 && momentum < 1, op, ": momentum must be in [0, 1), got ", momentum);
+  TORCH_CHECK(weight_decay >= 0, op, ": weight_decay must be >= 0, got ", weight_decay);
+  TORCH_CHECK(sparsity_cost >= 0, op, ": sparsity_cost must be >= 0, got ", sparsity_cost);
+  TORCH_CHECK(sparsity_target >= 0 && sparsity_target <= 1, op, ": sparsity_target must be in [0, 1], got ",
+              sparsity_target);
+  const Tensor v = v_in.contiguous();
+  check_finite(op, "v", v, "; the parameters were not changed");
+  if (persistent) check_finite(op, "chains", *chains, "; the parameters were not changed");
+
+  const int64_t N = persistent ? chains->size(0) : B;
+  const Tensor Ws = scaled_filters(W, sigma);
+  const Tensor sig = sigma ? sigma->contiguous() : Tensor();
+  Tensor gW = at::zeros_like(W), gc = at::zeros_like(c), q = at::zeros_like(c);
+
+  auto hidden = [&](const Tensor& x, bool sample, double scale, bool positive) -> Tensor {
+    ConvHidden a;
+    a.v = x;
+    a.W = Ws;
+    a.c = c;
+    a.pool = pool;
+    if (sample) {
+      a.H = at::empty({x.size(0), Kf, Hh, Wh}, x.options());
+      a.draw = K::draw(gen);
+    }
+    if (scale != 0) {
+      a.gW = gW;
+      a.gc = gc;
+      a.scale = scale;
+    }
+    if (positive && sparsity_cost > 0) {
+      a.q = q;
+      a.qscale = 1.0 / (static_cast<double>(B) * Hh * Wh / (pool * pool));
+    }
+    K::hidden_pass(a);
+    return a.H;
+  };
+  auto visible_pass = [&](const Tensor& h, Tensor* sample) -> Tensor {
+    ConvVisible a;
+    a.H = h;
+    a.W = W;
+    a.b = b;
+    a.sigma = sig;
+    a.kind = kind;
+    a.mean = at::empty({h.size(0), C, Hv, Wv}, h.options());
+    if (sample) {
+      a.S = at::empty_like(a.mean);
+      a.draw = K::draw(gen);
+    }
+    K::visible_pass(a);
+    if (sample) *sample = a.S;
+    return a.mean;
+  };
+
+  const double pos = 1.0 / (static_cast<double>(B) * Hh * Wh), neg = -1.0 / (static_cast<double>(N) * Hh * Wh);
+  // Positive phase: statistics from p(h | data) and a sample h0.
+  Tensor h = hidden(v, true, pos, true);
+  Tensor recon, vs;
+  if (!persistent) {
+    recon = at::mse_loss(visible_pass(h, &vs), v);
+  } else {
+    recon = at::mse_loss(visible_pass(h, nullptr), v);
+    h = hidden(*chains, true, 0.0, false);
+    visible_pass(h, &vs);
+  }
+  for (int64_t t = 1; t < k; ++t) {
+    h = hidden(vs, true, 0.0, false);
+    visible_pass(h, &vs);
+  }
+  hidden(vs, false, neg, false);  // negative statistics from p(h | v_k)
+
+  // Gradients scaled by lr. Positive and negative statistics were computed with raw v, so divide by sigma_c
+  // (d e / d W = v / sigma).
+  if (sigma) gW.div_(sig.view({1, C, 1, 1}));
+  if (sparsity_cost > 0) gc.add_(sparsity_cost * (sparsity_target - q));
+  Tensor gb = (v.sum({0, 2, 3}) / static_cast<double>(B) - vs.sum({0, 2, 3}) / static_cast<double>(N)) /
+              static_cast<double>(Hv * Wv);
+  if (sigma) gb.div_(sig.square());
+  gW.mul_(lr);
+  gb.mul_(lr);
+  gc.mul_(lr);
+  auto prepare = [&](Tensor& g, const Tensor& vel, const Tensor& p, double lr_wd) -> bool {
+    g.add_(vel, momentum);
+    if (lr_wd != 0) g.sub_(p, lr_wd);
+    return at::isfinite(g).all().item<bool>() && at::isfinite(p + g).all().item<bool>();
+  };
+  const bool ok = prepare(gW, W_vel, W, lr * weight_decay) && prepare(gb, b_vel, b, 0.0) &&
+                  prepare(gc, c_vel, c, 0.0);
+  TORCH_CHECK(ok, op, ": the update is not finite (training diverged); the parameters were not changed. "
+                      "Lower lr, standardise the data (Gaussian visible units expect zero mean, unit variance) "
+                      "or add weight_decay");
+  W_vel.copy_(gW);
+  b_vel.copy_(gb);
+  c_vel.copy_(gc);
+  W.add_(gW);
+  b.add_(gb);
+  c.add_(gc);
+  if (persistent) chains->copy_(vs);
+  return recon;
+}
+
+}  // namespace pymusicrbm

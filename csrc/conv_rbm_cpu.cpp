@@ -1,0 +1,644 @@
+// CPU kernels of the convolutional RBM ops: direct convolutions fused with everything around them.
+//
+// At the spectrogram shapes (1 channel, 64-96 x 431 maps, 24-64 filters of 3x3 to 10x10) the hidden maps are
+// ~100x larger than the input, so memory passes over them, not FLOPs, decide the speed. The hidden pass therefore
+// works on one block-row of one (sample, filter) map at a time, in L1: correlation -> pooling softmax -> sample ->
+// the CD weight statistic, without ever writing the energies or (in a CD step) the probabilities to memory.
+// Inner loops use 64-byte GCC vector types; each tile kernel is compiled for AVX-512, AVX2+FMA and baseline x86-64
+// and picked at load time (target_clones), so the wheel runs anywhere and is fast where it can be.
+// Thread-count independence: random numbers are Philox counter-based (element i is a function of (seed, i)) and
+// the weight statistic is reduced from per-(sample, filter) partial sums in a fixed order.
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <mutex>
+#include <type_traits>
+#include <vector>
+
+#include "conv_rbm.h"
+#include "philox.h"
+
+#pragma GCC diagnostic ignored "-Wpsabi"  // 64-byte vectors never cross a non-inlined call
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define PMR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define PMR_CLONES
+#endif
+#define PMR_INLINE __attribute__((always_inline)) inline
+
+namespace pymusicrbm {
+namespace {
+
+// ---- 64-byte vectors -----------------------------------------------------------------------------------------
+
+template <class T> struct VecT;
+template <> struct VecT<float> {
+  typedef float v __attribute__((vector_size(64)));
+  typedef int32_t i __attribute__((vector_size(64)));
+};
+template <> struct VecT<double> {
+  typedef double v __attribute__((vector_size(64)));
+  typedef int64_t i __attribute__((vector_size(64)));
+};
+template <class T> using vec = typename VecT<T>::v;
+template <class T> using ivec = typename VecT<T>::i;
+template <class T> constexpr int64_t kL = 64 / sizeof(T);  // lanes
+
+template <class T> PMR_INLINE vec<T> loadu(const T* p) {
+  vec<T> r;
+  std::memcpy(&r, p, sizeof(r));
+  return r;
+}
+template <class T> PMR_INLINE void storeu(T* p, vec<T> x) { std::memcpy(p, &x, sizeof(x)); }
+template <class T> PMR_INLINE vec<T> splat(T x) { return vec<T>{} + x; }
+// mask lanes (all ones / all zeros, as vector comparisons give) -> x where set, 0 elsewhere; by bit operations,
+// since GCC scalarises some vector ?: forms.
+template <class T> PMR_INLINE vec<T> mask_and(ivec<T> m, vec<T> x) {
+  ivec<T> xi;
+  std::memcpy(&xi, &x, sizeof(xi));
+  xi &= m;
+  std::memcpy(&x, &xi, sizeof(x));
+  return x;
+}
+template <class T> PMR_INLINE vec<T> mask_to_one(ivec<T> m) { return mask_and<T>(m, splat(T(1))); }
+// All ones where a < b: the sign of a - b (exact for the values compared here), since GCC scalarises vector
+// comparisons inside target_clones functions.
+template <class T> PMR_INLINE ivec<T> less_mask(vec<T> a, vec<T> b) {
+  const vec<T> d = a - b;
+  ivec<T> di;
+  std::memcpy(&di, &d, sizeof(di));
+  return di >> (8 * sizeof(T) - 1);
+}
+template <class T> PMR_INLINE T hsum(vec<T> x) {
+  T s = 0;
+  for (int64_t l = 0; l < kL<T>; ++l) s += x[l];
+  return s;
+}
+
+// exp(x), vectorised (Cephes): x = n ln2 + r, |r| <= ln2 / 2; exp(r) by a polynomial (float) or a Pade
+// approximant (double); 2^n by building the exponent bits. ~1 ulp; arguments are clamped to the normal range.
+PMR_INLINE vec<float> vexp(vec<float> x) {
+  using V = vec<float>;
+  using I = ivec<float>;
+  x = x < -87.0f ? splat(-87.0f) : x;
+  x = x > 88.0f ? splat(88.0f) : x;
+  const V magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer kept in the low mantissa bits
+  V t = x * 1.44269504088896341f + magic;
+  I ti;
+  std::memcpy(&ti, &t, sizeof(ti));
+  const V n = t - magic;
+  V r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  const V z = r * r;
+  V y = splat(1.9875691500E-4f);
+  y = y * r + 1.3981999507E-3f;
+  y = y * r + 8.3334519073E-3f;
+  y = y * r + 4.1665795894E-2f;
+  y = y * r + 1.6666665459E-1f;
+  y = y * r + 5.0000001201E-1f;
+  y = y * z + r + 1.0f;
+  I mi;
+  std::memcpy(&mi, &magic, sizeof(mi));
+  const I e = (ti - mi + 127) << 23;
+  V s;
+  std::memcpy(&s, &e, sizeof(s));
+  return y * s;
+}
+
+PMR_INLINE vec<double> vexp(vec<double> x) {
+  using V = vec<double>;
+  using I = ivec<double>;
+  x = x < -708.0 ? splat(-708.0) : x;
+  x = x > 709.0 ? splat(709.0) : x;
+  const V magic = splat(6755399441055744.0);  // 1.5 * 2^52
+  V t = x * 1.4426950408889634073599 + magic;
+  I ti;
+  std::memcpy(&ti, &t, sizeof(ti));
+  const V n = t - magic;
+  V r = x - n * 6.93145751953125E-1 - n * 1.42860682030941723212E-6;
+  const V xx = r * r;
+  V px = ((splat(1.26177193074810590878E-4) * xx + 3.02994407707441961300E-2) * xx + 9.99999999999999999910E-1) * r;
+  V qx = ((splat(3.00198505138664455042E-6) * xx + 2.52448340349684104192E-3) * xx + 2.27265548208155028766E-1) *
+             xx + 2.00000000000000000009E0;
+  V y = 1.0 + 2.0 * (px / (qx - px));
+  I mi;
+  std::memcpy(&mi, &magic, sizeof(mi));
+  const I e = (ti - mi + 1023) << 52;
+  V s;
+  std::memcpy(&s, &e, sizeof(s));
+  return y * s;
+}
+
+template <class T> PMR_INLINE vec<T> vsigmoid(vec<T> x) { return T(1) / (T(1) + vexp(-x)); }
+
+// out[i] = uniform_at<T>(seed, offset, start + i) for i < n, in philox.h's stream layout (a run of 32 elements
+// takes the 4 words of 8 consecutive blocks, 8 elements per word): 16 blocks (two runs) at a time, lane-parallel.
+template <class T> PMR_INLINE void uniforms(const Draw& d, int64_t start, int64_t n, T* out) {
+  constexpr int NB = 16;
+  uint32_t c0[NB], c1[NB], c2[NB], c3[NB];
+  const uint32_t o0 = static_cast<uint32_t>(d.offset), o1 = static_cast<uint32_t>(d.offset >> 32);
+  const int64_t end = start + n;
+  for (int64_t run = start >> 5; run * 32 < end; run += 2) {
+    const uint64_t blk0 = static_cast<uint64_t>(run) * 8;
+    for (int l = 0; l < NB; ++l) {
+      const uint64_t blk = blk0 + l;
+      c0[l] = static_cast<uint32_t>(blk);
+      c1[l] = static_cast<uint32_t>(blk >> 32);
+      c2[l] = o0;
+      c3[l] = o1;
+    }
+    uint32_t k0 = static_cast<uint32_t>(d.seed), k1 = static_cast<uint32_t>(d.seed >> 32);
+    for (int r = 0; r < 10; ++r) {
+      for (int l = 0; l < NB; ++l) {
+        const uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * c0[l];
+        const uint64_t p1 = static_cast<uint64_t>(0xCD9E8D57u) * c2[l];
+        const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1[l] ^ k0;
+        const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3[l] ^ k1;
+        c1[l] = static_cast<uint32_t>(p1);
+        c3[l] = static_cast<uint32_t>(p0);
+        c0[l] = n0;
+        c2[l] = n2;
+      }
+      k0 += 0x9E3779B9u;
+      k1 += 0xBB67AE85u;
+    }
+    // f[h * 32 + w * 8 + l] = word w of block blk0 + h * 8 + l: elements run * 32 + [0, 64) in order.
+    T f[4 * NB];
+    for (int h = 0; h < 2; ++h)
+      for (int l = 0; l < 8; ++l) {
+        f[h * 32 + l] = to_uniform<T>(c0[h * 8 + l]);
+        f[h * 32 + 8 + l] = to_uniform<T>(c1[h * 8 + l]);
+        f[h * 32 + 16 + l] = to_uniform<T>(c2[h * 8 + l]);
+        f[h * 32 + 24 + l] = to_uniform<T>(c3[h * 8 + l]);
+      }
+    const int64_t base = run * 32, i0 = std::max(start, base), i1 = std::min(end, base + 4 * NB);
+    if (i1 > i0) std::memcpy(out + (i0 - start), f + (i0 - base), (i1 - i0) * sizeof(T));
+  }
+}
+
+// ---- hidden pass -----------------------------------------------------------------------------------------------
+
+template <class T> struct HiddenParams {
+  const T* v;
+  const T* W;
+  const T* c;
+  int64_t B, C, Hv, Wv, K, fh, fw, Hh, Wh, p, Hp, Wp;
+  T* P;
+  T* H;
+  T* Q;
+  Draw draw;
+  T* part;  // (B*K, F + 2): per-(sample, filter) sums of corr(v, P) per tap, of P, and of the sparsity quantity
+};
+
+// row[x] = bias + sum_t w[t] * src[off[t] + x], x < n (n >= 1). src + off[t] + n - 1 stays inside the input row.
+template <class T>
+PMR_INLINE void correlate_row(T* row, const T* src, const int64_t* off, const T* w, int64_t F, T bias, int64_t n) {
+  constexpr int64_t L = kL<T>;
+  int64_t x = 0;
+  for (; x + 4 * L <= n; x += 4 * L) {
+    vec<T> a0 = splat(bias), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t t = 0; t < F; ++t) {
+      const T* s = src + off[t] + x;
+      const T wt = w[t];
+      a0 += wt * loadu(s);
+      a1 += wt * loadu(s + L);
+      a2 += wt * loadu(s + 2 * L);
+      a3 += wt * loadu(s + 3 * L);
+    }
+    storeu(row + x, a0);
+    storeu(row + x + L, a1);
+    storeu(row + x + 2 * L, a2);
+    storeu(row + x + 3 * L, a3);
+  }
+  for (; x < n; x += L) {
+    if (x + L > n) {
+      if (n < L) break;
+      x = n - L;  // the last vector overlaps the previous one; recomputing those outputs is harmless
+    }
+    vec<T> a = splat(bias);
+    for (int64_t t = 0; t < F; ++t) a += w[t] * loadu(src + off[t] + x);
+    storeu(row + x, a);
+  }
+  if (n < L)
+    for (int64_t i = 0; i < n; ++i) {
+      T a = bias;
+      for (int64_t t = 0; t < F; ++t) a += w[t] * src[off[t] + i];
+      row[i] = a;
+    }
+}
+
+// acc[t*L .. t*L+L) += lane-wise partial sums of sum_x prob[x] * src[off[t] + x], x < n. The tail is read at
+// n - L with the lanes before the tail zeroed, so every load stays inside the input row.
+template <class T>
+PMR_INLINE void correlate_stat(T* acc, const T* prob, const T* src, const int64_t* off, int64_t F, int64_t n) {
+  constexpr int64_t L = kL<T>;
+  const int64_t nv = n / L * L;
+  const int64_t rem = n - nv;
+  vec<T> tail = {};
+  if (rem && n >= L)
+    for (int64_t l = L - rem; l < L; ++l) tail[l] = prob[n - L + l];
+  for (int64_t t = 0; t < F; ++t) {
+    const T* s = src + off[t];
+    vec<T> a0 = {}, a1 = {};
+    int64_t x = 0;
+    for (; x + 2 * L <= nv; x += 2 * L) {
+      a0 += loadu(prob + x) * loadu(s + x);
+      a1 += loadu(prob + x + L) * loadu(s + x + L);
+    }
+    for (; x < nv; x += L) a0 += loadu(prob + x) * loadu(s + x);
+    if (rem) {
+      if (n >= L) {
+        a1 += tail * loadu(s + n - L);
+      } else {
+        for (int64_t i = 0; i < n; ++i) a1[i] += prob[i] * s[i];
+      }
+    }
+    storeu(acc + t * L, loadu(acc + t * L) + a0 + a1);
+  }
+}
+
+template <class T> struct HiddenScratch {
+  std::vector<T> e, hb, qx, m, u;
+  std::vector<int64_t> off;
+  std::vector<T> acc;  // F vectors of lane partial sums (a plain array: no over-aligned allocation needed)
+};
+
+template <class T> using lane_int = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
+
+// Lane permutations for pooling blocks of p consecutive lanes (p a power of two dividing L).
+template <class T> struct LaneMasks {
+  ivec<T> bfly[8], shr[8], shr_ok[8], expand;
+  int steps = 0;
+  explicit LaneMasks(int64_t p) {
+    for (int64_t d = 1; d < p; d *= 2, ++steps)
+      for (int64_t l = 0; l < kL<T>; ++l) {
+        bfly[steps][l] = static_cast<lane_int<T>>(l ^ d);
+        const bool ok = l % p >= d;
+        shr[steps][l] = static_cast<lane_int<T>>(ok ? l - d : l);
+        shr_ok[steps][l] = ok ? lane_int<T>(-1) : lane_int<T>(0);
+      }
+    for (int64_t l = 0; l < kL<T>; ++l) expand[l] = static_cast<lane_int<T>>(l / p);
+  }
+  // Sum over each block, broadcast to the block's lanes.
+  PMR_INLINE vec<T> block_sum(vec<T> x) const {
+    for (int j = 0; j < steps; ++j) x += __builtin_shuffle(x, bfly[j]);
+    return x;
+  }
+  // Exclusive prefix sum within each block.
+  PMR_INLINE vec<T> block_exclusive_scan(vec<T> x) const {
+    vec<T> s = x;
+    for (int j = 0; j < steps; ++j) s += mask_and<T>(shr_ok[j], __builtin_shuffle(s, shr[j]));
+    return s - x;
+  }
+};
+
+template <class T> constexpr T kExpSafe = sizeof(T) == 4 ? T(80) : T(700);  // exp(e) cannot overflow below this
+
+// Probabilistic max-pooling of p rows (stride apart) of energies e, in place -> probabilities, without a per-block
+// maximum: only valid when every energy is <= kExpSafe, for p a power of two dividing L. hb <- the sample (if u),
+// qx[x] <- pooled probability of x's block. Lanes past Wh hold whole dummy blocks and are ignored by the caller.
+template <class T>
+PMR_INLINE void pool_rows_vector(T* e, T* hb, T* qx, const T* u, int64_t p, int64_t stride, const LaneMasks<T>& lm) {
+  constexpr int64_t L = kL<T>;
+  for (int64_t x0 = 0; x0 < stride; x0 += L) {
+    vec<T> S = {};
+    for (int64_t i = 0; i < p; ++i) {
+      const vec<T> ex = vexp(loadu(e + i * stride + x0));
+      storeu(e + i * stride + x0, ex);
+      S += lm.block_sum(ex);
+    }
+    const vec<T> inv = T(1) / (T(1) + S);
+    storeu(qx + x0, S * inv);
+    if (!u) {
+      for (int64_t i = 0; i < p; ++i) storeu(e + i * stride + x0, loadu(e + i * stride + x0) * inv);
+      continue;
+    }
+    // Units are walked in row-major order within the block: unit on when cum_before <= u < cum_before + p_unit.
+    const vec<T> ux = __builtin_shuffle(loadu(u + x0 / p), lm.expand);
+    vec<T> cum = {};
+    for (int64_t i = 0; i < p; ++i) {
+      const vec<T> pr = loadu(e + i * stride + x0) * inv;
+      storeu(e + i * stride + x0, pr);
+      const vec<T> lo = cum + lm.block_exclusive_scan(pr);
+      // lo <= ux < lo + pr: (ux < lo + pr) and not (ux < lo)
+      storeu(hb + i * stride + x0, mask_to_one<T>(less_mask<T>(ux, lo + pr) & ~less_mask<T>(ux, lo)));
+      cum += lm.block_sum(pr);
+    }
+  }
+}
+
+// The same for any p and any energies: per-block maximum (at least 0, the energy of 'all off'), scalar loops.
+template <class T>
+PMR_INLINE void pool_rows_scalar(T* e, T* hb, T* qx, T* mx, const T* u, int64_t p, int64_t stride, int64_t Wh) {
+  constexpr int64_t L = kL<T>;
+  const int64_t Wp = Wh / p;
+  for (int64_t j = 0; j < Wp; ++j) {
+    T m = 0;
+    for (int64_t i = 0; i < p; ++i)
+      for (int64_t x = j * p; x < (j + 1) * p; ++x) m = std::max(m, e[i * stride + x]);
+    for (int64_t x = j * p; x < (j + 1) * p; ++x) mx[x] = m;
+  }
+  for (int64_t i = 0; i < p; ++i)
+    for (int64_t x = 0; x < stride; x += L) storeu(e + i * stride + x, vexp(loadu(e + i * stride + x) - loadu(mx + x)));
+  for (int64_t j = 0; j < Wp; ++j) {
+    const T m = mx[j * p];
+    T z = 0;
+    for (int64_t i = 0; i < p; ++i)
+      for (int64_t x = j * p; x < (j + 1) * p; ++x) z += e[i * stride + x];
+    const T inv = T(1) / (z + std::exp(-m));
+    T pooled = 0, cum = 0;
+    bool on = false;
+    for (int64_t i = 0; i < p; ++i)
+      for (int64_t x = j * p; x < (j + 1) * p; ++x) {
+        const T pr = e[i * stride + x] * inv;
+        e[i * stride + x] = pr;
+        pooled += pr;
+        if (u) {
+          cum += pr;
+          const bool hit = !on && u[j] < cum;
+          hb[i * stride + x] = hit ? T(1) : T(0);
+          on |= hit;
+        }
+      }
+    qx[j * p] = pooled;
+  }
+}
+
+template <class T> PMR_INLINE void hidden_tile_impl(const HiddenParams<T>& a, int64_t bk, HiddenScratch<T>& s) {
+  constexpr int64_t L = kL<T>;
+  const int64_t b = bk / a.K, k = bk % a.K;
+  const int64_t p = a.p, Wh = a.Wh, Wp = a.Wp, F = a.C * a.fh * a.fw;
+  const int64_t stride = (Wh + L - 1) / L * L;  // a buffer row, padded to whole vectors
+  const T* vb = a.v + b * a.C * a.Hv * a.Wv;
+  const T* w = a.W + k * F;
+  const T bias = a.c[k];
+  int64_t* off = s.off.data();
+  for (int64_t ch = 0, t = 0; ch < a.C; ++ch)
+    for (int64_t dy = 0; dy < a.fh; ++dy)
+      for (int64_t dx = 0; dx < a.fw; ++dx) off[t++] = (ch * a.Hv + dy) * a.Wv + dx;
+  T* e = s.e.data();
+  T* hb = s.hb.data();
+  T* qx = s.qx.data();
+  T* u = a.H ? s.u.data() : nullptr;
+  T* acc = s.acc.data();
+  const bool stat = a.part != nullptr;
+  if (stat) std::fill(acc, acc + F * L, T(0));
+  const bool pow2 = p > 1 && p <= L && (p & (p - 1)) == 0;
+  const LaneMasks<T> lm(pow2 ? p : 1);
+  vec<T> sum_p = {};
+  const int64_t map = bk * a.Hh * Wh, pmap = bk * a.Hp * Wp;
+
+  for (int64_t r = 0; r < a.Hp; ++r) {
+    for (int64_t i = 0; i < p; ++i) correlate_row(e + i * stride, vb + (r * p + i) * a.Wv, off, w, F, bias, Wh);
+    if (p == 1) {
+      if (u) uniforms(a.draw, map + r * Wh, Wh, u);
+      for (int64_t x = 0; x < stride; x += L) {
+        const vec<T> pr = vsigmoid<T>(loadu(e + x));
+        storeu(e + x, pr);
+        if (u) storeu(hb + x, mask_to_one<T>(less_mask<T>(loadu(u + x), pr)));
+      }
+      std::fill(e + Wh, e + stride, T(0));
+      if (a.Q) std::memcpy(a.Q + pmap + r * Wp, e, Wh * sizeof(T));
+    } else {
+      if (u) uniforms(a.draw, pmap + r * Wp, Wp, u);
+      bool safe = pow2;
+      if (safe) {
+        vec<T> mxv = splat(-kExpSafe<T>);
+        for (int64_t i = 0; i < p; ++i)
+          for (int64_t x = 0; x < stride; x += L) {
+            const vec<T> ev = loadu(e + i * stride + x);
+            mxv = ev > mxv ? ev : mxv;
+          }
+        for (int64_t l = 0; l < L; ++l) safe &= mxv[l] <= kExpSafe<T>;
+      }
+      if (safe) {
+        pool_rows_vector(e, hb, qx, u, p, stride, lm);
+      } else {
+        pool_rows_scalar(e, hb, qx, s.m.data(), u, p, stride, Wh);
+      }
+      for (int64_t i = 0; i < p; ++i) std::fill(e + i * stride + Wh, e + (i + 1) * stride, T(0));
+      if (a.Q) {
+        T* q = a.Q + pmap + r * Wp;
+        for (int64_t j = 0; j < Wp; ++j) q[j] = qx[j * p];
+      }
+    }
+    for (int64_t i = 0; i < p; ++i) {
+      const int64_t row = map + (r * p + i) * Wh;
+      for (int64_t x = 0; x < stride; x += L) sum_p += loadu(e + i * stride + x);
+      if (a.P) std::memcpy(a.P + row, e + i * stride, Wh * sizeof(T));
+      if (a.H) std::memcpy(a.H + row, hb + i * stride, Wh * sizeof(T));
+      if (stat) correlate_stat(acc, e + i * stride, vb + (r * p + i) * a.Wv, off, F, Wh);
+    }
+  }
+  if (stat) {
+    T* out = a.part + bk * (F + 2);
+    for (int64_t t = 0; t < F; ++t) out[t] = hsum<T>(loadu(acc + t * L));
+    out[F] = out[F + 1] = hsum<T>(sum_p);  // sum of the pooled probabilities == sum of the hidden ones
+  }
+}
+
+PMR_CLONES void hidden_tile(const HiddenParams<float>& a, int64_t bk, HiddenScratch<float>& s) {
+  hidden_tile_impl(a, bk, s);
+}
+PMR_CLONES void hidden_tile(const HiddenParams<double>& a, int64_t bk, HiddenScratch<double>& s) {
+  hidden_tile_impl(a, bk, s);
+}
+
+// ---- visible pass ----------------------------------------------------------------------------------------------
+
+template <class T> struct VisibleParams {
+  const T* H;
+  const T* W;
+  const T* b;
+  const T* sigma;  // nullable
+  bool gauss;
+  int64_t B, C, Hv, Wv, K, fh, fw, Hh, Wh;
+  T* mean;
+  T* S;  // nullable
+  Draw draw;
+  int64_t rows;  // output rows per tile
+};
+
+template <class T> struct VisibleScratch {
+  std::vector<T> hpad, acc, u;
+};
+
+// Tile = (sample, block of output rows). The hidden rows it needs are copied into zero-padded rows (fw - 1 zeros
+// on both sides), so the full convolution is a correlation with flipped taps and no boundary tests.
+template <class T> PMR_INLINE void visible_tile_impl(const VisibleParams<T>& a, int64_t tile, VisibleScratch<T>& s) {
+  constexpr int64_t L = kL<T>;
+  const int64_t tiles_per_b = (a.Hv + a.rows - 1) / a.rows;
+  const int64_t b = tile / tiles_per_b, y0 = (tile % tiles_per_b) * a.rows, y1 = std::min(a.Hv, y0 + a.rows);
+  const int64_t fh = a.fh, fw = a.fw, Wh = a.Wh, Wv = a.Wv, K = a.K;
+  const int64_t pad = fw - 1, Wpad = (Wh + 2 * pad + L - 1) / L * L + L;  // room for the vector tail
+  const int64_t ylo = std::max<int64_t>(0, y0 - fh + 1), yhi = std::min(a.Hh, y1);  // hidden rows [ylo, yhi)
+  const int64_t nrows = yhi - ylo;
+  T* hp = s.hpad.data();
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t yr = 0; yr < nrows; ++yr) {
+      T* dst = hp + (k * nrows + yr) * Wpad;
+      std::fill(dst, dst + pad, T(0));
+      std::memcpy(dst + pad, a.H + ((b * K + k) * a.Hh + ylo + yr) * Wh, Wh * sizeof(T));
+      std::fill(dst + pad + Wh, dst + Wpad, T(0));
+    }
+  T* accrow = s.acc.data();
+  T* u = s.u.data();
+  const int64_t nv = (Wv + L - 1) / L;  // output vectors per row (the last may run past Wv into the pad)
+  for (int64_t ch = 0; ch < a.C; ++ch) {
+    const T bias = a.b[ch];
+    const T sd = a.sigma ? a.sigma[ch] : T(1);
+    for (int64_t y = y0; y < y1; ++y) {
+      // out[x] = sum_{k,dy,dx} W[k,ch,dy,dx] * H[k, y - dy, x - dx] = sum hpad[k][y - dy - ylo][x + pad - dx]
+      const int64_t dylo = std::max<int64_t>(0, y - (a.Hh - 1)), dyhi = std::min(fh - 1, y);
+      int64_t xv = 0;
+      for (; xv + 4 <= nv; xv += 4) {
+        vec<T> a0 = {}, a1 = {}, a2 = {}, a3 = {};
+        const int64_t x = xv * L;
+        for (int64_t k = 0; k < K; ++k)
+          for (int64_t dy = dylo; dy <= dyhi; ++dy) {
+            const T* src = hp + (k * nrows + (y - dy - ylo)) * Wpad + x + pad;
+            const T* wr = a.W + ((k * a.C + ch) * fh + dy) * fw;
+            for (int64_t dx = 0; dx < fw; ++dx) {
+              const T wt = wr[dx];
+              const T* sp = src - dx;
+              a0 += wt * loadu(sp);
+              a1 += wt * loadu(sp + L);
+              a2 += wt * loadu(sp + 2 * L);
+              a3 += wt * loadu(sp + 3 * L);
+            }
+          }
+        storeu(accrow + x, a0);
+        storeu(accrow + x + L, a1);
+        storeu(accrow + x + 2 * L, a2);
+        storeu(accrow + x + 3 * L, a3);
+      }
+      for (; xv < nv; ++xv) {
+        vec<T> a0 = {};
+        const int64_t x = xv * L;
+        for (int64_t k = 0; k < K; ++k)
+          for (int64_t dy = dylo; dy <= dyhi; ++dy) {
+            const T* src = hp + (k * nrows + (y - dy - ylo)) * Wpad + x + pad;
+            const T* wr = a.W + ((k * a.C + ch) * fh + dy) * fw;
+            for (int64_t dx = 0; dx < fw; ++dx) a0 += wr[dx] * loadu(src - dx);
+          }
+        storeu(accrow + x, a0);
+      }
+      const int64_t base = ((b * a.C + ch) * a.Hv + y) * Wv;
+      T* mean = a.mean + base;
+      for (int64_t x = 0; x < nv * L; x += L) {
+        vec<T> m = loadu(accrow + x);
+        m = a.gauss ? bias + sd * m : vsigmoid<T>(bias + m);
+        storeu(accrow + x, m);
+      }
+      std::memcpy(mean, accrow, Wv * sizeof(T));
+      if (a.S) {
+        T* smp = a.S + base;
+        if (a.gauss) {
+          for (int64_t x = 0; x < Wv; ++x) smp[x] = accrow[x] + sd * normal_at<T>(a.draw.seed, a.draw.offset, base + x);
+        } else {
+          uniforms(a.draw, base, Wv, u);
+          for (int64_t x = 0; x < Wv; ++x) smp[x] = u[x] < accrow[x] ? T(1) : T(0);
+        }
+      }
+    }
+  }
+}
+
+PMR_CLONES void visible_tile(const VisibleParams<float>& a, int64_t tile, VisibleScratch<float>& s) {
+  visible_tile_impl(a, tile, s);
+}
+PMR_CLONES void visible_tile(const VisibleParams<double>& a, int64_t tile, VisibleScratch<double>& s) {
+  visible_tile_impl(a, tile, s);
+}
+
+// ---- the device struct ---------------------------------------------------------------------------------------
+
+struct CpuConvKernels {
+  static Draw draw(const std::optional<at::Generator>& gen) {
+    // Same as the dense ops' draw, so philox_uniform_ / philox_normal_ reproduce every phase's numbers.
+    auto* g = at::get_generator_or_default<at::CPUGeneratorImpl>(gen, at::detail::getDefaultCPUGenerator());
+    std::lock_guard<std::mutex> lock(g->mutex_);
+    return {g->random64(), 0};
+  }
+
+  static void hidden_pass(const ConvHidden& a) {
+    const int64_t B = a.v.size(0), C = a.v.size(1), Hv = a.v.size(2), Wv = a.v.size(3);
+    const int64_t K = a.W.size(0), fh = a.W.size(2), fw = a.W.size(3), F = C * fh * fw;
+    const int64_t Hh = Hv - fh + 1, Wh = Wv - fw + 1, p = a.pool;
+    const bool stat = a.gW.defined() || a.gc.defined() || a.q.defined();
+    Tensor part = stat ? at::empty({B * K, F + 2}, a.v.options()) : Tensor();
+    AT_DISPATCH_FLOATING_TYPES(a.v.scalar_type(), "conv_hidden_pass", [&] {
+      using T = scalar_t;
+      constexpr int64_t L = kL<T>;
+      HiddenParams<T> hp{a.v.data_ptr<T>(), a.W.data_ptr<T>(), a.c.data_ptr<T>(), B, C, Hv, Wv, K, fh, fw, Hh, Wh, p,
+                         Hh / p, Wh / p,
+                         a.P.defined() ? a.P.data_ptr<T>() : nullptr, a.H.defined() ? a.H.data_ptr<T>() : nullptr,
+                         a.Q.defined() ? a.Q.data_ptr<T>() : nullptr, a.draw,
+                         stat ? part.data_ptr<T>() : nullptr};
+      const int64_t stride = (Wh + L - 1) / L * L;
+      at::parallel_for(0, B * K, 1, [&](int64_t i0, int64_t i1) {
+        HiddenScratch<T> s;
+        s.e.assign(p * stride, T(0));
+        s.hb.assign(p * stride, T(0));
+        s.qx.assign(stride, T(0));
+        s.m.assign(stride, T(0));
+        s.u.assign(stride + L, T(0));
+        s.off.resize(F);
+        s.acc.resize(F * L);
+        for (int64_t i = i0; i < i1; ++i) hidden_tile(hp, i, s);
+      });
+      if (!stat) return;
+      // Fixed-order reduction over the batch (in double) of the per-(sample, filter) partial sums.
+      const T* pp = part.data_ptr<T>();
+      std::vector<double> red(K * (F + 2), 0.0);
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t i = 0; i < K * (F + 2); ++i) red[i] += pp[b * K * (F + 2) + i];
+      auto add = [&](const Tensor& t, int64_t col0, int64_t ncols, double scale) {
+        if (!t.defined()) return;
+        T* tp = t.data_ptr<T>();
+        for (int64_t kk = 0; kk < K; ++kk)
+          for (int64_t j = 0; j < ncols; ++j) tp[kk * ncols + j] += static_cast<T>(scale * red[kk * (F + 2) + col0 + j]);
+      };
+      add(a.gW, 0, F, a.scale);
+      add(a.gc, F, 1, a.scale);
+      add(a.q, F + 1, 1, a.qscale);
+    });
+  }
+
+  static void visible_pass(const ConvVisible& a) {
+    const int64_t B = a.H.size(0), K = a.H.size(1), Hh = a.H.size(2), Wh = a.H.size(3);
+    const int64_t C = a.W.size(1), fh = a.W.size(2), fw = a.W.size(3), Hv = Hh + fh - 1, Wv = Wh + fw - 1;
+    AT_DISPATCH_FLOATING_TYPES(a.H.scalar_type(), "conv_visible_pass", [&] {
+      using T = scalar_t;
+      constexpr int64_t L = kL<T>;
+      const int64_t rows = 8;
+      VisibleParams<T> vp{a.H.data_ptr<T>(), a.W.data_ptr<T>(), a.b.data_ptr<T>(),
+                          a.sigma.defined() ? a.sigma.data_ptr<T>() : nullptr, a.kind == Visible::Gaussian,
+                          B, C, Hv, Wv, K, fh, fw, Hh, Wh, a.mean.data_ptr<T>(),
+                          a.S.defined() ? a.S.data_ptr<T>() : nullptr, a.draw, rows};
+      const int64_t tiles = B * ((Hv + rows - 1) / rows);
+      const int64_t Wpad = (Wh + 2 * (fw - 1) + L - 1) / L * L + L;
+      const int64_t nrows = std::min(Hh, rows + fh - 1);
+      at::parallel_for(0, tiles, 1, [&](int64_t i0, int64_t i1) {
+        VisibleScratch<T> s;
+        s.hpad.assign(K * nrows * Wpad, T(0));
+        s.acc.assign((Wv + L - 1) / L * L + 4 * L, T(0));
+        s.u.assign(Wv, T(0));
+        for (int64_t i = i0; i < i1; ++i) visible_tile(vp, i, s);
+      });
+    });
+  }
+};
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pymusicrbm, CPU, m) {
+  m.impl("conv_sample_hidden", &conv_sample_hidden<CpuConvKernels>);
+  m.impl("conv_sample_visible", &conv_sample_visible<CpuConvKernels>);
+  m.impl("conv_cd_step_", &conv_cd_step<CpuConvKernels>);
+}
+
+}  // namespace pymusicrbm
