@@ -29,17 +29,21 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def median_time(fn, device, repeat, warmup=3):
-    for _ in range(warmup):
-        fn()
+def median_times(fns: dict, device, repeat, warmup=3) -> dict:
+    """Median seconds per call of each function, timed round-robin (one call of each per round), so load that
+    comes and goes on a shared machine hits every contender alike and the ratios stay meaningful."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
     sync(device)
-    times = []
+    times = {name: [] for name in fns}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def eager_cd(W, b, c, Wv, bv, cv, v, k, lr, momentum):
@@ -96,38 +100,37 @@ def bench_shape(V, H, B, k, device, repeat, with_compile, with_sklearn):
     g = torch.Generator().manual_seed(0)
     W0 = (torch.randn(V, H, generator=g) * 0.05).to(device, dt)
     v = (torch.rand(B, V, generator=g) < 0.3).to(device, dt)
-    zeros = lambda n: torch.zeros(n, device=device, dtype=dt)  # noqa: E731
-    row = {"n_visible": V, "n_hidden": H, "batch": B, "k": k, "device": str(device)}
 
-    p = [W0.clone(), zeros(V), zeros(H), torch.zeros_like(W0), zeros(V), zeros(H)]
+    def params():
+        return [W0.clone(), torch.zeros(V, device=device, dtype=dt), torch.zeros(H, device=device, dtype=dt),
+                torch.zeros_like(W0), torch.zeros(V, device=device, dtype=dt), torch.zeros(H, device=device, dtype=dt)]
+
+    p_fused, p_eager, p_comp = params(), params(), params()
     gen = torch.Generator(device).manual_seed(0)
-    t = median_time(lambda: ops.cd_step_(*p, v, k=k, lr=1e-3, momentum=0.5, generator=gen), device, repeat)
-    row["fused_s"] = t
-
-    p = [W0.clone(), zeros(V), zeros(H), torch.zeros_like(W0), zeros(V), zeros(H)]
-    row["eager_s"] = median_time(lambda: eager_cd(*p, v, k, 1e-3, 0.5), device, repeat)
-
+    fns = {"fused": lambda: ops.cd_step_(*p_fused, v, k=k, lr=1e-3, momentum=0.5, generator=gen),
+           "eager": lambda: eager_cd(*p_eager, v, k, 1e-3, 0.5)}
     if with_compile:
         compiled = torch.compile(eager_cd)
-        p = [W0.clone(), zeros(V), zeros(H), torch.zeros_like(W0), zeros(V), zeros(H)]
-        row["compiled_s"] = median_time(lambda: compiled(*p, v, k, 1e-3, 0.5), device, repeat, warmup=3)
-
+        fns["compiled"] = lambda: compiled(*p_comp, v, k, 1e-3, 0.5)
     if with_sklearn and k == 1:
         from sklearn.neural_network import BernoulliRBM
         X = v.cpu().numpy().astype(np.float32)
         skl = BernoulliRBM(n_components=H, batch_size=B, learning_rate=1e-3, random_state=0)
-        row["sklearn_s"] = median_time(lambda: skl.partial_fit(X), torch.device("cpu"), repeat)
-
-    # The GEMM work of the fused step: 3 + 2 (stacked statistics) products of 2*B*V*H flops for CD-1, +2 per step.
-    flops = 2 * B * V * H * (5 + 2 * (k - 1))
+        fns["sklearn"] = lambda: skl.partial_fit(X)
     a = torch.rand(B, V, device=device, dtype=dt)
-    t_mm = median_time(lambda: a @ W0, device, repeat)
-    row["sgemm_gflops"] = 2 * B * V * H / t_mm / 1e9
-    row["fused_gflops"] = flops / row["fused_s"] / 1e9
+    fns["sgemm"] = lambda: a @ W0  # one of the step's GEMMs, alone: the machine's throughput at this shape
+    t = median_times(fns, device, repeat)
+
+    row = {"n_visible": V, "n_hidden": H, "batch": B, "k": k, "device": str(device),
+           **{f"{name}_s": sec for name, sec in t.items()}}
+    # GEMM work of the fused step: 3 + 2 (stacked statistics) products of 2*B*V*H flops for CD-1, +2 per extra step
+    flops = 2 * B * V * H * (5 + 2 * (k - 1))
+    row["sgemm_gflops"] = 2 * B * V * H / t["sgemm"] / 1e9
+    row["fused_gflops"] = flops / t["fused"] / 1e9
     row["fraction_of_sgemm"] = row["fused_gflops"] / row["sgemm_gflops"]
     for base in ("eager", "compiled", "sklearn"):
-        if f"{base}_s" in row:
-            row[f"speedup_vs_{base}"] = row[f"{base}_s"] / row["fused_s"]
+        if base in t:
+            row[f"speedup_vs_{base}"] = t[base] / t["fused"]
     return row
 
 
@@ -156,7 +159,8 @@ def main(argv=None):
               + (f" | x compile {r['speedup_vs_compiled']:5.2f}" if "speedup_vs_compiled" in r else "")
               + (f" | x sklearn {r['speedup_vs_sklearn']:6.2f}" if "speedup_vs_sklearn" in r else "")
               + f" | {r['fused_gflops']:6.1f} GFLOP/s = {100 * r['fraction_of_sgemm']:4.0f}% of sgemm", flush=True)
-    out = {"machine": platform.machine(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+    out = {"machine": platform.machine(), "processor": platform.processor(), "torch": torch.__version__,
+           "threads": torch.get_num_threads(),
            "device": str(device), "results": rows}
     if args.json:
         with open(args.json, "w") as f:

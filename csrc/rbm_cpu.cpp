@@ -220,6 +220,102 @@ template <typename T> void normals(Draw d, uint64_t run, int64_t m, T* z) {
   }
 }
 
+// log for positive normal floats without errno or branches (Cephes logf: about 1 ulp), so loops over it vectorise.
+inline float log_f(float x) {
+  int32_t bits;
+  std::memcpy(&bits, &x, 4);
+  float e = static_cast<float>((bits >> 23) - 126);
+  const int32_t mbits = (bits & 0x007FFFFF) | 0x3F000000;  // mantissa scaled to [0.5, 1): x = m * 2^e
+  float m;
+  std::memcpy(&m, &mbits, 4);
+  const bool low = m < 0.707106781186547524f;  // keep f = m - 1 in [sqrt(1/2) - 1, sqrt(2) - 1]
+  e = low ? e - 1.0f : e;
+  const float f = (low ? m + m : m) - 1.0f;
+  const float z = f * f;
+  float y = 7.0376836292e-2f;
+  y = y * f - 1.1514610310e-1f;
+  y = y * f + 1.1676998740e-1f;
+  y = y * f - 1.2420140846e-1f;
+  y = y * f + 1.4249322787e-1f;
+  y = y * f - 1.6668057665e-1f;
+  y = y * f + 2.0000714765e-1f;
+  y = y * f - 2.4999993993e-1f;
+  y = y * f + 3.3333331174e-1f;
+  y = y * f * z;
+  y += -2.12194440e-4f * e;
+  y += -0.5f * z;
+  return (f + y) + 0.693359375f * e;
+}
+
+// cos(2 pi u) for u in [0, 1] without branches: folded by symmetry to an angle in [0, pi/4], where Cephes' sinf or
+// cosf polynomial is accurate to about 1 ulp. Folding in turns keeps every subtraction exact (Sterbenz).
+inline float cos_2pi_f(float u) {
+  const float a = std::min(u, 1.0f - u);  // cos(2 pi u) = cos(2 pi (1 - u)); a in [0, 1/2]
+  const bool neg = a > 0.25f;             // cos(2 pi a) = -cos(2 pi (1/2 - a))
+  const float b = neg ? 0.5f - a : a;     // [0, 1/4]
+  const bool use_sin = b > 0.125f;        // cos(2 pi b) = sin(2 pi (1/4 - b))
+  const float x = (use_sin ? 0.25f - b : b) * 6.28318530717958648f;  // [0, pi/4]
+  const float z = x * x;
+  const float c = ((2.443315711809948e-5f * z - 1.388731625493765e-3f) * z + 4.166664568298827e-2f) * z * z -
+                  0.5f * z + 1.0f;
+  const float s = ((-1.9515295891e-4f * z + 8.3321608736e-3f) * z - 1.6666654611e-1f) * z * x + x;
+  const float r = use_sin ? s : c;
+  return neg ? -r : r;
+}
+
+// Float normals of one 32-element run from the words of its two normal runs (w: 64 words). Element k takes words
+// a = w[16 * (k / 8) + k % 8] and b = a's index + 8 (philox.h's layout), so each group of 8 elements loads whole
+// vectors and the loop over them vectorises; same arithmetic as box_muller<float> up to the log/cos rounding.
+__attribute__((always_inline)) inline void normals_f_body(const uint32_t* w, int64_t m, float* z) {
+  float r2[kRun], c[kRun];
+  for (int g = 0; g < 4; ++g) {
+    for (int l = 0; l < 8; ++l) {
+      const uint32_t a = w[16 * g + l], b = w[16 * g + 8 + l];
+      // to_uniform<float>, with a signed conversion (SSE2 has no unsigned one; the value fits in 24 bits)
+      const float u1 = (static_cast<float>(static_cast<int32_t>(a >> 8)) + 0.5f) * (1.0f / 16777216.0f);
+      const float u2 = (static_cast<float>(static_cast<int32_t>(b >> 8)) + 0.5f) * (1.0f / 16777216.0f);
+      r2[8 * g + l] = -2.0f * log_f(u1);  // u1 >= 2^-25: finite and >= 0
+      c[8 * g + l] = cos_2pi_f(u2);
+    }
+  }
+  float out[kRun];
+  float* o = m == kRun ? z : out;
+#if defined(__SSE2__)
+  // std::sqrt's errno branch would stop the vectoriser, so the square roots are taken by hand
+  for (int k = 0; k < kRun; k += 4)
+    _mm_storeu_ps(o + k, _mm_mul_ps(_mm_sqrt_ps(_mm_loadu_ps(r2 + k)), _mm_loadu_ps(c + k)));
+#else
+  for (int k = 0; k < kRun; ++k) o[k] = std::sqrt(r2[k]) * c[k];
+#endif
+  if (o != z) std::memcpy(z, out, sizeof(float) * m);
+}
+
+template <> void normals<float>(Draw d, uint64_t run, int64_t m, float* z) {
+  uint32_t w[2 * kRun];
+  philox_run(d.seed, d.offset, run * 2, w);
+  if (m > 16) philox_run(d.seed, d.offset, run * 2 + 1, w + kRun);
+  normals_f_body(w, m, z);
+}
+
+#ifdef PMR_HAVE_AVX2
+__attribute__((target("avx2,fma"))) void normals_f_avx2(Draw d, uint64_t run, int64_t m, float* z) {
+  uint32_t w[2 * kRun];
+  philox_run_avx2(d.seed, d.offset, run * 2, w);
+  if (m > 16) philox_run_avx2(d.seed, d.offset, run * 2 + 1, w + kRun);
+  normals_f_body(w, m, z);
+}
+#endif
+
+// Dispatches float runs to the AVX2 kernel where the CPU has it.
+template <typename T> inline void normals_any(Draw d, uint64_t run, int64_t m, T* z) {
+#ifdef PMR_HAVE_AVX2
+  if constexpr (std::is_same_v<T, float>) {
+    if (kHaveAvx2) return normals_f_avx2(d, run, m, z);
+  }
+#endif
+  normals(d, run, m, z);
+}
+
 struct CpuKernels {
   static Draw draw(const std::optional<at::Generator>& gen) {
     auto* g = at::get_generator_or_default<at::CPUGeneratorImpl>(gen, at::detail::getDefaultCPUGenerator());
@@ -241,7 +337,7 @@ struct CpuKernels {
   static void fill_normal(Tensor out, Draw d) {
     AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "philox_normal_", [&] {
       scalar_t* o = out.data_ptr<scalar_t>();
-      parallel_runs(out.numel(), [&](uint64_t run, int64_t i0, int64_t i1) { normals(d, run, i1 - i0, o + i0); });
+      parallel_runs(out.numel(), [&](uint64_t run, int64_t i0, int64_t i1) { normals_any(d, run, i1 - i0, o + i0); });
     });
   }
 
@@ -261,7 +357,7 @@ struct CpuKernels {
       scalar_t* sp = s.defined() ? s.data_ptr<scalar_t>() : nullptr;
       parallel_runs(m.numel(), [&](uint64_t run, int64_t i0, int64_t i1) {
         scalar_t z[kRun];
-        if (sp) normals(d, run, i1 - i0, z);
+        if (sp) normals_any(d, run, i1 - i0, z);
         for (int64_t i = i0; i < i1; ++i) {
           const int64_t col = i % V;
           const scalar_t sd = sg ? sg[col] : scalar_t(1);

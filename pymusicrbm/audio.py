@@ -19,7 +19,7 @@ import os
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -49,6 +49,9 @@ class AudioError(ValueError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):  # picklable across processes despite the two-argument constructor
+        return type(self), (self.path, self.reason)
 
 
 class AudioWarning(UserWarning):
@@ -126,7 +129,7 @@ def load_audio(path, sr: int = SR, duration: float | None = None, offset: float 
     _check_load_args(sr, duration, offset)
     path = Path(path)
     if not path.is_file():
-        raise AudioError(path, "no such file")
+        raise AudioError(path, "not a regular file" if path.exists() else "no such file")
     if path.stat().st_size == 0:
         raise AudioError(path, "zero-length file (0 bytes)")
     y, native = _decode(path, path, duration, offset)
@@ -229,7 +232,7 @@ def mel_spectrogram(y, sr: int = SR, n_mels: int = 64, n_fft: int = 1024, hop_le
     n_mels = _positive_int(n_mels, "n_mels", fn)
     n_fft = _positive_int(n_fft, "n_fft", fn, 2)
     hop_length = _positive_int(hop_length, "hop_length", fn)
-    if ref != "max" and not (isinstance(ref, (int, float)) and ref > 0):
+    if ref != "max" and not (isinstance(ref, (int, float, np.integer, np.floating)) and ref > 0):
         raise ValueError(f"{fn}: ref must be 'max' or a positive number, got {ref!r}")
     if top_db is not None and not top_db > 0:
         raise ValueError(f"{fn}: top_db must be None or > 0, got {top_db!r}")

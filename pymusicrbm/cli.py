@@ -72,8 +72,10 @@ def _demo(args) -> int:
         sub = out / study
         results = module.run(ds, sub, quick=True, seed=args.seed, cache_dir=str(out / "cache"))
         summary[study] = results
-        acc = results.get("clip_accuracy")
-        line = f"clip accuracy {acc['mean']:.3f} ± {acc['std']:.3f}" if isinstance(acc, dict) else ""
+        acc, best = results.get("clip_accuracy"), results.get("best")
+        line = f"clip accuracy {acc['mean']:.3f} ± {acc['std']:.3f}" if isinstance(acc, dict) else \
+            f"best macro F1 {best['f1_macro']:.3f} ({best['bins']} mel bins, {best['pooling']} pooling)" \
+            if isinstance(best, dict) else ""
         sections += [f"## {title}", "", line, "", f"Full report: [{study}/report.md]({study}/report.md)", ""]
     summary["total_seconds"] = time.perf_counter() - t0
     sections.append(f"Total time: {summary['total_seconds']:.0f} s.")

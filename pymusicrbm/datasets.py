@@ -922,6 +922,8 @@ def make_synthetic_genres(root, n_per_class: int = 10, seconds: float = 30.0, se
         raise ValueError(f"{fn}: seed must be a non-negative integer, got {seed!r}")
     if not (isinstance(sr, (int, np.integer)) and 8000 <= sr <= 192000):
         raise ValueError(f"{fn}: sr must be an integer sample rate in [8000, 192000], got {sr!r}")
+    if not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0:
+        raise ValueError(f"{fn}: n_jobs must be a nonzero integer, got {n_jobs!r}")
     root = Path(root)
     gdir = root / "genres"
     stamp_path = gdir / _STAMP
@@ -939,23 +941,27 @@ def make_synthetic_genres(root, n_per_class: int = 10, seconds: float = 30.0, se
         raise ValueError(f"{fn}: {str(gdir)!r} already holds audio that make_synthetic_genres did not write "
                          f"(no {_STAMP}); choose another root")
     n_bytes = 44 + 2 * int(round(seconds * sr))  # canonical 16-bit mono WAV
-    reuse = (stamp is not None and {k: stamp.get(k) for k in want} == want and stamp.get("complete")
-             and all(p.is_file() and p.stat().st_size == n_bytes for p, *_ in files))
-    if not reuse:
+    same = stamp is not None and {k: stamp.get(k) for k in want} == want
+    # Clips are written atomically and depend only on (seed, class, index, seconds, sr): with the same parameters
+    # every complete file is kept, so an interrupted generation resumes where it stopped.
+    todo = [f for f in files if not (same and f[0].is_file() and f[0].stat().st_size == n_bytes)]
+    if todo or not (same and stamp.get("complete")):
         try:
             gdir.mkdir(parents=True, exist_ok=True)
-            if stamp is not None:  # ours, from other parameters: clear the old clips
+            if stamp is not None and not same:  # ours, from other parameters: clear the old clips
                 for genre in GTZAN_GENRES:
                     for p in (gdir / genre).glob(f"{genre}.*.wav") if (gdir / genre).is_dir() else ():
                         p.unlink()
             for genre in GTZAN_GENRES:
                 (gdir / genre).mkdir(exist_ok=True)
+                for p in (gdir / genre).glob("*.tmp"):  # left by an interrupted run
+                    p.unlink()
             stamp_path.write_text(json.dumps({**want, "complete": False}, indent=1))
         except OSError as err:
             raise ValueError(f"{fn}: cannot write under {str(root)!r}: {err}") from None
         from tqdm.auto import tqdm
 
-        jobs = [(str(p), genre, int(seed), c, i, float(seconds), int(sr)) for p, genre, c, i in files]
+        jobs = [(str(p), genre, int(seed), c, i, float(seconds), int(sr)) for p, genre, c, i in todo]
         if n_jobs == 1:
             for job in tqdm(jobs, desc="synthetic genres", unit="clip", disable=not verbose):
                 _synth_file(*job)

@@ -275,6 +275,11 @@ class _Dropout(nn.Module):
         super().__init__()
         self.p, self.generator = p, generator
 
+    def __getstate__(self):  # generators do not pickle; the owning classifier re-attaches its own
+        state = self.__dict__.copy()
+        state["generator"] = None
+        return state
+
     def forward(self, x):
         if not self.training or self.p == 0:
             return x
@@ -291,7 +296,8 @@ class DBNClassifier(CheckpointMixin, _StackMixin, ClassifierMixin, BaseEstimator
     ``learning_rate_init``, L2 penalty ``alpha`` and mini-batches of ``batch_size``. With ``early_stopping`` a
     stratified ``validation_fraction`` of the training data is held out (also from pre-training); training stops
     when the validation loss has not improved by ``tol`` for ``n_iter_no_change`` epochs and the best weights are
-    restored. Without it, training stops when the training loss stalls in the same way.
+    restored. Without it, training stops when the training loss stalls in the same way. ``max_iter=0`` stops after
+    pre-training (the softmax layer stays untrained: use ``dbn_`` for features, not ``predict``).
 
     Pre-training settings: ``pretrain_epochs`` (n_iter of each RBM), ``pretrain_learning_rate``,
     ``pretrain_batch_size``, ``pretrain_momentum``, ``k``, ``persistent``, ``weight_decay``, ``sparsity_target``,
@@ -351,7 +357,7 @@ class DBNClassifier(CheckpointMixin, _StackMixin, ClassifierMixin, BaseEstimator
         check_number("alpha", self.alpha, 0)
         check_number("dropout", self.dropout, 0, 0.95)
         check_number("batch_size", self.batch_size, 1, integer=True)
-        check_number("max_iter", self.max_iter, 1, integer=True)
+        check_number("max_iter", self.max_iter, 0, integer=True)
         check_number("validation_fraction", self.validation_fraction, 0, 0.9, low_open=True)
         check_number("n_iter_no_change", self.n_iter_no_change, 1, integer=True)
         check_number("tol", self.tol, 0)
@@ -378,7 +384,6 @@ class DBNClassifier(CheckpointMixin, _StackMixin, ClassifierMixin, BaseEstimator
         for name in ("_rng", "_shuffle_rng"):
             if isinstance(state.get(name), torch.Generator):
                 state[name] = generator_to_state(state[name])
-        state.pop("_optimizer", None)  # rebuilt from its state when needed (it references the network)
         return state
 
     def __setstate__(self, state):
@@ -467,6 +472,8 @@ class DBNClassifier(CheckpointMixin, _StackMixin, ClassifierMixin, BaseEstimator
         self._finetune(Xt.index_select(0, tr_t), yt.index_select(0, tr_t),
                        Xt.index_select(0, va_t) if len(va) else None, yt.index_select(0, va_t) if len(va) else None,
                        on_epoch)
+        if on_epoch is not None:  # the checkpoint ends with the finished model (best epoch restored)
+            on_epoch()
         return self
 
     def _dbn_shared(self):
@@ -488,8 +495,13 @@ class DBNClassifier(CheckpointMixin, _StackMixin, ClassifierMixin, BaseEstimator
             lin = nn.utils.skip_init(nn.Linear, rbm._W.shape[0], rbm._W.shape[1], **opts)
             s = rbm._sigma()
             with torch.no_grad():
-                lin.weight.copy_((rbm._W if s is None else rbm._W / s.unsqueeze(1)).t())
-                lin.bias.copy_(rbm._c)
+                if self.pretrain_epochs > 0:
+                    lin.weight.copy_((rbm._W if s is None else rbm._W / s.unsqueeze(1)).t())
+                    lin.bias.copy_(rbm._c)
+                else:  # no pre-training: Glorot-uniform for logistic units, as scikit-learn's MLP
+                    bound = math.sqrt(2.0 / sum(rbm._W.shape))
+                    for p in (lin.weight, lin.bias):
+                        p.copy_((torch.rand(p.shape, generator=self._rng, **opts) * 2 - 1) * bound)
             layers += [lin, nn.Sigmoid()]
             if self.dropout > 0:
                 layers.append(_Dropout(self.dropout, self._rng))

@@ -273,7 +273,9 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
     def _input(self, X) -> torch.Tensor:
         """Validated, standardised (Gaussian) data as a tensor of the model's dtype on its device."""
         if self._gaussian and self.standardize:
-            X = (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
+            # in the model's precision: a float64 copy of a large float32 data set would double its memory
+            dt = np.float32 if self._dtype == torch.float32 else np.float64
+            X = (np.asarray(X, dtype=dt) - self.mean_.astype(dt)) / self.scale_.astype(dt)
         return to_tensor(X, self._dtype, self._device)
 
     # ---- initialisation ----------------------------------------------------------------------------------
@@ -284,8 +286,8 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
         self._rng = make_generator(self._seed, self._device)
         self._shuffle_rng = torch.Generator().manual_seed(self._seed + 1)
         if self._gaussian and self.standardize:
-            self.mean_ = X.mean(0).astype(np.float64)
-            scale = X.std(0).astype(np.float64)
+            self.mean_ = X.mean(0, dtype=np.float64)
+            scale = X.std(0, dtype=np.float64)
             self.scale_ = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(self.mean_)), scale, 1.0)
         opts = dict(dtype=self._dtype, device=self._device)
         self._W = torch.randn(V, H, generator=self._rng, **opts).mul_(0.01)
@@ -379,11 +381,8 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
             t0 = time.perf_counter()
             perm = torch.randperm(n, generator=self._shuffle_rng).to(self._device)
             total = torch.zeros((), dtype=self._dtype, device=self._device)
-            batches = tqdm(range(0, n, B), disable=self.verbose < 2, leave=False, unit="batch")
-            for i in batches:
-                idx = perm[i:i + B]
-                v = X.index_select(0, idx)
-                total += self._batch_update(v, lr, epoch) * len(idx)
+            for idx in tqdm(torch.split(perm, B), disable=self.verbose < 2, leave=False, unit="batch"):
+                total.add_(self._batch_update(X.index_select(0, idx), lr, epoch), alpha=len(idx))
             recon = float(total) / n
             self._check_divergence(recon, epoch, lr)
             self.n_iter_ = epoch + 1
@@ -644,18 +643,25 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
         V = int(state["n_features_in_"])
         if check_against is not None and check_against != V:
             raise ValueError(f"resume: the checkpoint was trained on {V} features but X has {check_against}")
-        W = tensors["W"]
-        if tuple(W.shape) != (V, self.n_components):
-            raise ValueError(f"checkpoint weights have shape {tuple(W.shape)} but n_components={self.n_components} "
-                             f"and {V} features need ({V}, {self.n_components})")
-        needs = {"chains"} if self.persistent else set()
+        needs = {"W", "b", "c", "W_vel", "b_vel", "c_vel", "base_b", "rng_state", "shuffle_rng_state"}
+        needs |= {"mean_", "scale_"} if self._gaussian and self.standardize else set()
+        needs |= {"chains"} if self.persistent else set()
         needs |= {"W_fast", "b_fast", "c_fast"} if self.persistent == "fast" else set()
         needs |= {"log_sigma"} if self.learn_sigma else set()
         missing = needs - set(tensors)
         if missing:
-            raise ValueError(f"the checkpoint lacks {sorted(missing)}: it was saved with other persistent/"
-                             f"learn_sigma settings than persistent={self.persistent!r}, "
-                             f"learn_sigma={self.learn_sigma!r}")
+            raise ValueError(f"the checkpoint lacks the tensors {sorted(missing)} that an RBM with visible="
+                             f"{self.visible!r}, persistent={self.persistent!r}, learn_sigma={self.learn_sigma!r} "
+                             "needs (incomplete or inconsistent state)")
+        H = self.n_components
+        n_chains = tensors["chains"].shape[0] if "chains" in tensors else 0
+        shapes = {"W": (V, H), "W_vel": (V, H), "W_fast": (V, H), "b": (V,), "b_vel": (V,), "b_fast": (V,),
+                  "base_b": (V,), "log_sigma": (V,), "c": (H,), "c_vel": (H,), "c_fast": (H,), "mean_": (V,),
+                  "scale_": (V,), "chains": (n_chains, V)}
+        for name, shape in shapes.items():
+            if name in tensors and tuple(tensors[name].shape) != shape:
+                raise ValueError(f"checkpoint tensor {name!r} has shape {tuple(tensors[name].shape)}, but "
+                                 f"n_components={H} and {V} features need {shape}")
         for name in self._STATE_TENSORS:
             t = tensors.get(name[1:])
             self.__dict__[name] = None if t is None else t.to(device=self._device, dtype=self._dtype).contiguous()

@@ -129,8 +129,9 @@ class ConvVAE:
     verbose : int
         0 silent, 1 a progress bar over epochs.
 
-    Attributes after ``fit``: ``history_`` (per epoch: train/valid ELBO, reconstruction NLL and KL, in nats per
-    excerpt, and the KL weight used), ``best_epoch_``, ``n_epochs_`` (epochs run), ``mean_``/``std_`` (per-band
+    Attributes after ``fit``: ``history_`` (per epoch, in nats per excerpt: ``elbo``, ``recon`` (Gaussian negative
+    log-likelihood) and ``kl`` on the training excerpts, the same with ``_valid`` on the validation excerpts (NaN
+    without any), and the ``kl_weight`` used), ``best_epoch_``, ``n_epochs_`` (epochs run), ``mean_``/``std_`` (per-band
     standardisation statistics, dB), ``range_`` (min and max dB of the training data; decoded spectrograms
     are clipped to it).
     """
@@ -274,7 +275,7 @@ class ConvVAE:
         opt = torch.optim.Adam(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         g_shuffle = torch.Generator().manual_seed(seed)
         g_noise = torch.Generator(device=dev).manual_seed(seed + 1)
-        keys = ("train_elbo", "train_recon", "train_kl", "valid_elbo", "valid_recon", "valid_kl", "kl_weight")
+        keys = ("elbo", "recon", "kl", "elbo_valid", "recon_valid", "kl_valid", "kl_weight")
         self.history_ = {k: [] for k in keys}
         state = {"epoch": 0, "best_score": math.inf, "best_epoch": -1, "bad_epochs": 0}
         best = copy.deepcopy(self.net_.state_dict())
@@ -305,9 +306,9 @@ class ConvVAE:
                 raise FloatingPointError(f"ConvVAE: training diverged at epoch {epoch} (non-finite loss); "
                                          f"lower lr (now {self.lr})")
             h = self.history_
-            h["train_recon"].append(nll_sum / len(X))
-            h["train_kl"].append(kl_sum / len(X))
-            h["train_elbo"].append(-(nll_sum + kl_sum) / len(X))
+            h["recon"].append(nll_sum / len(X))
+            h["kl"].append(kl_sum / len(X))
+            h["elbo"].append(-(nll_sum + kl_sum) / len(X))
             h["kl_weight"].append(w)
             if X_valid is not None:
                 v_nll, v_kl = self._evaluate(X_valid)
@@ -315,9 +316,9 @@ class ConvVAE:
             else:
                 v_nll = v_kl = math.nan
                 score = (nll_sum + self.beta * kl_sum) / len(X)
-            h["valid_recon"].append(v_nll)
-            h["valid_kl"].append(v_kl)
-            h["valid_elbo"].append(-(v_nll + v_kl))
+            h["recon_valid"].append(v_nll)
+            h["kl_valid"].append(v_kl)
+            h["elbo_valid"].append(-(v_nll + v_kl))
             in_warmup = epoch + 1 < self.kl_warmup_epochs
             if score < state["best_score"] or in_warmup:
                 # During warm-up the objective is still moving, so the latest epoch is the best so far.
@@ -326,7 +327,7 @@ class ConvVAE:
             else:
                 state["bad_epochs"] += 1
             state["epoch"] = epoch + 1
-            bar.set_postfix(train_elbo=f"{h['train_elbo'][-1]:.1f}", valid_elbo=f"{h['valid_elbo'][-1]:.1f}")
+            bar.set_postfix(elbo=f"{h['elbo'][-1]:.1f}", elbo_valid=f"{h['elbo_valid'][-1]:.1f}")
             if checkpoint is not None:
                 self._save_training(checkpoint, opt, g_shuffle, g_noise, best, state, fingerprint)
         bar.close()

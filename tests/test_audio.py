@@ -126,6 +126,13 @@ def test_load_other_formats_go_through_the_audioread_fallback(tmp_path):
         audio.load_audio(path)
 
 
+def test_audio_error_survives_pickling(tmp_path):
+    import pickle
+
+    err = pickle.loads(pickle.dumps(AudioError(tmp_path / "x.wav", "silent")))
+    assert (err.path, err.reason, str(err)) == (str(tmp_path / "x.wav"), "silent", f"{tmp_path / 'x.wav'}: silent")
+
+
 def test_load_offset_past_end(tmp_path):
     sf.write(tmp_path / "a.wav", noise(SR), SR)
     with pytest.raises(AudioError, match="no audio samples"):

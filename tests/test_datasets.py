@@ -1,6 +1,5 @@
 """pymusicrbm.datasets: GTZAN layouts, class folders, manifests, auto-detection, splits, the synthetic genre set."""
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -329,23 +328,28 @@ def test_synthetic_set_is_deterministic(tmp_path):
     assert d.paths[0].read_bytes() == c.paths[0].read_bytes()
 
 
-def test_synthetic_set_is_reused_then_regenerated(tmp_path, monkeypatch):
+def test_synthetic_set_is_reused_resumed_and_regenerated(tmp_path, monkeypatch):
+    calls = []
+    real = datasets._synth_file
+    monkeypatch.setattr(datasets, "_synth_file", lambda path, *a: (calls.append(path), real(path, *a)))
     first = datasets.make_synthetic_genres(tmp_path, n_per_class=2, seconds=1.5, seed=0)
-    stamp = {p: p.stat().st_mtime_ns for p in first.paths}
-
-    def no_synthesis(*args):
-        raise AssertionError("regenerated a clip that was already there")
-    monkeypatch.setattr(datasets, "_synth_file", no_synthesis)
+    assert len(calls) == 20
+    mtimes = {p: p.stat().st_mtime_ns for p in first.paths}
+    calls.clear()
     again = datasets.make_synthetic_genres(tmp_path, n_per_class=2, seconds=1.5, seed=0)
-    assert again.paths == first.paths and {p: p.stat().st_mtime_ns for p in again.paths} == stamp
-    monkeypatch.undo()
-    fewer = datasets.make_synthetic_genres(tmp_path, n_per_class=1, seconds=1.0, seed=0)
-    assert len(fewer) == 10 and sf.info(fewer.paths[0]).frames == SR  # old clips gone, new length
-    assert not first.paths[1].exists()  # blues.00001.wav
-    again = datasets.make_synthetic_genres(tmp_path, n_per_class=2, seconds=1.5, seed=0)
-    again.paths[3].unlink()  # a missing clip is regenerated
+    assert calls == [] and again.paths == first.paths
+    assert {p: p.stat().st_mtime_ns for p in again.paths} == mtimes
+    # an interrupted run (stamp not complete, one clip missing) regenerates only the missing clip
+    stamp = tmp_path / "genres" / "synthetic.json"
+    stamp.write_text(stamp.read_text().replace('"complete": true', '"complete": false'))
+    content = first.paths[3].read_bytes()
+    first.paths[3].unlink()
     assert len(datasets.make_synthetic_genres(tmp_path, n_per_class=2, seconds=1.5, seed=0)) == 20
-    assert again.paths[3].is_file()
+    assert calls == [str(first.paths[3])] and first.paths[3].read_bytes() == content
+    # other parameters: the old clips are replaced
+    fewer = datasets.make_synthetic_genres(tmp_path, n_per_class=1, seconds=1.0, seed=0)
+    assert len(fewer) == 10 and sf.info(fewer.paths[0]).frames == SR
+    assert not first.paths[1].exists()  # blues.00001.wav
 
 
 def test_synthetic_set_refuses_foreign_audio(tmp_path):
@@ -356,10 +360,16 @@ def test_synthetic_set_refuses_foreign_audio(tmp_path):
 
 @pytest.mark.parametrize("kwargs,msg", [({"n_per_class": 0}, "n_per_class must be"),
                                         ({"seconds": 0.5}, "seconds must be"), ({"seed": -1}, "seed must be"),
-                                        ({"sr": 100}, "sr must be")])
+                                        ({"sr": 100}, "sr must be"), ({"n_jobs": 0}, "n_jobs must be")])
 def test_synthetic_set_bad_arguments(tmp_path, kwargs, msg):
     with pytest.raises(ValueError, match=msg):
         datasets.make_synthetic_genres(tmp_path, **kwargs)
+
+
+def test_synthetic_set_unwritable_root(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="cannot write under"):
+        datasets.make_synthetic_genres(tmp_path / "file" / "data", n_per_class=1, seconds=1.0)
 
 
 def test_mfcc_baseline_is_well_above_chance_but_not_perfect(synthetic_small):

@@ -81,6 +81,44 @@ def test_cpu_uniform_stream_is_philox(dtype):
     torch.testing.assert_close(out, torch.tensor(ref, dtype=dtype), rtol=0, atol=0)
 
 
+def philox_np(block, key):
+    """philox_py over an array of block counters (counter words 1-3 zero), as uint64 arrays of the four words."""
+    c0 = np.asarray(block, dtype=np.uint64) & np.uint64(MASK)
+    c1 = c2 = c3 = np.zeros_like(c0)
+    k0, k1 = key
+    for _ in range(10):
+        p0, p1 = np.uint64(M0) * c0, np.uint64(M1) * c2
+        c0, c1, c2, c3 = (p1 >> 32) ^ c1 ^ np.uint64(k0), p1 & MASK, (p0 >> 32) ^ c3 ^ np.uint64(k1), p0 & MASK
+        k0, k1 = (k0 + W0) & MASK, (k1 + W1) & MASK
+    return c0, c1, c2, c3
+
+
+def test_philox_np_matches_philox_py():
+    blocks = [0, 1, 7, 12345, 2**32 - 1]
+    got = np.stack(philox_np(blocks, [0x12345678, 0x9ABCDEF0]), axis=1)
+    assert got.tolist() == [philox_py([b, 0, 0, 0], [0x12345678, 0x9ABCDEF0]) for b in blocks]
+
+
+def test_cpu_float32_normal_stream_is_box_muller():
+    """The float32 CPU kernel's own log/cos approximations against float64 Box-Muller on the same Philox words."""
+    n = 4003  # full runs and a partial one
+    out = ops.philox_normal_(torch.empty(n, dtype=torch.float32), gen("cpu", 321)).double().numpy()
+    s = cpu_generator_seed(321)
+    # layout (philox.h): element i takes words 2j, 2j + 1, j = (i % 16) // 8, of block (i // 16) * 8 + i % 8
+    i = np.arange(n)
+    words = np.stack(philox_np((i // 16) * 8 + i % 8, [s & MASK, s >> 32]), axis=1)
+    j = 2 * ((i % 16) // 8)
+    a, b = words[i, j], words[i, j + 1]
+    # to_uniform<float>: (float(w >> 8) + 0.5f) / 2^24, rounded to float32 as the kernel rounds it
+    u1, u2 = (((w >> np.uint64(8)).astype(np.float64) + 0.5) / 2**24 for w in (a, b))
+    u1, u2 = u1.astype(np.float32).astype(np.float64), u2.astype(np.float32).astype(np.float64)
+    ref = np.sqrt(-2 * np.log(u1)) * np.cos(2 * np.pi * u2)
+    inside = np.abs(ref) < 5
+    assert inside.mean() > 0.99
+    assert np.abs(out - ref)[inside].max() < 1e-5
+    assert np.abs(out - ref).max() < 1e-4
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_uniform_and_normal_statistics(device, dtype):

@@ -298,3 +298,21 @@ def test_unknown_visible(binary_digits):
 def test_bad_parameters(binary_digits, kw, msg):
     with pytest.raises(ValueError, match=msg):
         RBM(**kw).fit(binary_digits[:10])
+
+
+# ---- plots ------------------------------------------------------------------------------------------------------
+
+def test_plots(tmp_path, binary_digits):
+    import matplotlib.image as mpimg
+
+    from pymusicrbm.plots import plot_filters, plot_learning_curves
+    rbm = RBM(n_components=16, n_iter=2, random_state=0, validation_fraction=0.2).fit(binary_digits[:300])
+    for path in (plot_learning_curves(rbm.history_, tmp_path / "curves.png"),
+                 plot_filters(rbm.components_, tmp_path / "filters.png"),
+                 plot_filters(rbm.components_[:, :60], tmp_path / "spectral.png")):
+        img = mpimg.imread(path)
+        assert img.ndim == 3 and img.shape[0] > 100 and img[..., :3].std() > 0.01  # a real, non-blank image
+    with pytest.raises(ValueError, match="does not hold 64 features"):
+        plot_filters(rbm.components_, tmp_path / "x.png", shape=(7, 7))
+    with pytest.raises(ValueError, match="no numeric per-epoch curves"):
+        plot_learning_curves({"epoch": [1, 2]}, tmp_path / "x.png")
