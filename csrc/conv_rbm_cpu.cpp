@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <type_traits>
 #include <vector>
@@ -591,6 +592,15 @@ PMR_CLONES void visible_tile(const VisibleParams<double>& a, int64_t tile, Visib
 
 // ---- the device struct ---------------------------------------------------------------------------------------
 
+// double -> T, with values beyond T's range as +-inf (a diverged model's error must reach the divergence checks,
+// not fail the conversion)
+template <class T> T narrow(double x) {
+  const double big = static_cast<double>(std::numeric_limits<T>::max());
+  if (x > big) return std::numeric_limits<T>::infinity();
+  if (x < -big) return -std::numeric_limits<T>::infinity();
+  return static_cast<T>(x);  // NaN stays NaN
+}
+
 struct CpuConvKernels {
   static Draw draw(const std::optional<at::Generator>& gen) {
     // Same as the dense ops' draw, so philox_uniform_ / philox_normal_ reproduce every phase's numbers.
@@ -692,7 +702,7 @@ struct CpuConvKernels {
       for (int64_t c = 0; c < C; ++c) {
         double acc = 0.0;
         for (int64_t b = 0; b < B; ++b) acc += sums[b * C + c];
-        op[c] = static_cast<scalar_t>(acc / (static_cast<double>(B) * len));
+        op[c] = narrow<scalar_t>(acc / (static_cast<double>(B) * len));
       }
     });
     return out;
@@ -711,7 +721,7 @@ struct CpuConvKernels {
       });
       double acc = 0.0;
       for (double s : sums) acc += s;
-      out.fill_(acc / static_cast<double>(a.numel()));
+      out.fill_(narrow<scalar_t>(acc / static_cast<double>(a.numel())));
     });
     return out;
   }
