@@ -645,7 +645,8 @@ struct CpuConvKernels {
         if (!t.defined()) return;
         T* tp = t.data_ptr<T>();
         for (int64_t kk = 0; kk < K; ++kk)
-          for (int64_t j = 0; j < ncols; ++j) tp[kk * ncols + j] += static_cast<T>(scale * red[kk * (F + 2) + col0 + j]);
+          for (int64_t j = 0; j < ncols; ++j)
+            tp[kk * ncols + j] += static_cast<T>(scale * red[kk * (F + 2) + col0 + j]);
       };
       add(a.gW, 0, F, a.scale);
       add(a.gc, F, 1, a.scale);
