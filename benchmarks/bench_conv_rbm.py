@@ -1,7 +1,8 @@
 """One CD-1 step of a convolutional RBM (Gaussian visible units, probabilistic max-pooling) at the spectrogram
 shapes of the ConvRBM study: the fused op ``pymusicrbm.ops.conv_cd_step_`` against the same step written in eager
 PyTorch (``F.conv2d`` / ``conv_transpose2d`` / ``torch.nn.grad.conv2d_weight`` and unfold-based pooling, the way a
-user would write it) and against ``torch.compile`` of that step.
+user would write it), against the same with reshape-based pooling (faster in eager mode), and against
+``torch.compile`` of the unfold version.
 
 Correctness first: at every shape the op is compared with a float64 reference that draws the same Philox numbers
 (and the eager baseline's pooling with the op's probabilities); then the timings: warm-up, then rounds that run the
@@ -56,13 +57,32 @@ def eager_pool(e: torch.Tensor, pool: int, sample: bool):
     return p, q, h
 
 
+def reshape_pool(e: torch.Tensor, pool: int, sample: bool):
+    """The same pooling with reshape/permute instead of unfold/fold (a stronger eager baseline: torch's CPU
+    im2col/col2im are slow for one-channel maps)."""
+    if pool == 1:
+        return eager_pool(e, pool, sample)
+    B, K, hh, wh = e.shape
+    hp, wp = hh // pool, wh // pool
+    blk = e.reshape(B, K, hp, pool, wp, pool).permute(0, 1, 2, 4, 3, 5).reshape(B, K, hp, wp, pool * pool)
+    sm = torch.softmax(torch.cat([blk, torch.zeros_like(blk[..., :1])], -1), -1)
+    unblock = lambda t: t.reshape(B, K, hp, wp, pool, pool).permute(0, 1, 2, 4, 3, 5).reshape(B, K, hh, wh)  # noqa
+    p, q = unblock(sm[..., :-1]), 1 - sm[..., -1]
+    h = None
+    if sample:
+        u = torch.rand_like(sm[..., :1])
+        cum = sm.cumsum(-1)
+        h = unblock(((u < cum) & (u >= cum - sm))[..., :-1].to(e.dtype))
+    return p, q, h
+
+
 def eager_cd1(W, b, c, W_vel, b_vel, c_vel, v, pool: int, lr: float, momentum: float, weight_decay: float,
-              sparsity_target: float, sparsity_cost: float):
+              sparsity_target: float, sparsity_cost: float, pooling=eager_pool):
     B = v.shape[0]
-    p0, q0, h0 = eager_pool(F.conv2d(v, W, c), pool, True)
+    p0, q0, h0 = pooling(F.conv2d(v, W, c), pool, True)
     mean = F.conv_transpose2d(h0, W) + b.view(1, -1, 1, 1)
     v1 = mean + torch.randn_like(mean)
-    p1, _, _ = eager_pool(F.conv2d(v1, W, c), pool, False)
+    p1, _, _ = pooling(F.conv2d(v1, W, c), pool, False)
     n = B * p0.shape[2] * p0.shape[3]
     gW = (torch.nn.grad.conv2d_weight(v, W.shape, p0) - torch.nn.grad.conv2d_weight(v1, W.shape, p1)) / n
     q = q0.mean((0, 2, 3))
@@ -129,8 +149,9 @@ def check(shape, device) -> float:
     err = max((a - r).abs().max().item() for a, r in zip(params + [recon], ref))
     # The eager baseline computes the same pooling probabilities as the op.
     p_op, _, q_op = ops.conv_sample_hidden(v, W, c, pool)
-    p_e, q_e, _ = eager_pool(F.conv2d(v, W, c), pool, False)
-    err = max(err, (p_op - p_e).abs().max().item(), (q_op - q_e).abs().max().item())
+    for pooling in (eager_pool, reshape_pool):
+        p_e, q_e, _ = pooling(F.conv2d(v, W, c), pool, False)
+        err = max(err, (p_op - p_e).abs().max().item(), (q_op - q_e).abs().max().item())
     return err
 
 
@@ -143,10 +164,11 @@ def bench(shape, device, repeats, use_compile, dtype=torch.float32):
     def fresh():
         return [W.clone(), b.clone(), c.clone(), torch.zeros_like(W), torch.zeros_like(b), torch.zeros_like(c)]
 
-    state_op, state_eager, state_comp = fresh(), fresh(), fresh()
+    state_op, state_eager, state_reshape, state_comp = fresh(), fresh(), fresh(), fresh()
     methods = {
         "fused op": lambda: ops.conv_cd_step_(*state_op, v, visible="gaussian", pool=pool, **HP),
         "eager": lambda: eager_cd1(*state_eager, v, pool, **HP),
+        "eager (reshape pooling)": lambda: eager_cd1(*state_reshape, v, pool, **HP, pooling=reshape_pool),
     }
     if use_compile:
         compiled = torch.compile(eager_cd1, dynamic=False)
@@ -207,8 +229,8 @@ def main(argv=None):
             raise SystemExit(f"correctness check failed at {shape}")
 
     results = []
-    header = f"{'bins x frames':>14} {'K':>3} {'f':>3} {'pool':>4} | {'fused op':>9} {'eager':>9} {'compile':>9} | " \
-             f"{'vs eager':>8} {'vs compile':>10}   (samples/s, batch {BATCH})"
+    header = f"{'bins x frames':>14} {'K':>3} {'f':>3} {'pool':>4} | {'fused op':>9} {'eager':>9} {'reshape':>9} " \
+             f"{'compile':>9} | {'vs eager':>8} {'vs reshape':>10} {'vs compile':>10}   (samples/s, batch {BATCH})"
     print(header)
     print("-" * len(header))
     for shape in shapes:
@@ -218,7 +240,8 @@ def main(argv=None):
         comp = f"{s['torch.compile']:9.1f}" if "torch.compile" in s else f"{'-':>9}"
         vs_comp = f"{sp['torch.compile']:9.2f}x" if "torch.compile" in sp else f"{'-':>10}"
         print(f"{r['shape']['height']:>6} x {r['shape']['width']:<5} {shape[1]:>3} {shape[2]:>3} {shape[3]:>4} | "
-              f"{s['fused op']:9.1f} {s['eager']:9.1f} {comp} | {sp['eager']:7.2f}x {vs_comp}", flush=True)
+              f"{s['fused op']:9.1f} {s['eager']:9.1f} {s['eager (reshape pooling)']:9.1f} {comp} | "
+              f"{sp['eager']:7.2f}x {sp['eager (reshape pooling)']:9.2f}x {vs_comp}", flush=True)
     if args.json:
         meta = {"torch": torch.__version__, "device": args.device, "threads": torch.get_num_threads(),
                 "machine": platform.machine(), "repeats": repeats}

@@ -23,6 +23,9 @@
 //   static Draw draw(const std::optional<at::Generator>&);
 //   static void hidden_pass(const ConvHidden&);
 //   static void visible_pass(const ConvVisible&);
+//   static Tensor channel_means(const Tensor& x);        (C) means of x (B, C, H, W) over batch and positions
+//   static Tensor mse(const Tensor& a, const Tensor& b); 0-d mean squared difference
+// (the last two in a fixed summation order on the CPU, so that a CD step does not depend on the thread count).
 #pragma once
 #include <ATen/ATen.h>
 #include <torch/library.h>
@@ -289,9 +292,9 @@ Tensor conv_cd_step(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_ve
   Tensor h = hidden(v, true, pos, true);
   Tensor recon, vs;
   if (!persistent) {
-    recon = at::mse_loss(visible_pass(h, &vs), v);
+    recon = K::mse(visible_pass(h, &vs), v);
   } else {
-    recon = at::mse_loss(visible_pass(h, nullptr), v);
+    recon = K::mse(visible_pass(h, nullptr), v);
     h = hidden(*chains, true, 0.0, false);
     visible_pass(h, &vs);
   }
@@ -305,8 +308,7 @@ Tensor conv_cd_step(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_ve
   // (d e / d W = v / sigma).
   if (sigma) gW.div_(sig.view({1, C, 1, 1}));
   if (sparsity_cost > 0) gc.add_(sparsity_cost * (sparsity_target - q));
-  Tensor gb = (v.sum({0, 2, 3}) / static_cast<double>(B) - vs.sum({0, 2, 3}) / static_cast<double>(N)) /
-              static_cast<double>(Hv * Wv);
+  Tensor gb = K::channel_means(v) - K::channel_means(vs);
   if (sigma) gb.div_(sig.square());
   gW.mul_(lr);
   gb.mul_(lr);

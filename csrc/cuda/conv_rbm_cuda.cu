@@ -178,6 +178,9 @@ struct CudaConvKernels {
     });
     a.mean.copy_(m);
   }
+
+  static Tensor channel_means(const Tensor& x) { return x.mean({0, 2, 3}); }
+  static Tensor mse(const Tensor& a, const Tensor& b) { return at::mse_loss(a, b); }
 };
 
 // Run each op with its first tensor's device current (the dispatcher does not switch devices for custom ops).
