@@ -194,110 +194,8 @@ template <class T> struct HiddenParams {
   T* part;  // (B*K, F + 2): per-(sample, filter) sums of corr(v, P) per tap, of P, and of the sparsity quantity
 };
 
-// row[x] = bias + sum_t w[t] * src[off[t] + x], x < n (n >= 1). src + off[t] + n - 1 stays inside the input row.
-template <class T>
-PMR_INLINE void correlate_row(T* row, const T* src, const int64_t* off, const T* w, int64_t F, T bias, int64_t n) {
-  constexpr int64_t L = kL<T>;
-  int64_t x = 0;
-  for (; x + 4 * L <= n; x += 4 * L) {
-    vec<T> a0 = splat(bias), a1 = a0, a2 = a0, a3 = a0;
-    for (int64_t t = 0; t < F; ++t) {
-      const T* s = src + off[t] + x;
-      const T wt = w[t];
-      a0 += wt * loadu(s);
-      a1 += wt * loadu(s + L);
-      a2 += wt * loadu(s + 2 * L);
-      a3 += wt * loadu(s + 3 * L);
-    }
-    storeu(row + x, a0);
-    storeu(row + x + L, a1);
-    storeu(row + x + 2 * L, a2);
-    storeu(row + x + 3 * L, a3);
-  }
-  for (; x < n; x += L) {
-    if (x + L > n) {
-      if (n < L) break;
-      x = n - L;  // the last vector overlaps the previous one; recomputing those outputs is harmless
-    }
-    vec<T> a = splat(bias);
-    for (int64_t t = 0; t < F; ++t) a += w[t] * loadu(src + off[t] + x);
-    storeu(row + x, a);
-  }
-  if (n < L)
-    for (int64_t i = 0; i < n; ++i) {
-      T a = bias;
-      for (int64_t t = 0; t < F; ++t) a += w[t] * src[off[t] + i];
-      row[i] = a;
-    }
-}
-
-// acc[t*L .. t*L+L) += lane-wise partial sums of sum_x prob[x] * src[off[t] + x], x < n. The tail is read at
-// n - L with the lanes before the tail zeroed, so every load stays inside the input row.
-template <class T>
-PMR_INLINE void correlate_stat(T* acc, const T* prob, const T* src, const int64_t* off, int64_t F, int64_t n) {
-  constexpr int64_t L = kL<T>;
-  const int64_t nv = n / L * L;
-  const int64_t rem = n - nv;
-  vec<T> tail = {};
-  if (rem && n >= L)
-    for (int64_t l = L - rem; l < L; ++l) tail[l] = prob[n - L + l];
-  int64_t t = 0;
-  // Four taps at a time: one load of prob feeds four FMAs, and four accumulators hide the FMA latency.
-  for (; t + 4 <= F; t += 4) {
-    const T* s0 = src + off[t];
-    const T* s1 = src + off[t + 1];
-    const T* s2 = src + off[t + 2];
-    const T* s3 = src + off[t + 3];
-    vec<T> a0 = {}, a1 = {}, a2 = {}, a3 = {};
-    for (int64_t x = 0; x < nv; x += L) {
-      const vec<T> pr = loadu(prob + x);
-      a0 += pr * loadu(s0 + x);
-      a1 += pr * loadu(s1 + x);
-      a2 += pr * loadu(s2 + x);
-      a3 += pr * loadu(s3 + x);
-    }
-    if (rem) {
-      if (n >= L) {
-        a0 += tail * loadu(s0 + n - L);
-        a1 += tail * loadu(s1 + n - L);
-        a2 += tail * loadu(s2 + n - L);
-        a3 += tail * loadu(s3 + n - L);
-      } else {
-        for (int64_t i = 0; i < n; ++i) {
-          a0[i] += prob[i] * s0[i];
-          a1[i] += prob[i] * s1[i];
-          a2[i] += prob[i] * s2[i];
-          a3[i] += prob[i] * s3[i];
-        }
-      }
-    }
-    storeu(acc + t * L, loadu(acc + t * L) + a0);
-    storeu(acc + (t + 1) * L, loadu(acc + (t + 1) * L) + a1);
-    storeu(acc + (t + 2) * L, loadu(acc + (t + 2) * L) + a2);
-    storeu(acc + (t + 3) * L, loadu(acc + (t + 3) * L) + a3);
-  }
-  for (; t < F; ++t) {
-    const T* s = src + off[t];
-    vec<T> a0 = {}, a1 = {};
-    int64_t x = 0;
-    for (; x + 2 * L <= nv; x += 2 * L) {
-      a0 += loadu(prob + x) * loadu(s + x);
-      a1 += loadu(prob + x + L) * loadu(s + x + L);
-    }
-    for (; x < nv; x += L) a0 += loadu(prob + x) * loadu(s + x);
-    if (rem) {
-      if (n >= L) {
-        a1 += tail * loadu(s + n - L);
-      } else {
-        for (int64_t i = 0; i < n; ++i) a1[i] += prob[i] * s[i];
-      }
-    }
-    storeu(acc + t * L, loadu(acc + t * L) + a0 + a1);
-  }
-}
-
 template <class T> struct HiddenScratch {
-  std::vector<T> e, hb, qx, m, u;
+  std::vector<T> e, hb, qx, m, u, w;
   std::vector<int64_t> off;
   std::vector<T> acc;  // F vectors of lane partial sums (a plain array: no over-aligned allocation needed)
 };
@@ -403,84 +301,251 @@ PMR_INLINE void pool_rows_scalar(T* e, T* hb, T* qx, T* mx, const T* u, int64_t 
   }
 }
 
-template <class T> PMR_INLINE void hidden_tile_impl(const HiddenParams<T>& a, int64_t bk, HiddenScratch<T>& s) {
+// Filters per hidden tile: each input vector loaded feeds kG filters' FMAs (correlation), and each loaded input
+// vector of the weight statistic feeds kG filters' probabilities.
+constexpr int64_t kG = 4;
+
+// rows[g][x] = bias[g] + sum_t w[g * F + t] * src[off[t] + x] for the kG filters g, x < n (n >= 1).
+template <class T>
+PMR_INLINE void correlate_rows_group(T* const* rows, const T* src, const int64_t* off, const T* w, int64_t F,
+                                     const T* bias, int64_t n) {
   constexpr int64_t L = kL<T>;
-  const int64_t b = bk / a.K, k = bk % a.K;
+  static_assert(kG == 4, "the register blocking below is written for 4 filters");
+  int64_t x = 0;
+  for (; x + 2 * L <= n; x += 2 * L) {
+    vec<T> a00 = splat(bias[0]), a01 = a00, a10 = splat(bias[1]), a11 = a10;
+    vec<T> a20 = splat(bias[2]), a21 = a20, a30 = splat(bias[3]), a31 = a30;
+    for (int64_t t = 0; t < F; ++t) {
+      const T* sp = src + off[t] + x;
+      const vec<T> s0 = loadu(sp), s1 = loadu(sp + L);
+      const T w0 = w[t], w1 = w[F + t], w2 = w[2 * F + t], w3 = w[3 * F + t];
+      a00 += w0 * s0;
+      a01 += w0 * s1;
+      a10 += w1 * s0;
+      a11 += w1 * s1;
+      a20 += w2 * s0;
+      a21 += w2 * s1;
+      a30 += w3 * s0;
+      a31 += w3 * s1;
+    }
+    storeu(rows[0] + x, a00);
+    storeu(rows[0] + x + L, a01);
+    storeu(rows[1] + x, a10);
+    storeu(rows[1] + x + L, a11);
+    storeu(rows[2] + x, a20);
+    storeu(rows[2] + x + L, a21);
+    storeu(rows[3] + x, a30);
+    storeu(rows[3] + x + L, a31);
+  }
+  if (x < n && n >= L) {
+    for (; x < n; x += L) {
+      if (x + L > n) x = n - L;  // overlap the previous vector: recomputing outputs is harmless
+      vec<T> a0 = splat(bias[0]), a1 = splat(bias[1]), a2 = splat(bias[2]), a3 = splat(bias[3]);
+      for (int64_t t = 0; t < F; ++t) {
+        const vec<T> s0 = loadu(src + off[t] + x);
+        a0 += w[t] * s0;
+        a1 += w[F + t] * s0;
+        a2 += w[2 * F + t] * s0;
+        a3 += w[3 * F + t] * s0;
+      }
+      storeu(rows[0] + x, a0);
+      storeu(rows[1] + x, a1);
+      storeu(rows[2] + x, a2);
+      storeu(rows[3] + x, a3);
+    }
+  } else if (n < L) {
+    for (int64_t g = 0; g < kG; ++g)
+      for (int64_t i = 0; i < n; ++i) {
+        T acc = bias[g];
+        for (int64_t t = 0; t < F; ++t) acc += w[g * F + t] * src[off[t] + i];
+        rows[g][i] = acc;
+      }
+  }
+}
+
+// acc[(g * F + t) * L ...] += lane partial sums of sum_x prob[g][x] * src[off[t] + x], x < n, for kG filters:
+// two taps at a time, so that 2 input and 4 probability loads feed 8 FMAs.
+template <class T>
+PMR_INLINE void correlate_stat_group(T* acc, const T* const* prob, const T* src, const int64_t* off, int64_t F,
+                                     int64_t n) {
+  constexpr int64_t L = kL<T>;
+  const int64_t nv = n / L * L, rem = n - nv;
+  if (n < L) {  // maps narrower than one vector: plain loops
+    for (int64_t g = 0; g < kG; ++g)
+      for (int64_t t = 0; t < F; ++t) {
+        T sum = 0;
+        for (int64_t i = 0; i < n; ++i) sum += prob[g][i] * src[off[t] + i];
+        acc[(g * F + t) * L] += sum;
+      }
+    return;
+  }
+  // the last, partial vector is read at n - L with the lanes before the tail zeroed in the probabilities
+  vec<T> tail[kG] = {};
+  if (rem)
+    for (int64_t g = 0; g < kG; ++g)
+      for (int64_t l = L - rem; l < L; ++l) tail[g][l] = prob[g][n - L + l];
+  auto add = [&](int64_t g, int64_t t, vec<T> v) { storeu(acc + (g * F + t) * L, loadu(acc + (g * F + t) * L) + v); };
+  int64_t t = 0;
+  for (; t + 2 <= F; t += 2) {
+    const T* s0 = src + off[t];
+    const T* s1 = src + off[t + 1];
+    vec<T> a00 = {}, a01 = {}, a10 = {}, a11 = {}, a20 = {}, a21 = {}, a30 = {}, a31 = {};
+    for (int64_t x = 0; x < nv; x += L) {
+      const vec<T> v0 = loadu(s0 + x), v1 = loadu(s1 + x);
+      const vec<T> p0 = loadu(prob[0] + x), p1 = loadu(prob[1] + x), p2 = loadu(prob[2] + x),
+                   p3 = loadu(prob[3] + x);
+      a00 += p0 * v0;
+      a01 += p0 * v1;
+      a10 += p1 * v0;
+      a11 += p1 * v1;
+      a20 += p2 * v0;
+      a21 += p2 * v1;
+      a30 += p3 * v0;
+      a31 += p3 * v1;
+    }
+    if (rem) {
+      const vec<T> v0 = loadu(s0 + n - L), v1 = loadu(s1 + n - L);
+      a00 += tail[0] * v0;
+      a01 += tail[0] * v1;
+      a10 += tail[1] * v0;
+      a11 += tail[1] * v1;
+      a20 += tail[2] * v0;
+      a21 += tail[2] * v1;
+      a30 += tail[3] * v0;
+      a31 += tail[3] * v1;
+    }
+    add(0, t, a00);
+    add(0, t + 1, a01);
+    add(1, t, a10);
+    add(1, t + 1, a11);
+    add(2, t, a20);
+    add(2, t + 1, a21);
+    add(3, t, a30);
+    add(3, t + 1, a31);
+  }
+  for (; t < F; ++t) {
+    const T* s0 = src + off[t];
+    vec<T> a0 = {}, a1 = {}, a2 = {}, a3 = {};
+    for (int64_t x = 0; x < nv; x += L) {
+      const vec<T> v0 = loadu(s0 + x);
+      a0 += loadu(prob[0] + x) * v0;
+      a1 += loadu(prob[1] + x) * v0;
+      a2 += loadu(prob[2] + x) * v0;
+      a3 += loadu(prob[3] + x) * v0;
+    }
+    if (rem) {
+      const vec<T> v0 = loadu(s0 + n - L);
+      a0 += tail[0] * v0;
+      a1 += tail[1] * v0;
+      a2 += tail[2] * v0;
+      a3 += tail[3] * v0;
+    }
+    add(0, t, a0);
+    add(1, t, a1);
+    add(2, t, a2);
+    add(3, t, a3);
+  }
+}
+
+// Tile = (sample b, group of kG filters starting at k0). Per block-row of the maps: the kG filters' energies
+// (register-blocked correlation), then per filter the pooling, sampling and outputs, then the weight statistic
+// of all kG filters at once. A group that runs past K computes zero-filter dummies and discards them.
+template <class T> PMR_INLINE void hidden_tile_impl(const HiddenParams<T>& a, int64_t tile, HiddenScratch<T>& s) {
+  constexpr int64_t L = kL<T>;
+  const int64_t groups = (a.K + kG - 1) / kG;
+  const int64_t b = tile / groups, k0 = (tile % groups) * kG, gn = std::min(kG, a.K - k0);
   const int64_t p = a.p, Wh = a.Wh, Wp = a.Wp, F = a.C * a.fh * a.fw;
   const int64_t stride = (Wh + L - 1) / L * L;  // a buffer row, padded to whole vectors
   const T* vb = a.v + b * a.C * a.Hv * a.Wv;
-  const T* w = a.W + k * F;
-  const T bias = a.c[k];
   int64_t* off = s.off.data();
   for (int64_t ch = 0, t = 0; ch < a.C; ++ch)
     for (int64_t dy = 0; dy < a.fh; ++dy)
       for (int64_t dx = 0; dx < a.fw; ++dx) off[t++] = (ch * a.Hv + dy) * a.Wv + dx;
-  T* e = s.e.data();
+  T* w = s.w.data();  // kG x F filters (zeros for the dummies)
+  T bias[kG] = {};
+  std::fill(w, w + kG * F, T(0));
+  std::memcpy(w, a.W + k0 * F, gn * F * sizeof(T));
+  for (int64_t g = 0; g < gn; ++g) bias[g] = a.c[k0 + g];
+  T* e0 = s.e.data();  // filter g, row i of the block-row: e0 + (g * p + i) * stride
   T* hb = s.hb.data();
   T* qx = s.qx.data();
   T* u = a.H ? s.u.data() : nullptr;
   T* acc = s.acc.data();
   const bool stat = a.part != nullptr;
-  if (stat) std::fill(acc, acc + F * L, T(0));
+  if (stat) std::fill(acc, acc + kG * F * L, T(0));
   const bool pow2 = p > 1 && p <= L && (p & (p - 1)) == 0;
   const LaneMasks<T> lm(pow2 ? p : 1);
-  vec<T> sum_p = {};
-  const int64_t map = bk * a.Hh * Wh, pmap = bk * a.Hp * Wp;
+  vec<T> sum_p[kG] = {};
 
   for (int64_t r = 0; r < a.Hp; ++r) {
-    for (int64_t i = 0; i < p; ++i) correlate_row(e + i * stride, vb + (r * p + i) * a.Wv, off, w, F, bias, Wh);
-    if (p == 1) {
-      if (u) uniforms(a.draw, map + r * Wh, Wh, u);
-      for (int64_t x = 0; x < stride; x += L) {
-        const vec<T> pr = vsigmoid<T>(loadu(e + x));
-        storeu(e + x, pr);
-        if (u) storeu(hb + x, mask_to_one<T>(less_mask<T>(loadu(u + x), pr)));
-      }
-      std::fill(e + Wh, e + stride, T(0));
-      if (a.Q) std::memcpy(a.Q + pmap + r * Wp, e, Wh * sizeof(T));
-    } else {
-      if (u) uniforms(a.draw, pmap + r * Wp, Wp, u);
-      bool safe = pow2;
-      if (safe) {
-        vec<T> mxv = splat(-kExpSafe<T>);
-        for (int64_t i = 0; i < p; ++i)
-          for (int64_t x = 0; x < stride; x += L) {
-            const vec<T> ev = loadu(e + i * stride + x);
-            mxv = ev > mxv ? ev : mxv;
-          }
-        for (int64_t l = 0; l < L; ++l) safe &= mxv[l] <= kExpSafe<T>;
-      }
-      if (safe) {
-        pool_rows_vector(e, hb, qx, u, p, stride, lm);
-      } else {
-        pool_rows_scalar(e, hb, qx, s.m.data(), u, p, stride, Wh);
-      }
-      for (int64_t i = 0; i < p; ++i) std::fill(e + i * stride + Wh, e + (i + 1) * stride, T(0));
-      if (a.Q) {
-        T* q = a.Q + pmap + r * Wp;
-        for (int64_t j = 0; j < Wp; ++j) q[j] = qx[j * p];
-      }
-    }
     for (int64_t i = 0; i < p; ++i) {
-      const int64_t row = map + (r * p + i) * Wh;
-      for (int64_t x = 0; x < stride; x += L) sum_p += loadu(e + i * stride + x);
-      if (a.P) std::memcpy(a.P + row, e + i * stride, Wh * sizeof(T));
-      if (a.H) std::memcpy(a.H + row, hb + i * stride, Wh * sizeof(T));
-      if (stat) correlate_stat(acc, e + i * stride, vb + (r * p + i) * a.Wv, off, F, Wh);
+      T* rows[kG];
+      for (int64_t g = 0; g < kG; ++g) rows[g] = e0 + (g * p + i) * stride;
+      correlate_rows_group(rows, vb + (r * p + i) * a.Wv, off, w, F, bias, Wh);
     }
+    for (int64_t g = 0; g < gn; ++g) {
+      const int64_t bk = b * a.K + k0 + g;
+      const int64_t map = bk * a.Hh * Wh, pmap = bk * a.Hp * Wp;
+      T* e = e0 + g * p * stride;
+      if (p == 1) {
+        if (u) uniforms(a.draw, map + r * Wh, Wh, u);
+        for (int64_t x = 0; x < stride; x += L) {
+          const vec<T> pr = vsigmoid<T>(loadu(e + x));
+          storeu(e + x, pr);
+          if (u) storeu(hb + x, mask_to_one<T>(less_mask<T>(loadu(u + x), pr)));
+        }
+        std::fill(e + Wh, e + stride, T(0));
+        if (a.Q) std::memcpy(a.Q + pmap + r * Wp, e, Wh * sizeof(T));
+      } else {
+        if (u) uniforms(a.draw, pmap + r * Wp, Wp, u);
+        bool safe = pow2;
+        if (safe) {
+          vec<T> mxv = splat(-kExpSafe<T>);
+          for (int64_t i = 0; i < p; ++i)
+            for (int64_t x = 0; x < stride; x += L) {
+              const vec<T> ev = loadu(e + i * stride + x);
+              mxv = ev > mxv ? ev : mxv;
+            }
+          for (int64_t l = 0; l < L; ++l) safe &= mxv[l] <= kExpSafe<T>;
+        }
+        if (safe) {
+          pool_rows_vector(e, hb, qx, u, p, stride, lm);
+        } else {
+          pool_rows_scalar(e, hb, qx, s.m.data(), u, p, stride, Wh);
+        }
+        for (int64_t i = 0; i < p; ++i) std::fill(e + i * stride + Wh, e + (i + 1) * stride, T(0));
+        if (a.Q) {
+          T* q = a.Q + pmap + r * Wp;
+          for (int64_t j = 0; j < Wp; ++j) q[j] = qx[j * p];
+        }
+      }
+      for (int64_t i = 0; i < p; ++i) {
+        const int64_t row = map + (r * p + i) * Wh;
+        for (int64_t x = 0; x < stride; x += L) sum_p[g] += loadu(e + i * stride + x);
+        if (a.P) std::memcpy(a.P + row, e + i * stride, Wh * sizeof(T));
+        if (a.H) std::memcpy(a.H + row, hb + i * stride, Wh * sizeof(T));
+      }
+    }
+    if (stat)
+      for (int64_t i = 0; i < p; ++i) {
+        const T* probs[kG];
+        for (int64_t g = 0; g < kG; ++g) probs[g] = e0 + (g * p + i) * stride;  // dummies: ignored below
+        correlate_stat_group(acc, probs, vb + (r * p + i) * a.Wv, off, F, Wh);
+      }
   }
-  if (stat) {
-    T* out = a.part + bk * (F + 2);
-    for (int64_t t = 0; t < F; ++t) out[t] = hsum<T>(loadu(acc + t * L));
-    out[F] = out[F + 1] = hsum<T>(sum_p);  // sum of the pooled probabilities == sum of the hidden ones
-  }
+  if (stat)
+    for (int64_t g = 0; g < gn; ++g) {
+      T* out = a.part + (b * a.K + k0 + g) * (F + 2);
+      for (int64_t t = 0; t < F; ++t) out[t] = hsum<T>(loadu(acc + (g * F + t) * L));
+      out[F] = out[F + 1] = hsum<T>(sum_p[g]);  // sum of the pooled probabilities == sum of the hidden ones
+    }
 }
 
-PMR_CLONES void hidden_tile(const HiddenParams<float>& a, int64_t bk, HiddenScratch<float>& s) {
-  hidden_tile_impl(a, bk, s);
+PMR_CLONES void hidden_tile(const HiddenParams<float>& a, int64_t tile, HiddenScratch<float>& s) {
+  hidden_tile_impl(a, tile, s);
 }
-PMR_CLONES void hidden_tile(const HiddenParams<double>& a, int64_t bk, HiddenScratch<double>& s) {
-  hidden_tile_impl(a, bk, s);
+PMR_CLONES void hidden_tile(const HiddenParams<double>& a, int64_t tile, HiddenScratch<double>& s) {
+  hidden_tile_impl(a, tile, s);
 }
 
 // ---- visible pass ----------------------------------------------------------------------------------------------
@@ -520,65 +585,77 @@ template <class T> PMR_INLINE void visible_tile_impl(const VisibleParams<T>& a, 
       std::memcpy(dst + pad, a.H + ((b * K + k) * a.Hh + ylo + yr) * Wh, Wh * sizeof(T));
       std::fill(dst + pad + Wh, dst + Wpad, T(0));
     }
-  T* accrow = s.acc.data();
-  T* u = s.u.data();
   const int64_t nv = (Wv + L - 1) / L;  // output vectors per row (the last may run past Wv into the pad)
+  T* acc_rows[2] = {s.acc.data(), s.acc.data() + (nv + 4) * L};
+  T* u = s.u.data();
   for (int64_t ch = 0; ch < a.C; ++ch) {
     const T bias = a.b[ch];
     const T sd = a.sigma ? a.sigma[ch] : T(1);
-    for (int64_t y = y0; y < y1; ++y) {
-      // out[x] = sum_{k,dy,dx} W[k,ch,dy,dx] * H[k, y - dy, x - dx] = sum hpad[k][y - dy - ylo][x + pad - dx]
-      const int64_t dylo = std::max<int64_t>(0, y - (a.Hh - 1)), dyhi = std::min(fh - 1, y);
-      int64_t xv = 0;
-      for (; xv + 4 <= nv; xv += 4) {
-        vec<T> a0 = {}, a1 = {}, a2 = {}, a3 = {};
-        const int64_t x = xv * L;
-        for (int64_t k = 0; k < K; ++k)
-          for (int64_t dy = dylo; dy <= dyhi; ++dy) {
-            const T* src = hp + (k * nrows + (y - dy - ylo)) * Wpad + x + pad;
-            const T* wr = a.W + ((k * a.C + ch) * fh + dy) * fw;
-            for (int64_t dx = 0; dx < fw; ++dx) {
-              const T wt = wr[dx];
-              const T* sp = src - dx;
-              a0 += wt * loadu(sp);
-              a1 += wt * loadu(sp + L);
-              a2 += wt * loadu(sp + 2 * L);
-              a3 += wt * loadu(sp + 3 * L);
-            }
-          }
-        storeu(accrow + x, a0);
-        storeu(accrow + x + L, a1);
-        storeu(accrow + x + 2 * L, a2);
-        storeu(accrow + x + 3 * L, a3);
-      }
-      for (; xv < nv; ++xv) {
-        vec<T> a0 = {};
-        const int64_t x = xv * L;
-        for (int64_t k = 0; k < K; ++k)
-          for (int64_t dy = dylo; dy <= dyhi; ++dy) {
-            const T* src = hp + (k * nrows + (y - dy - ylo)) * Wpad + x + pad;
-            const T* wr = a.W + ((k * a.C + ch) * fh + dy) * fw;
-            for (int64_t dx = 0; dx < fw; ++dx) a0 += wr[dx] * loadu(src - dx);
-          }
-        storeu(accrow + x, a0);
-      }
+    auto finish = [&](int64_t y, T* accrow) {
       const int64_t base = ((b * a.C + ch) * a.Hv + y) * Wv;
-      T* mean = a.mean + base;
       for (int64_t x = 0; x < nv * L; x += L) {
         vec<T> m = loadu(accrow + x);
         m = a.gauss ? bias + sd * m : vsigmoid<T>(bias + m);
         storeu(accrow + x, m);
       }
-      std::memcpy(mean, accrow, Wv * sizeof(T));
-      if (a.S) {
-        T* smp = a.S + base;
-        if (a.gauss) {
-          for (int64_t x = 0; x < Wv; ++x) smp[x] = accrow[x] + sd * normal_at<T>(a.draw.seed, a.draw.offset, base + x);
-        } else {
-          uniforms(a.draw, base, Wv, u);
-          for (int64_t x = 0; x < Wv; ++x) smp[x] = u[x] < accrow[x] ? T(1) : T(0);
+      std::memcpy(a.mean + base, accrow, Wv * sizeof(T));
+      if (!a.S) return;
+      T* smp = a.S + base;
+      if (a.gauss) {
+        for (int64_t x = 0; x < Wv; ++x) smp[x] = accrow[x] + sd * normal_at<T>(a.draw.seed, a.draw.offset, base + x);
+      } else {
+        uniforms(a.draw, base, Wv, u);
+        for (int64_t x = 0; x < Wv; ++x) smp[x] = u[x] < accrow[x] ? T(1) : T(0);
+      }
+    };
+    // Two output rows at a time: out[y][x] = sum_{k,dy,dx} W[k,ch,dy,dx] * H[k, y - dy, x - dx]. A hidden row h
+    // feeds row y with dy = y - h and row y + 1 with dy = y + 1 - h, so each loaded vector serves both.
+    for (int64_t y = y0; y < y1; y += 2) {
+      const bool two = y + 1 < y1;
+      const int64_t hlo = std::max<int64_t>(0, y - fh + 1), hhi = std::min(a.Hh - 1, two ? y + 1 : y);
+      T* r0 = acc_rows[0];
+      T* r1 = acc_rows[1];
+      for (int64_t xv = 0; xv < nv; xv += 4) {
+        const int64_t x = xv * L, nvec = std::min<int64_t>(4, nv - xv);
+        vec<T> a0[4] = {}, a1[4] = {};
+        for (int64_t k = 0; k < K; ++k) {
+          const T* wk = a.W + (k * a.C + ch) * fh * fw;
+          for (int64_t h = hlo; h <= hhi; ++h) {
+            const T* src = hp + (k * nrows + (h - ylo)) * Wpad + x + pad;
+            const int64_t dy0 = y - h, dy1 = y + 1 - h;
+            const T* w0 = dy0 >= 0 && dy0 < fh ? wk + dy0 * fw : nullptr;
+            const T* w1 = two && dy1 < fh ? wk + dy1 * fw : nullptr;
+            if (nvec == 4 && w0 && w1) {
+              for (int64_t dx = 0; dx < fw; ++dx) {
+                const T* sp = src - dx;
+                const vec<T> v0 = loadu(sp), v1 = loadu(sp + L), v2 = loadu(sp + 2 * L), v3 = loadu(sp + 3 * L);
+                const T c0 = w0[dx], c1 = w1[dx];
+                a0[0] += c0 * v0;
+                a0[1] += c0 * v1;
+                a0[2] += c0 * v2;
+                a0[3] += c0 * v3;
+                a1[0] += c1 * v0;
+                a1[1] += c1 * v1;
+                a1[2] += c1 * v2;
+                a1[3] += c1 * v3;
+              }
+            } else {
+              for (int64_t dx = 0; dx < fw; ++dx)
+                for (int64_t j = 0; j < nvec; ++j) {
+                  const vec<T> v = loadu(src - dx + j * L);
+                  if (w0) a0[j] += w0[dx] * v;
+                  if (w1) a1[j] += w1[dx] * v;
+                }
+            }
+          }
+        }
+        for (int64_t j = 0; j < nvec; ++j) {
+          storeu(r0 + x + j * L, a0[j]);
+          storeu(r1 + x + j * L, a1[j]);
         }
       }
+      finish(y, r0);
+      if (two) finish(y + 1, r1);
     }
   }
 }
@@ -624,15 +701,16 @@ struct CpuConvKernels {
                          a.Q.defined() ? a.Q.data_ptr<T>() : nullptr, a.draw,
                          stat ? part.data_ptr<T>() : nullptr};
       const int64_t stride = (Wh + L - 1) / L * L;
-      at::parallel_for(0, B * K, 1, [&](int64_t i0, int64_t i1) {
+      at::parallel_for(0, B * ((K + kG - 1) / kG), 1, [&](int64_t i0, int64_t i1) {
         HiddenScratch<T> s;
-        s.e.assign(p * stride, T(0));
+        s.e.assign(kG * p * stride, T(0));
         s.hb.assign(p * stride, T(0));
         s.qx.assign(stride, T(0));
         s.m.assign(stride, T(0));
         s.u.assign(stride + L, T(0));
+        s.w.assign(kG * F, T(0));
         s.off.resize(F);
-        s.acc.resize(F * L);
+        s.acc.resize(kG * F * L);
         for (int64_t i = i0; i < i1; ++i) hidden_tile(hp, i, s);
       });
       if (!stat) return;
@@ -671,7 +749,7 @@ struct CpuConvKernels {
       at::parallel_for(0, tiles, 1, [&](int64_t i0, int64_t i1) {
         VisibleScratch<T> s;
         s.hpad.assign(K * nrows * Wpad, T(0));
-        s.acc.assign((Wv + L - 1) / L * L + 4 * L, T(0));
+        s.acc.assign(2 * ((Wv + L - 1) / L + 4) * L, T(0));
         s.u.assign(Wv, T(0));
         for (int64_t i = i0; i < i1; ++i) visible_tile(vp, i, s);
       });
