@@ -232,13 +232,7 @@ Tensor conv_cd_step(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_ve
     TORCH_CHECK(chains->is_contiguous(), op, ": chains are advanced in place and must be contiguous");
   }
   check_pool(op, pool, Hv, Wv, W);
-  TORCH_CHECK(k >= 1, op, ": k (Gibbs steps) must be >= 1, got ", k);
-  TORCH_CHECK(lr >= 0, op, ": lr must be >= 0, got ", lr);
-  TORCH_CHECK(momentum >= 0 && momentum < 1, op, ": momentum must be in [0, 1), got ", momentum);
-  TORCH_CHECK(weight_decay >= 0, op, ": weight_decay must be >= 0, got ", weight_decay);
-  TORCH_CHECK(sparsity_cost >= 0, op, ": sparsity_cost must be >= 0, got ", sparsity_cost);
-  TORCH_CHECK(sparsity_target >= 0 && sparsity_target <= 1, op, ": sparsity_target must be in [0, 1], got ",
-              sparsity_target);
+  check_cd_hyperparameters(op, k, lr, momentum, weight_decay, sparsity_target, sparsity_cost);
   const Tensor v = v_in.contiguous();
   check_finite(op, "v", v, "; the parameters were not changed");
   if (persistent) check_finite(op, "chains", *chains, "; the parameters were not changed");

@@ -63,6 +63,18 @@ inline void check_data(const char* op, const char* name, const Tensor& x, int64_
   TORCH_CHECK(x.size(0) > 0, op, ": ", name, " is an empty batch");
 }
 
+// The training hyper-parameters of every CD op.
+inline void check_cd_hyperparameters(const char* op, int64_t k, double lr, double momentum, double weight_decay,
+                                     double sparsity_target, double sparsity_cost) {
+  TORCH_CHECK(k >= 1, op, ": k (Gibbs steps) must be >= 1, got ", k);
+  TORCH_CHECK(lr >= 0, op, ": lr must be >= 0, got ", lr);
+  TORCH_CHECK(momentum >= 0 && momentum < 1, op, ": momentum must be in [0, 1), got ", momentum);
+  TORCH_CHECK(weight_decay >= 0, op, ": weight_decay must be >= 0, got ", weight_decay);
+  TORCH_CHECK(sparsity_cost >= 0, op, ": sparsity_cost must be >= 0, got ", sparsity_cost);
+  TORCH_CHECK(sparsity_target >= 0 && sparsity_target <= 1, op, ": sparsity_target must be in [0, 1], got ",
+              sparsity_target);
+}
+
 inline void check_sigma(const char* op, const std::optional<Tensor>& sigma, const Tensor& W) {
   if (!sigma) return;
   check_vector(op, "sigma", *sigma, W.size(0), W);
@@ -175,13 +187,7 @@ Tensor cd_step(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_vel, Te
     check_data(op, "chains", *chains, V, "n_visible", W);
     TORCH_CHECK(chains->is_contiguous(), op, ": chains are advanced in place and must be contiguous");
   }
-  TORCH_CHECK(k >= 1, op, ": k (Gibbs steps) must be >= 1, got ", k);
-  TORCH_CHECK(lr >= 0, op, ": lr must be >= 0, got ", lr);
-  TORCH_CHECK(momentum >= 0 && momentum < 1, op, ": momentum must be in [0, 1), got ", momentum);
-  TORCH_CHECK(weight_decay >= 0, op, ": weight_decay must be >= 0, got ", weight_decay);
-  TORCH_CHECK(sparsity_cost >= 0, op, ": sparsity_cost must be >= 0, got ", sparsity_cost);
-  TORCH_CHECK(sparsity_target >= 0 && sparsity_target <= 1, op, ": sparsity_target must be in [0, 1], got ",
-              sparsity_target);
+  check_cd_hyperparameters(op, k, lr, momentum, weight_decay, sparsity_target, sparsity_cost);
   const Tensor v = v_in.contiguous();
   if (persistent) TORCH_CHECK(K::all_finite(*chains), op, ": chains contain NaN or Inf");
   const bool gauss = kind == Visible::Gaussian;

@@ -14,6 +14,8 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include "cuda/on_device.cuh"
+
 #include <algorithm>
 #include <cstdint>
 #include <mutex>
@@ -181,17 +183,6 @@ struct CudaConvKernels {
 
   static Tensor channel_means(const Tensor& x) { return x.mean({0, 2, 3}); }
   static Tensor mse(const Tensor& a, const Tensor& b) { return at::mse_loss(a, b); }
-};
-
-// Run each op with its first tensor's device current (the dispatcher does not switch devices for custom ops).
-template <auto Op> struct OnDevice;
-template <typename R, typename... A, R (*Op)(A...)> struct OnDevice<Op> {
-  static R call(A... args) {
-    const Tensor& first = std::get<0>(std::tie(args...));
-    c10::cuda::OptionalCUDAGuard guard;
-    if (first.is_cuda()) guard.set_device(first.device());
-    return Op(std::forward<A>(args)...);
-  }
 };
 
 }  // namespace

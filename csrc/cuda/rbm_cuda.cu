@@ -17,6 +17,8 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include "cuda/on_device.cuh"
+
 #include <algorithm>
 #include <cstdint>
 #include <mutex>
@@ -169,19 +171,6 @@ struct CudaKernels {
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
     return !bad.raised();
-  }
-};
-
-// The dispatcher does not switch devices for custom ops: run each op with its first tensor's device current, so
-// that the default generator, the current stream and the launches all belong to that device. (If that tensor is on
-// the CPU, the argument checks in rbm.h report the mixed devices.)
-template <auto Op> struct OnDevice;
-template <typename R, typename... A, R (*Op)(A...)> struct OnDevice<Op> {
-  static R call(A... args) {
-    const Tensor& first = std::get<0>(std::tie(args...));
-    c10::cuda::OptionalCUDAGuard guard;
-    if (first.is_cuda()) guard.set_device(first.device());
-    return Op(std::forward<A>(args)...);
   }
 };
 
