@@ -14,7 +14,7 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 
-#include "cuda/on_device.cuh"
+#include "cuda/common.cuh"
 
 #include <algorithm>
 #include <cstdint>
@@ -120,19 +120,7 @@ __global__ void gaussian_visible_kernel(T* a, const T* b, const T* sigma, T* s, 
 template <typename T> T* data_or_null(const Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; }
 
 struct CudaConvKernels {
-  // Identical to the dense ops' draw (rbm_cuda.cu), so philox_uniform_ / philox_normal_ reproduce every phase.
-  static Draw draw(const std::optional<at::Generator>& gen) {
-    auto* g = at::get_generator_or_default<at::CUDAGeneratorImpl>(gen, at::cuda::detail::getDefaultCUDAGenerator());
-    at::PhiloxCudaState st;
-    {
-      std::lock_guard<std::mutex> lock(g->mutex_);
-      st = g->philox_cuda_state(4);
-    }
-    TORCH_CHECK(!st.captured_,
-                "pymusicrbm: the sampling ops cannot be captured in a CUDA graph yet (their random state is read on "
-                "the host); run them eagerly, or use torch.compile without CUDA graphs (mode='default')");
-    return {st.seed_.val, st.offset_.val};
-  }
+  static Draw draw(const std::optional<at::Generator>& gen) { return cuda_draw(gen); }
 
   static void hidden_pass(const ConvHidden& a) {
     const int64_t B = a.v.size(0), K = a.W.size(0), p = a.pool;

@@ -17,7 +17,7 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 
-#include "cuda/on_device.cuh"
+#include "cuda/common.cuh"
 
 #include <algorithm>
 #include <cstdint>
@@ -58,18 +58,7 @@ struct BadFlag {
 };
 
 struct CudaKernels {
-  static Draw draw(const std::optional<at::Generator>& gen) {
-    auto* g = at::get_generator_or_default<at::CUDAGeneratorImpl>(gen, at::cuda::detail::getDefaultCUDAGenerator());
-    at::PhiloxCudaState st;
-    {
-      std::lock_guard<std::mutex> lock(g->mutex_);
-      st = g->philox_cuda_state(4);
-    }
-    TORCH_CHECK(!st.captured_,
-                "pymusicrbm: the sampling ops cannot be captured in a CUDA graph yet (their random state is read on "
-                "the host); run them eagerly, or use torch.compile without CUDA graphs (mode='default')");
-    return {st.seed_.val, st.offset_.val};
-  }
+  static Draw draw(const std::optional<at::Generator>& gen) { return cuda_draw(gen); }
 
   static void fill_uniform(Tensor out, Draw d) {
     const int64_t n = out.numel();
