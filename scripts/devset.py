@@ -28,7 +28,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-FIELDS = ("repo", "commit", "path", "label", "name", "sha256", "bytes", "duration")
+FIELDS = ("repo", "commit", "path", "blob", "label", "name", "sha256", "bytes", "duration")
 DEFAULT_MANIFEST = Path(__file__).with_name("devset_manifest.csv")
 DEFAULT_OUT = Path("~/.cache/pymusicrbm/devset").expanduser()
 RAW_URL = "https://raw.githubusercontent.com/{repo}/{commit}/{path}"
@@ -40,6 +40,7 @@ class Entry:
     repo: str
     commit: str
     path: str
+    blob: str  # git object id: finds the same bytes in any repository (a fork, a copy)
     label: str
     name: str
     sha256: str
@@ -67,8 +68,8 @@ def read_manifest(path=DEFAULT_MANIFEST) -> list[Entry]:
                 e = Entry(**{**row, "bytes": int(row["bytes"]), "duration": float(row["duration"])})
             except (TypeError, ValueError) as err:
                 raise ValueError(f"read_manifest: {path} row {i}: {err}") from None
-            if len(e.commit) != 40 or len(e.sha256) != 64 or not e.label or "/" in e.name or not e.name:
-                raise ValueError(f"read_manifest: {path} row {i}: expected a 40-hex commit, a 64-hex sha256, a "
+            if len(e.commit) != 40 or len(e.blob) != 40 or len(e.sha256) != 64 or not e.label or "/" in e.name or not e.name:
+                raise ValueError(f"read_manifest: {path} row {i}: expected a 40-hex commit and blob, a 64-hex sha256, a "
                                  f"label and a plain file name, got {row}")
             if e.rel in seen:
                 raise ValueError(f"read_manifest: {path} row {i}: {e.rel} is listed twice")
@@ -81,7 +82,7 @@ def write_manifest(entries, file) -> None:
     w = csv.writer(file, lineterminator="\n")
     w.writerow(FIELDS)
     for e in entries:
-        w.writerow([e.repo, e.commit, e.path, e.label, e.name, e.sha256, e.bytes, f"{e.duration:.3f}"])
+        w.writerow([e.repo, e.commit, e.path, e.blob, e.label, e.name, e.sha256, e.bytes, f"{e.duration:.3f}"])
 
 
 def sha256(data: bytes) -> str:
@@ -102,11 +103,13 @@ def git_dir(path) -> Path:
 
 
 def read_from_mirrors(entry: Entry, mirrors: list[Path]) -> bytes | None:
-    """The file's bytes at the pinned commit from the first mirror that holds it, or None."""
-    for m in mirrors:
-        r = _git(m, "cat-file", "blob", f"{entry.commit}:{entry.path}")
-        if r.returncode == 0:
-            return r.stdout
+    """The file's bytes from the first mirror holding the pinned commit, else from any mirror holding the same
+    blob (another repository with a byte-identical copy), or None."""
+    for ref in (f"{entry.commit}:{entry.path}", entry.blob):
+        for m in mirrors:
+            r = _git(m, "cat-file", "blob", ref)
+            if r.returncode == 0:
+                return r.stdout
     return None
 
 
@@ -198,9 +201,11 @@ def manifest_rows(mirror, repo: str, under: str, prefix: str, commit: str = "HEA
     if r.returncode != 0:
         raise ValueError(f"manifest_rows: commit {commit!r} not found in {gd}")
     sha = r.stdout.decode().strip()
-    r = _git(gd, "ls-tree", "-r", "-z", "--name-only", sha, "--", under)
+    r = _git(gd, "ls-tree", "-r", "-z", sha, "--", under)
     entries = []
-    for path in sorted(p for p in r.stdout.decode().split("\0") if p):
+    listed = sorted((path, meta.split()[2]) for meta, path in
+                    (line.split("\t", 1) for line in r.stdout.decode().split("\0") if line))
+    for path, blob in listed:
         pp = PurePosixPath(path)
         if pp.suffix.lower() not in AUDIO_SUFFIXES:
             continue
@@ -210,7 +215,7 @@ def manifest_rows(mirror, repo: str, under: str, prefix: str, commit: str = "HEA
         data = _git(gd, "cat-file", "blob", f"{sha}:{path}").stdout
         if data.startswith(b"version https://git-lfs"):
             raise ValueError(f"manifest_rows: {path} is a Git LFS pointer, not audio")
-        entries.append(Entry(repo, sha, path, label, f"{prefix}-{pp.name}", sha256(data), len(data),
+        entries.append(Entry(repo, sha, path, blob, label, f"{prefix}-{pp.name}", sha256(data), len(data),
                              _duration(data, pp.suffix)))
     return entries
 

@@ -76,6 +76,7 @@ def test_manifest_rows_describe_the_pinned_files(fake_source):
         assert e.label == Path(e.path).parent.name and e.name == f"fake-{Path(e.path).name}"
         assert e.sha256 == hashlib.sha256(files[e.path]).hexdigest() and e.bytes == len(files[e.path])
         assert e.duration == pytest.approx(1.0)
+        assert e.blob == _git(repo, "rev-parse", f"{pinned}:{e.path}")
     renamed = devset.manifest_rows(repo, "someone/fake", "music", "fake", commit=pinned, labels={"loud": ""})
     assert {e.label for e in renamed} == {"calm"}
 
@@ -107,6 +108,25 @@ def test_build_from_a_bare_mirror_and_from_a_url(fake_source, manifest, tmp_path
     _git(checkout, "checkout", "-q", entries[0].commit)
     url = checkout.as_uri() + "/{path}"
     assert len(devset.build(entries, tmp_path / "b", url=url)["written"]) == 4
+
+
+def test_build_finds_a_byte_identical_copy_in_another_repository(fake_source, manifest, tmp_path):
+    """A repository with the same files under other paths and commits (a fork or copy) serves as a mirror through
+    the blob ids; a copy whose bytes differ does not."""
+    _, _, files = fake_source
+    other = tmp_path / "copy"
+    other.mkdir()
+    _git(other, "init", "-q")
+    for path, data in files.items():
+        dest = other / "clips" / path.replace("/", "_")
+        dest.parent.mkdir(exist_ok=True)
+        dest.write_bytes(data if path != "music/loud/1.wav" else data + b"\0")
+    _git(other, "add", ".")
+    _git(other, "commit", "-q", "-m", "copy")
+    entries = devset.read_manifest(manifest)
+    report = devset.build(entries, tmp_path / "set", mirrors=[other])
+    assert sorted(report["written"]) == sorted(str(e.rel) for e in entries if e.path != "music/loud/1.wav")
+    assert report["missing"] == ["loud/fake-1.wav"]
 
 
 def test_missing_and_corrupt_files_are_reported(fake_source, manifest, tmp_path):
@@ -148,14 +168,14 @@ def test_bad_manifest_and_lfs_pointer(fake_source, tmp_path):
     wrong.write_text("path,label\nx.wav,a\n")
     with pytest.raises(ValueError, match="header must be"):
         devset.read_manifest(wrong)
-    row = ["o/r", "a" * 40, "x.wav", "a", "x.wav", "b" * 64, "3", "1.0"]
+    row = ["o/r", "a" * 40, "x.wav", "c" * 40, "a", "x.wav", "b" * 64, "3", "1.0"]
     twice = tmp_path / "twice.csv"
     twice.write_text(",".join(devset.FIELDS) + "\n" + (",".join(row) + "\n") * 2)
     with pytest.raises(ValueError, match="listed twice"):
         devset.read_manifest(twice)
     short = tmp_path / "short.csv"
     short.write_text(",".join(devset.FIELDS) + "\n" + ",".join(["o/r", "abc"] + row[2:]) + "\n")
-    with pytest.raises(ValueError, match="40-hex commit"):
+    with pytest.raises(ValueError, match="40-hex commit and blob"):
         devset.read_manifest(short)
     repo = tmp_path / "lfs"
     (repo / "m" / "g").mkdir(parents=True)
