@@ -1,5 +1,6 @@
 """Dense RBM ops against independent references: a pure-Python Philox (checked on Random123's known answers), a
-pure-PyTorch RBM (pymusicrbm._reference) that consumes the same random streams, exact enumeration, opcheck and gradcheck."""
+pure-PyTorch RBM (pymusicrbm._reference) that consumes the same random streams, exact enumeration, opcheck and
+gradcheck."""
 import itertools
 import math
 

@@ -350,10 +350,11 @@ class _Clip:
     harm: np.ndarray  # the harmony's scale: semitones of its 7 degrees
     root_at: np.ndarray  # chord root degree at each step
     drive: float
+    pos: np.ndarray = field(init=False)  # each step's position in its bar (0-15)
     mix: np.ndarray = field(init=False)
 
     def __post_init__(self):
-        self.pos = self.steps % 16  # position in the bar
+        self.pos = self.steps % 16
         self.mix = np.zeros(self.n, dtype=np.float32)
 
     def degree_midi(self, deg, base):
