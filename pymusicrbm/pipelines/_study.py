@@ -114,13 +114,15 @@ def extract_features(ds, kinds: dict, opts: dict, out: Path) -> tuple[dict, np.n
 
 
 def make_splits(ds, usable: np.ndarray, opts: dict) -> tuple[list, dict]:
-    """[(train, test, valid)] dataset indices of usable clips (valid: the official split's validation list, else
-    empty) and the protocol description."""
+    """[(train, test, valid)] dataset indices of usable clips and the protocol description. ``valid`` is a part
+    of ``train`` a study may hold out for early stopping: the official split's validation list (joined to its
+    training list), else empty."""
     labels = np.asarray(ds.labels)
     if opts["split_files"]:
         tr, te, va = datasets.read_split_lists(ds, *opts["split_files"])
         keep = set(usable.tolist())
-        splits = [tuple(np.asarray([i for i in s if i in keep], dtype=np.int64) for s in (tr, te, va))]
+        tr, te, va = (np.asarray([i for i in s if i in keep], dtype=np.int64) for s in (tr, te, va))
+        splits = [(np.concatenate([tr, va]), te, va)]
         protocol = {"kind": "official_split", "folds": 1, "files": opts["split_files"],
                     "description": "the official split (one fold); intervals: 95% bootstrap over test clips"}
     else:
