@@ -71,12 +71,7 @@ def plot_learning_curves(history: Mapping | Sequence[Mapping], path: str | os.Pa
         ax.axis("off")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=100)
 
 
 def plot_filters(W, path: str | os.PathLike, shape: tuple[int, int] | None = None, n_max: int = 100,
@@ -118,12 +113,7 @@ def plot_filters(W, path: str | os.PathLike, shape: tuple[int, int] | None = Non
             ax.imshow(w.reshape(shape), cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=100)
 
 
 def _save(fig, path, dpi: int = 110) -> Path:
