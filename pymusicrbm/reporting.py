@@ -100,7 +100,8 @@ def mcnemar(correct_a, correct_b) -> dict:
 
     a, bb = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
     if a.shape != bb.shape or a.ndim != 1:
-        raise ValueError(f"mcnemar: correct_a and correct_b must be 1-D and of one length, got {a.shape} and {bb.shape}")
+        raise ValueError(f"mcnemar: correct_a and correct_b must be 1-D and of one length, got {a.shape} and "
+                         f"{bb.shape}")
     b, c = int(np.sum(a & ~bb)), int(np.sum(~a & bb))
     p = 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5).pvalue)
     return {"b": b, "c": c, "p_value": p}

@@ -74,9 +74,11 @@ def add_arguments(parser) -> None:
     g.add_argument("--seconds", type=float, default=None, help=f"first N seconds of each clip (default {d['seconds']})")
     g.add_argument("--excerpt-frames", type=int, default=None,
                    help=f"excerpt length in frames of 512 samples (default {d['excerpt_frames']}, about 3 s)")
-    g.add_argument("--excerpt-hop", type=int, default=None, help=f"frames between excerpts (default {d['excerpt_hop']})")
+    g.add_argument("--excerpt-hop", type=int, default=None,
+                   help=f"frames between excerpts (default {d['excerpt_hop']})")
     g.add_argument("--latent-dim", type=int, default=None, help=f"latent dimension (default {d['latent_dim']})")
-    g.add_argument("--channels", type=str, default=None, help="comma-separated conv channels, e.g. 32,64,128,256 (default)")
+    g.add_argument("--channels", type=str, default=None,
+                   help="comma-separated conv channels, e.g. 32,64,128,256 (default)")
     g.add_argument("--beta", type=float, default=None, help=f"KL weight (default {d['beta']})")
     g.add_argument("--kl-warmup-epochs", type=int, default=None, help=f"default {d['kl_warmup_epochs']}")
     g.add_argument("--epochs", type=int, default=None, help=f"maximum epochs (default {d['epochs']})")
@@ -385,7 +387,8 @@ def report_markdown(results: dict, prefix: str = "") -> str:
         "## Convolutional VAE",
         "",
         f"{results['protocol']['description']}. Mel spectrograms ({c['n_mels']} bands, first {c['seconds']:g} s of "
-        f"each clip), excerpts of {c['excerpt_frames']} frames ({g['excerpt_seconds']:.2f} s) every {c['excerpt_hop']} frames. "
+        f"each clip), excerpts of {c['excerpt_frames']} frames ({g['excerpt_seconds']:.2f} s) every "
+        f"{c['excerpt_hop']} frames. "
         f"VAE: conv channels {c['channels']}, latent dimension {c['latent_dim']}, beta {c['beta']:g} with "
         f"{c['kl_warmup_epochs']} warm-up epochs, at most {c['epochs']} epochs with early stopping on the "
         f"validation ELBO (patience {c['patience']}). Features: encoder {c['features']}, standardised.",
