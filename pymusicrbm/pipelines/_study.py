@@ -250,9 +250,10 @@ def models_table(results: dict, labels: dict | None = None) -> str:
         p = r.get("paired")
         rows.append([labels.get(name, name), reporting.pm(r["clip_accuracy"]), reporting.pm(r["f1_macro"]),
                      reporting.signed(p["clip_accuracy"]) if p else "-",
+                     ", ".join(f"{d:+.2f}" for d in p["clip_accuracy"]["folds"]) if p else "-",
                      reporting.signed(p["f1_macro"]) if p else "-",
                      f"{p['mcnemar']['b']}/{p['mcnemar']['c']}, p={p['mcnemar']['p_value']:.3g}" if p else "-"])
-    return reporting.markdown_table(["model", "clip accuracy", "macro F1", "Δ accuracy vs MFCC+SVM",
+    return reporting.markdown_table(["model", "clip accuracy", "macro F1", "Δ accuracy vs MFCC+SVM", "Δ per fold",
                                      "Δ macro F1 vs MFCC+SVM", "McNemar (only model/only MFCC right)"], rows)
 
 
