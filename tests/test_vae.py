@@ -2,7 +2,6 @@
 
 Tiny models on a small synthetic genre set (6 clips of 6 s per class, 32 mel bands) keep the file fast.
 """
-import json
 
 import numpy as np
 import pytest
@@ -226,50 +225,6 @@ def test_loading_a_foreign_file(tmp_path):
     save_state(tmp_path / "other.safetensors", {"w": torch.zeros(2)}, {"format": "something else"})
     with pytest.raises(ValueError, match="is not a saved ConvVAE"):
         ConvVAE.load(tmp_path / "other.safetensors")
-
-
-# ------------------------------------------------------------------------------------------ the study
-def test_study_end_to_end_and_resume(synth, tmp_path):
-    opts = dict(n_mels=64, seconds=6.0, excerpt_frames=64, excerpt_hop=64, channels="8,16,16", latent_dim=8,
-                epochs=3, kl_warmup_epochs=1, batch_size=16, single_split=True, grid_search=False, n_generate=1,
-                verbose=0, n_jobs=1, cache_dir=str(tmp_path / "cache"))
-    out = tmp_path / "out"
-    ds = synth["ds"].subset(np.flatnonzero([int(p.stem.split(".")[1]) < 4 for p in synth["ds"].paths]))
-    res = vae_study.run(ds, out, **opts)
-    saved = json.loads((out / "results.json").read_text())
-    classes = list(datasets.GTZAN_GENRES)
-    for key in ("clip_accuracy", "window_accuracy"):
-        assert set(saved[key]) == {"mean", "std", "folds"} and len(saved[key]["folds"]) == 1
-        assert 0.0 <= saved[key]["mean"] <= 1.0
-    assert list(saved["per_class_f1"]) == classes
-    assert set(saved["models"]) == {"vae_svm", "vae_logreg"}
-    assert set(saved["baselines"]) == {"pca_svm", "mel_stats_svm"}
-    clips = saved["vae"]["clips_per_fold"][0]
-    assert sum(clips.values()) == len(ds) and min(clips.values()) >= len(classes)  # >= 1 clip per class
-    assert int(np.sum(saved["models"]["vae_svm"]["confusion"])) == clips["test"]
-    # every image and audio file the report links to exists; every wav is real audio
-    report = (out / "report.md").read_text()
-    links = [s.split(")")[0] for s in report.split("](")[1:]]
-    assert links and all((out / link).is_file() for link in links)
-    wavs = sorted((out / "audio").glob("*.wav"))
-    assert len(wavs) >= 6
-    for w in wavs:
-        y, sr = sf.read(w)
-        assert sr == audio.SR and np.isfinite(y).all() and np.abs(y).max() > 0.01
-
-    # resume: the saved model is reused, so the features and results are the same
-    again = vae_study.run(ds, out, resume=True, **opts)
-    assert again["clip_accuracy"] == res["clip_accuracy"]
-    assert again["vae"]["recon_mse_db"] == res["vae"]["recon_mse_db"]
-
-
-def test_study_bad_options(synth, tmp_path):
-    with pytest.raises(ValueError, match="shorter than the receptive field"):
-        vae_study.run(synth["root"], tmp_path, excerpt_frames=32, verbose=0)
-    with pytest.raises(ValueError, match="unknown option"):
-        vae_study.run(synth["root"], tmp_path, epoch=3)
-    with pytest.raises(ValueError, match="n_mels must be 64 or 96"):
-        vae_study.run(synth["root"], tmp_path, n_mels=40)
 
 
 def test_cut_excerpts():
