@@ -54,6 +54,11 @@ if ! has_cuda_torch; then
   has_cuda_torch || fail "$VENV has a torch without CUDA; remove it or point PYMUSICRBM_CUDA_VENV elsewhere"
 fi
 PY=$VENV/bin/python
+# CMake learned the CUDA20 dialect for nvcc only in 3.26+ (Debian 12 ships 3.25): take CMake and ninja from PyPI.
+if ! "$VENV/bin/cmake" --version 2>/dev/null | grep -qE 'version (3\.(2[89]|[3-9][0-9])|[4-9])\.'; then
+  "$PY" -m pip install --disable-pip-version-check -q "cmake>=3.28" ninja || fail "pip install cmake ninja failed"
+fi
+export PATH=$VENV/bin:$PATH
 info=$("$PY" -c '
 import os, sysconfig, torch
 print(torch.__version__, torch.version.cuda, os.path.dirname(torch.__file__), sysconfig.get_paths()["purelib"],

@@ -70,7 +70,7 @@ def run_fold(k, train, test, feats, labels, classes, fold_dir: Path, opts) -> tu
     if len(train_frames) > opts["pretrain_frames"]:
         train_frames = train_frames[rng.choice(len(train_frames), opts["pretrain_frames"], replace=False)]
     whitener = audio.PCAWhitener(n_components=min(opts["pca_components"], train_frames.shape[1]),
-                                 seed=opts["seed"]).fit(train_frames)
+                                 random_state=opts["seed"]).fit(train_frames)
     del train_frames
     hidden = tuple(opts["hidden"])
     # Gaussian first layer on whitened (unit-variance) input wants a smaller step than the Bernoulli layers.
