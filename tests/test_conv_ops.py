@@ -12,6 +12,7 @@ import pymusicrbm  # noqa: F401
 from pymusicrbm import _reference as reference
 from pymusicrbm import ops
 from pymusicrbm._reference import pool_blocks as blocks
+from _op_checks import assert_compiled_step_matches_eager
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DTYPES = [torch.float32, torch.float64]
@@ -293,15 +294,7 @@ def test_training_step_compiles_fullgraph():
         mean, _ = ops.conv_sample_visible(P, W, b, None, "gaussian")
         return err, Q.amax((2, 3)), mean.mean()
 
-    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
-    args_c = [t.clone() for t in (W, b, c, *vels)]
-    args_e = [t.clone() for t in (W, b, c, *vels)]
-    torch.manual_seed(0)
-    out_c = compiled(*args_c, v)
-    torch.manual_seed(0)
-    out_e = step(*args_e, v)
-    for a, e in zip(list(out_c) + args_c, list(out_e) + args_e):
-        torch.testing.assert_close(a, e)
+    assert_compiled_step_matches_eager(step, (W, b, c, *vels), v)
 
 
 # ---- bad input -----------------------------------------------------------------------------------------------------
