@@ -20,8 +20,9 @@ from sklearn.exceptions import NotFittedError
 
 from . import ops
 from .checkpoint import CheckpointMixin, load_state
-from .rbm import (TrainingDivergedError, check_in, check_number, draw_seed, make_generator, resolve_device,
-                  resolve_dtype, split_indices)
+from ._base import TrainingDivergedError
+from ._utils import draw_seed, make_generator, resolve_device, resolve_dtype, split_indices
+from ._legacy import check_in, check_number
 
 __all__ = ["ConvRBM", "ConvDBN", "TrainingDivergedError", "as_maps", "cropped_size"]
 

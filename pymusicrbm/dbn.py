@@ -15,8 +15,10 @@ from torch import nn
 
 from . import ops
 from .checkpoint import CheckpointMixin, load_state
-from .rbm import (RBM, _validate_data, check_in, check_number, draw_seed, generator_from_state,
-                  generator_to_state, make_generator, resolve_device, resolve_dtype, to_tensor)
+from .rbm import RBM
+from ._utils import draw_seed, generator_from_state, generator_to_state, make_generator, resolve_device, resolve_dtype, to_tensor
+from sklearn.utils.validation import validate_data as _validate_data
+from ._legacy import check_in, check_number
 
 __all__ = ["DBN", "DBNClassifier"]
 
@@ -75,7 +77,7 @@ class _StackMixin:
             rbm.n_features_in_ = H.shape[1]
             resumed = i < len(layer_states)
             if resumed:
-                rbm._set_state(*layer_states[i], check_against=H.shape[1])
+                rbm._set_state(*layer_states[i], check_against=H)
             self.rbms_.append(rbm)
             if not resumed or rbm.n_iter_ < rbm.n_iter:
                 rbm._fit_validated(H, resumed, on_epoch)
