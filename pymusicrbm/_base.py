@@ -6,6 +6,7 @@ generator pickling. A model supplies only its initialisation, its batch update a
 """
 from __future__ import annotations
 
+import inspect
 import math
 import time
 import warnings
@@ -73,6 +74,16 @@ class TrainedEstimator(CheckpointMixin, BaseEstimator):
     _progress_keys: tuple[str, ...] = ()
 
     # ---- parameters --------------------------------------------------------------------------------------
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and cls._renamed_params:
+            # the **renamed catch-all of the old names is no parameter: hide it from signature() (get_params,
+            # clone and scikit-learn's checks read the signature)
+            sig = inspect.signature(init)
+            init.__signature__ = sig.replace(parameters=[p for p in sig.parameters.values()
+                                                         if p.kind is not p.VAR_KEYWORD])
 
     def _apply_renamed(self, renamed: dict):
         """``__init__(..., **renamed)``: map old keywords to their new names, with a FutureWarning naming both."""
@@ -341,7 +352,7 @@ class TrainedEstimator(CheckpointMixin, BaseEstimator):
         self.n_iter_ = int(state["n_iter_"])
         self.history_ = {k: list(v) for k, v in state.get("history_", {}).items()}
         self._best = None
-        self._best_score = float(state.get("best_score", math.inf))
+        self._best_score = float(state.get("best_score", state.get("best_loss", math.inf)))  # (v1: best_loss)
         self._no_improve = int(state.get("no_improve", 0))
         if "best_epoch_" in state:
             self.best_epoch_ = int(state["best_epoch_"])
@@ -378,7 +389,8 @@ class StackEstimator(TrainedEstimator):
     """
 
     _layer_class: type = None
-    _layer_shared: tuple[str, ...] = ()
+    _layer_shared: tuple[str, ...] = ()        # the stack's settings every layer gets
+    _layer_overridable: tuple[str, ...] = ()   # the layer settings layer_params may set (default: _layer_shared)
 
     def _layer_specs(self) -> list[dict]:
         raise NotImplementedError
@@ -395,10 +407,11 @@ class StackEstimator(TrainedEstimator):
             if not isinstance(extra, dict):
                 raise ValueError(f"layer_params[{i}] must be a dict of {self._layer_class.__name__} parameters, "
                                  f"got {extra!r}")
-            unknown = set(extra) - set(self._layer_shared)
+            allowed = self._layer_overridable or self._layer_shared
+            unknown = set(extra) - set(allowed)
             if unknown:
                 raise ValueError(f"layer_params[{i}] has keys that are not per-layer {self._layer_class.__name__}"
-                                 f" settings: {sorted(unknown)} (allowed: {sorted(self._layer_shared)})")
+                                 f" settings: {sorted(unknown)} (allowed: {sorted(allowed)})")
             out.append(extra)
         return out
 
@@ -420,19 +433,20 @@ class StackEstimator(TrainedEstimator):
         """Greedy layer-wise training. ``resume`` / ``checkpoint`` as in :meth:`TrainedEstimator.fit`: the
         checkpoint holds the finished layers and the state of the layer in training, which continues."""
         self._check_params()
-        X = self._validate_input(X, reset=True)
-        layer_states = []
+        seed, layer_states = None, []
         if resume is not None:
             tensors, state = self._read_resume(resume)
-            self._seed = int(state["seed"])
+            seed = state.get("seed")  # (absent from ConvDBN checkpoints of version 1: the layers hold theirs)
             layer_states = self._split_layers(tensors, state)
-        else:
-            self._seed = draw_seed(self.random_state)
-        return self._fit_layers(X, layer_states, self._checkpointer(checkpoint))
+        return self._fit_layers(X, seed, layer_states, self._checkpointer(checkpoint))
 
-    def _fit_layers(self, X, layer_states=(), on_epoch=None):
-        """Train the layers on validated X; ``layer_states`` are the (tensors, state) of layers restored from a
-        checkpoint (the last one possibly unfinished)."""
+    def _fit_layers(self, X, seed=None, layer_states=(), on_epoch=None):
+        """Train the layers on X, layer i seeded with ``layer_seed(seed, i)`` (seed None: from random_state);
+        ``layer_states`` are the (tensors, state) of layers restored from a checkpoint (the last one possibly
+        unfinished). Used by ``fit`` and by estimators that pre-train a stack (DBNClassifier)."""
+        self._check_params()
+        X = self._validate_input(X, reset=True)
+        self._seed = draw_seed(self.random_state) if seed is None else int(seed)
         self.layers_ = self._make_layers()
         self.n_layers_fitted_ = 0
         if len(layer_states) > len(self.layers_):
@@ -513,7 +527,7 @@ class StackEstimator(TrainedEstimator):
     def _set_state(self, tensors: dict, state: dict, check_against=None):
         """Restore a finished stack (a checkpoint saved mid-training is continued by ``fit(X, resume=path)``)."""
         self._check_params()
-        self._seed = int(state["seed"])
+        self._seed = int(state["seed"]) if "seed" in state else draw_seed(self.random_state)
         self.layers_ = self._make_layers()
         layer_states = self._split_layers(tensors, state)
         if len(layer_states) != len(self.layers_):

@@ -421,6 +421,25 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
             out = out * self.scale_ + self.mean_
         return out.astype(X.dtype, copy=False)
 
+    # ---- what a stack of RBMs (DBN, DBNClassifier) needs of a layer -----------------------------------------------
+
+    def _sample_hidden(self, v: torch.Tensor, generator: torch.Generator):
+        """(p(h | v), a sample of h) for standardised v."""
+        return ops.sample_hidden(v, self._W, self._c, self._sigma(), generator)
+
+    def _sample_visible(self, h: torch.Tensor, generator: torch.Generator):
+        """(E[v | h], a sample of v), in standardised units."""
+        return ops.sample_visible(h, self._W, self._b, self._sigma(), self.visible, generator)
+
+    def _unstandardize(self, x: np.ndarray) -> np.ndarray:
+        return x * self.scale_ + self.mean_ if self._gaussian and self.standardize else x
+
+    def _affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """p(h | v) = sigmoid(v @ weight.T + bias) for standardised v: (weight (H, V) with 1/sigma folded in,
+        bias (H,)), the initial weights of a fine-tuned network."""
+        s = self._sigma()
+        return (self._W if s is None else self._W / s.unsqueeze(1)).t(), self._c
+
     # ---- partition function and likelihood -------------------------------------------------------------------
 
     def ais_log_partition(self, n_chains=100, n_betas=10000, random_state=None) -> AISResult:
