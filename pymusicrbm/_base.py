@@ -420,11 +420,11 @@ class StackEstimator(TrainedEstimator):
         extras = self._check_layer_params(len(specs))
         layers = []
         for i, (spec, extra) in enumerate(zip(specs, extras)):
-            params = {name: getattr(self, name) for name in self._layer_shared}
+            params = {"verbose": self.verbose, "device": self.device, "dtype": self.dtype}
+            params.update({name: getattr(self, name) for name in self._layer_shared})
             params.update(spec)
             params.update(extra)
-            layer = self._layer_class(random_state=layer_seed(self._seed, i), verbose=self.verbose,
-                                      device=self.device, dtype=self.dtype, **params)
+            layer = self._layer_class(random_state=layer_seed(self._seed, i), **params)
             layer._check_params()
             layers.append(layer)
         return layers
