@@ -277,7 +277,8 @@ class TrainedEstimator(CheckpointMixin, BaseEstimator):
             rec.update(self._epoch_record(loss, lr, data, valid))
             rec["time"] = time.perf_counter() - t0
             for key, val in rec.items():
-                self.history_.setdefault(key, []).append(val)
+                if not key.startswith("_"):  # "_name": for the hooks only, not history
+                    self.history_.setdefault(key, []).append(val)
             self._track_best(rec)
             if self.verbose:
                 bar.set_postfix({k: f"{v:.4g}" for k, v in rec.items() if k in self._progress_keys})

@@ -21,6 +21,9 @@ def resolve_dtype(dtype) -> torch.dtype:
 
 
 def resolve_device(device) -> torch.device:
+    """A torch.device; None means cuda when available, else the CPU."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
