@@ -220,7 +220,7 @@ class TrainedEstimator(CheckpointMixin, BaseEstimator):
 
     def _split(self, Xt: torch.Tensor):
         """(train, held-out or None) rows of Xt: ``validation_fraction`` of them, fixed by the seed."""
-        train_idx, valid_idx = split_indices(Xt.shape[0], self.validation_fraction, self._seed)
+        train_idx, valid_idx = split_indices(Xt.shape[0], getattr(self, "validation_fraction", None), self._seed)
         if len(valid_idx) == 0:
             return Xt, None
         return Xt.index_select(0, train_idx.to(Xt.device)), Xt.index_select(0, valid_idx.to(Xt.device))
