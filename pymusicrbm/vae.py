@@ -423,19 +423,23 @@ class ConvVAE(TransformerMixin, TrainedEstimator):
             self._end_training()
 
     @classmethod
-    def load(cls, path, device=None, verbose=None):
-        """Load a model written by ``save`` (or a per-epoch checkpoint: the best epoch's weights).
-        ``device`` / ``verbose`` override the saved settings."""
-        tensors, meta = load_state(path)
+    def _params_from_meta(cls, meta: dict, path) -> dict:
         if meta.get("format") == _V1_TRAIN_FORMAT:
             raise ValueError(f"{path} is a ConvVAE training checkpoint of pymusicrbm 0.1 (checkpoint format "
                              f"version 1, {_V1_TRAIN_FORMAT!r}); it can be neither loaded nor resumed by this "
                              "version: train again")
+        return super()._params_from_meta(meta, path)
+
+    @classmethod
+    def load(cls, path, device=None, verbose=None):
+        """Load a model written by ``save`` (or a per-epoch checkpoint: the best epoch's weights).
+        ``device`` / ``verbose`` override the saved settings."""
+        tensors, meta = load_state(path)
         if meta.get("format") == _V1_MODEL_FORMAT:  # a model saved by pymusicrbm 0.1
             params = {cls._renamed_params.get(k, k): v for k, v in meta["config"].items()}
             state = {"seed": draw_seed(params.get("random_state")), "n_iter_": meta["n_epochs_run"],
                      "history_": meta["history"], "best_epoch_": meta["best_epoch"] + 1}
-        elif meta.get("class") == cls.__name__:
+        elif meta.get("class") == cls.__name__ or meta.get("format") == _V1_TRAIN_FORMAT:
             params, state = cls._params_from_meta(meta, path), meta.get("state", {})
         else:
             raise ValueError(f"{path} is not a saved ConvVAE (format {meta.get('format')!r}, class "
