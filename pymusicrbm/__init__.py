@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "RBM": "rbm", "TrainingDivergedError": "rbm", "DBN": "dbn", "DBNClassifier": "dbn",
+    "RBM": "rbm", "TrainingDivergedError": "_base", "DBN": "dbn", "DBNClassifier": "dbn",
     "ConvRBM": "conv_rbm", "ConvDBN": "conv_rbm", "ConvVAE": "vae",
 }
 _SUBMODULES = ("ops", "audio", "datasets", "pipelines", "checkpoint", "plots", "reporting", "ais")

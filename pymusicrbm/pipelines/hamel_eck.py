@@ -75,8 +75,8 @@ def run_fold(k, train, test, feats, labels, classes, fold_dir: Path, opts) -> tu
     hidden = tuple(opts["hidden"])
     # Gaussian first layer on whitened (unit-variance) input wants a smaller step than the Bernoulli layers.
     layer_params = [{"learning_rate": opts["first_layer_lr"]}] + [{}] * (len(hidden) - 1)
-    pretrain = dict(hidden_layer_sizes=hidden, visible="gaussian", pretrain_epochs=opts["pretrain_epochs"],
-                    pretrain_learning_rate=opts["learning_rate"], pretrain_batch_size=128,
+    pretrain = dict(hidden_layer_sizes=hidden, visible="gaussian", n_iter=opts["pretrain_epochs"],
+                    learning_rate=opts["learning_rate"], pretrain_batch_size=128,
                     weight_decay=opts["weight_decay"], sparsity_target=opts["sparsity_target"],
                     layer_params=layer_params, random_state=opts["seed"] + k, device=opts["device"],
                     verbose=opts["verbose"])

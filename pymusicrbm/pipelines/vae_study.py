@@ -217,10 +217,12 @@ def _fold(k, train_clips, test_clips, valid_clips, feats, labels, n_classes, out
     else:
         vae = ConvVAE(n_mels=opts["n_mels"], n_frames=opts["excerpt_frames"], latent_dim=opts["latent_dim"],
                       channels=opts["channels"], beta=opts["beta"], kl_warmup_epochs=opts["kl_warmup_epochs"],
-                      lr=opts["lr"], batch_size=opts["batch_size"], n_epochs=opts["epochs"],
-                      patience=opts["patience"], device=opts["device"], random_state=seed + k, verbose=verbose)
-        vae.fit(X_tr[~in_valid], X_valid=X_tr[in_valid] if in_valid.any() else None,
-                checkpoint=out / "checkpoints" / f"vae_fold{k}.training.safetensors", resume=bool(opts["resume"]))
+                      learning_rate=opts["lr"], batch_size=opts["batch_size"], n_iter=opts["epochs"],
+                      n_iter_no_change=opts["patience"], device=opts["device"], random_state=seed + k,
+                      verbose=verbose)
+        ckpt = out / "checkpoints" / f"vae_fold{k}.training.safetensors"
+        vae.fit(X_tr[~in_valid], X_valid=X_tr[in_valid] if in_valid.any() else None, checkpoint=ckpt,
+                resume=ckpt if opts["resume"] and ckpt.exists() else None)
         vae.save(model_path)
     t_train = time.perf_counter() - t0
 
@@ -243,7 +245,7 @@ def _fold(k, train_clips, test_clips, valid_clips, feats, labels, n_classes, out
         "recon_mse_db": float(np.mean((vae.reconstruct(X_te) - X_te) ** 2)),
         "mean_spectrogram_mse_db": float(np.mean((X_tr[~in_valid].mean(0) - X_te) ** 2)),
         "test_elbo": float(vae.score(X_te)),
-        "epochs_run": int(vae.n_epochs_), "best_epoch": int(vae.best_epoch_),
+        "epochs_run": int(vae.n_iter_), "best_epoch": int(vae.best_epoch_),
         "train_seconds": round(t_train, 2), "history": vae.history_,
         "clips": {"train": len(train_clips) - len(valid_clips), "valid": len(valid_clips), "test": len(test_clips)},
     }
