@@ -54,6 +54,11 @@ if ! has_cuda_torch; then
   has_cuda_torch || fail "$VENV has a torch without CUDA; remove it or point PYMUSICRBM_CUDA_VENV elsewhere"
 fi
 PY=$VENV/bin/python
+# CMake learned the CUDA20 dialect for nvcc only in 3.26+ (Debian 12 ships 3.25): take CMake and ninja from PyPI.
+if ! "$VENV/bin/cmake" --version 2>/dev/null | grep -qE 'version (3\.(2[89]|[3-9][0-9])|[4-9])\.'; then
+  "$PY" -m pip install --disable-pip-version-check -q "cmake>=3.28" ninja || fail "pip install cmake ninja failed"
+fi
+export PATH=$VENV/bin:$PATH
 info=$("$PY" -c '
 import os, sysconfig, torch
 print(torch.__version__, torch.version.cuda, os.path.dirname(torch.__file__), sysconfig.get_paths()["purelib"],
@@ -98,7 +103,8 @@ if [ "$MODE" = cmake ]; then
     -DCMAKE_CUDA_FLAGS="$ISYSTEM" \
     -DCMAKE_CXX_FLAGS="$ISYSTEM" >"$BUILD/configure.log" 2>&1 ||
     { cat "$BUILD/configure.log"; fail "CMake configure with CUDA ON failed (log above, $BUILD/configure.log)"; }
-  ninja -C "$BUILD" -j "$JOBS" -k 0 || fail "the CUDA build failed (compiler errors above)"
+  # the link line names -lcudart/-lcudadevrt without the toolkit's lib dir on some CMake versions
+  LIBRARY_PATH="$CUDA_ROOT/lib64:$CUDA_ROOT/lib${LIBRARY_PATH:+:$LIBRARY_PATH}" ninja -C "$BUILD" -j "$JOBS" -k 0 || fail "the CUDA build failed (compiler errors above)"
   for f in "${CU_FILES[@]}"; do
     [ -n "$(find "$BUILD" -name "$(basename "$f").o")" ] || fail "$f was not compiled by the CMake build"
   done

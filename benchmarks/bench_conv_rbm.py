@@ -21,6 +21,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from pymusicrbm import _reference as reference
 from pymusicrbm import ops
 
 # (mel bins, n_filters, filter size, pool): batch 32, 1 channel, 431 frames (10 s at 22050 Hz, hop 512).
@@ -99,32 +100,6 @@ def eager_cd1(W, b, c, W_vel, b_vel, c_vel, v, pool: int, lr: float, momentum: f
 
 # ---- correctness ----------------------------------------------------------------------------------------------
 
-def reference_cd1(W, b, c, W_vel, b_vel, c_vel, v, pool, gen, lr, momentum, weight_decay, sparsity_target,
-                  sparsity_cost):
-    """The op's CD-1 (Gaussian visible, sigma = 1) with the op's random numbers, from philox_uniform_/normal_."""
-    B = v.shape[0]
-    p0, q0, _ = eager_pool(F.conv2d(v, W, c), pool, False)
-    if pool == 1:
-        h0 = (ops.philox_uniform_(torch.empty_like(p0), gen) < p0).to(v.dtype)
-    else:
-        Bk, K, hh, wh = p0.shape
-        u = ops.philox_uniform_(torch.empty_like(q0), gen).reshape(Bk * K, 1, -1)
-        cols = F.unfold(p0.reshape(Bk * K, 1, hh, wh), pool, stride=pool)
-        cum = cols.cumsum(1)
-        h0 = F.fold(((u < cum) & (u >= cum - cols)).to(v.dtype), (hh, wh), pool, stride=pool).reshape(p0.shape)
-    mean = F.conv_transpose2d(h0, W) + b.view(1, -1, 1, 1)
-    v1 = mean + ops.philox_normal_(torch.empty_like(mean), gen)
-    p1, _, _ = eager_pool(F.conv2d(v1, W, c), pool, False)
-    n = B * p0.shape[2] * p0.shape[3]
-    gW = (torch.nn.grad.conv2d_weight(v, W.shape, p0) - torch.nn.grad.conv2d_weight(v1, W.shape, p1)) / n
-    gc = (p0.sum((0, 2, 3)) - p1.sum((0, 2, 3))) / n + sparsity_cost * (sparsity_target - q0.mean((0, 2, 3)))
-    gb = (v - v1).mean((0, 2, 3))
-    uW = momentum * W_vel + lr * (gW - weight_decay * W)
-    ub = momentum * b_vel + lr * gb
-    uc = momentum * c_vel + lr * gc
-    return W + uW, b + ub, c + uc, F.mse_loss(mean, v)
-
-
 def make_problem(hv, K, f, pool, batch, dtype, device, seed=0):
     g = torch.Generator().manual_seed(seed)
     H, Wd = crop(hv, f, pool), crop(FRAMES, f, pool)
@@ -142,11 +117,12 @@ def check(shape, device) -> float:
     vel = [torch.full_like(t, 1e-3) for t in (W, b, c)]
     gen = torch.Generator(device=device).manual_seed(1)
     state = gen.get_state()
-    ref = reference_cd1(W, b, c, *vel, v, pool, torch.Generator(device=device).set_state(state), **HP)
+    ref = reference.conv_cd_step(W, b, c, *vel, v, visible="gaussian", pool=pool,
+                                 generator=torch.Generator(device=device).set_state(state), **HP)
     params = [W.clone(), b.clone(), c.clone()]
     vels = [t.clone() for t in vel]
     recon = ops.conv_cd_step_(*params, *vels, v, visible="gaussian", pool=pool, generator=gen, **HP)
-    err = max((a - r).abs().max().item() for a, r in zip(params + [recon], ref))
+    err = max((a - r).abs().max().item() for a, r in zip(params + vels + [recon], ref[:6] + (ref.recon,)))
     # The eager baseline computes the same pooling probabilities as the op.
     p_op, _, q_op = ops.conv_sample_hidden(v, W, c, pool)
     for pooling in (eager_pool, reshape_pool):

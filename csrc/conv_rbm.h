@@ -146,7 +146,7 @@ std::tuple<Tensor, Tensor, Tensor> conv_sample_hidden(const Tensor& v, const Ten
   check_vec(op, "c", c, W.size(0), "one hidden bias per filter", W);
   check_conv_sigma(op, sigma, W);
   check_pool(op, pool, v.size(2), v.size(3), W);
-  check_finite(op, "v", v);
+  if (cheap_to_check(v)) check_finite(op, "v", v);  // on a GPU: NaN propagates into the samples (see rbm.h)
   const int64_t B = v.size(0), Kf = W.size(0), Hh = v.size(2) - W.size(2) + 1, Wh = v.size(3) - W.size(3) + 1;
   ConvHidden a;
   a.v = v.contiguous();
@@ -177,7 +177,7 @@ std::tuple<Tensor, Tensor> conv_sample_visible(const Tensor& h, const Tensor& W,
   check_vec(op, "b", b, W.size(1), "one visible bias per channel", W);
   check_conv_sigma(op, sigma, W);
   TORCH_CHECK(kind == Visible::Gaussian || !sigma, op, ": sigma applies to gaussian visible units only");
-  check_finite(op, "h", h);
+  if (cheap_to_check(h)) check_finite(op, "h", h);
   const int64_t B = h.size(0), C = W.size(1);
   ConvVisible a;
   a.H = h.contiguous();

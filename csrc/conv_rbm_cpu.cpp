@@ -258,7 +258,7 @@ PMR_INLINE void pool_rows_vector(T* e, T* hb, T* qx, const T* u, int64_t p, int6
       storeu(e + i * stride + x0, pr);
       const vec<T> lo = cum + lm.block_exclusive_scan(pr);
       // lo <= ux < lo + pr: (ux < lo + pr) and not (ux < lo)
-      storeu(hb + i * stride + x0, mask_to_one<T>(less_mask<T>(ux, lo + pr) & ~less_mask<T>(ux, lo)));
+      storeu(hb + i * stride + x0, mask_to_one<T>(less_mask<T>(ux, lo + pr) & ~less_mask<T>(ux, lo)) + (pr - pr));
       cum += lm.block_sum(pr);
     }
   }
@@ -293,7 +293,7 @@ PMR_INLINE void pool_rows_scalar(T* e, T* hb, T* qx, T* mx, const T* u, int64_t 
         if (u) {
           cum += pr;
           const bool hit = !on && u[j] < cum;
-          hb[i * stride + x] = hit ? T(1) : T(0);
+          hb[i * stride + x] = (hit ? T(1) : T(0)) + (pr - pr);
           on |= hit;
         }
       }
@@ -492,7 +492,7 @@ template <class T> PMR_INLINE void hidden_tile_impl(const HiddenParams<T>& a, in
         for (int64_t x = 0; x < stride; x += L) {
           const vec<T> pr = vsigmoid<T>(loadu(e + x));
           storeu(e + x, pr);
-          if (u) storeu(hb + x, mask_to_one<T>(less_mask<T>(loadu(u + x), pr)));
+          if (u) storeu(hb + x, mask_to_one<T>(less_mask<T>(loadu(u + x), pr)) + (pr - pr));
         }
         std::fill(e + Wh, e + stride, T(0));
         if (a.Q) std::memcpy(a.Q + pmap + r * Wp, e, Wh * sizeof(T));
@@ -605,7 +605,7 @@ template <class T> PMR_INLINE void visible_tile_impl(const VisibleParams<T>& a, 
         for (int64_t x = 0; x < Wv; ++x) smp[x] = accrow[x] + sd * normal_at<T>(a.draw.seed, a.draw.offset, base + x);
       } else {
         uniforms(a.draw, base, Wv, u);
-        for (int64_t x = 0; x < Wv; ++x) smp[x] = u[x] < accrow[x] ? T(1) : T(0);
+        for (int64_t x = 0; x < Wv; ++x) smp[x] = (u[x] < accrow[x] ? T(1) : T(0)) + (accrow[x] - accrow[x]);
       }
     };
     // Two output rows at a time: out[y][x] = sum_{k,dy,dx} W[k,ch,dy,dx] * H[k, y - dy, x - dx]. A hidden row h

@@ -75,6 +75,11 @@ inline void check_cd_hyperparameters(const char* op, int64_t k, double lr, doubl
               sparsity_target);
 }
 
+// The policy for non-finite data in the sampling ops (dense and conv alike): a NaN must never become a
+// plausible-looking sample. On the CPU the check costs no synchronisation, so the op raises; on a GPU it would stall
+// the stream, so the kernels propagate instead: a NaN probability or mean gives a NaN sample.
+inline bool cheap_to_check(const Tensor& t) { return t.device().is_cpu(); }
+
 inline void check_sigma(const char* op, const std::optional<Tensor>& sigma, const Tensor& W) {
   if (!sigma) return;
   check_vector(op, "sigma", *sigma, W.size(0), W);
@@ -88,6 +93,7 @@ std::tuple<Tensor, Tensor> sample_hidden(const Tensor& v, const Tensor& W, const
   check_data(op, "v", v, W.size(0), "n_visible", W);
   check_vector(op, "c", c, W.size(1), W);
   check_sigma(op, sigma, W);
+  TORCH_CHECK(!cheap_to_check(v) || K::all_finite(v), op, ": v contains NaN or Inf");
   const Tensor x = sigma ? v / *sigma : v.contiguous();
   Tensor p = at::addmm(c, x, W);
   Tensor h = at::empty_like(p);
@@ -105,6 +111,7 @@ std::tuple<Tensor, Tensor> sample_visible(const Tensor& h, const Tensor& W, cons
   check_vector(op, "b", b, W.size(0), W);
   check_sigma(op, sigma, W);
   TORCH_CHECK(kind == Visible::Gaussian || !sigma, op, ": sigma applies to gaussian visible units only");
+  TORCH_CHECK(!cheap_to_check(h) || K::all_finite(h), op, ": h contains NaN or Inf");
   Tensor mean, s;
   if (kind == Visible::Bernoulli) {
     mean = at::addmm(b, h, W.t());

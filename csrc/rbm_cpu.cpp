@@ -167,7 +167,8 @@ template <typename T> __attribute__((always_inline)) inline void sigmoid_sample_
   auto body = [&](int64_t j) __attribute__((always_inline)) {
     const T pr = sigmoid(pp[j]);
     pp[j] = pr;
-    sp[j] = static_cast<T>(to_uniform<T>(w[j]) < pr);  // no branch: a 50/50 branch mispredicts half the time
+    // no branch (a 50/50 branch mispredicts half the time); + (pr - pr) turns a NaN probability into a NaN sample
+    sp[j] = static_cast<T>(to_uniform<T>(w[j]) < pr) + (pr - pr);
   };
   if (m == kRun) {  // full run: fixed trip count, vectorised
     for (int64_t j = 0; j < kRun; ++j) body(j);

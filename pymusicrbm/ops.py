@@ -1,6 +1,12 @@
 """Typed Python faces of the ``torch.ops.pymusicrbm`` custom ops, with fake (meta) kernels for ``torch.compile``
 and autograd where a gradient is meaningful.
 
+Non-finite values, one policy for the dense and the convolutional sampling ops: a NaN never becomes a
+plausible-looking sample. On the CPU (where the check costs no device synchronisation) an op raises a RuntimeError
+naming the argument that holds NaN or Inf; on a GPU the kernels propagate instead (a NaN probability or mean gives a
+NaN sample), and they do so on the CPU too for a NaN that comes from the parameters. The CD steps always raise and
+leave the parameters unchanged.
+
 Randomness: every sampling phase of an op takes one draw from ``generator`` (the default generator of the tensors'
 device when ``None``) and feeds a counter-based Philox stream, so a seed fixes the result whatever the number of
 threads. :func:`philox_uniform_` and :func:`philox_normal_` expose those streams, which makes exact references
@@ -10,6 +16,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from . import _C  # noqa: F401  (loading the library registers the torch.ops.pymusicrbm ops)
 
 _lib = torch.ops.pymusicrbm
 

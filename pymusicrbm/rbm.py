@@ -4,117 +4,26 @@ estimator trained by the fused ``pymusicrbm.ops.cd_step_`` op (CD-k, PCD-k) or, 
 from __future__ import annotations
 
 import math
-import time
 from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
-from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
+from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import ops
+from ._base import COMMON_CONSTRAINTS, Interval, StrOptions, TrainedEstimator, TrainingDivergedError
+from ._utils import draw_seed, make_generator, to_tensor
 from .ais import AISResult, ais_log_partition, exact_log_partition
-from .checkpoint import CheckpointMixin, load_state
-
-try:  # scikit-learn >= 1.6
-    from sklearn.utils.validation import validate_data as _validate_data
-except ImportError:  # pragma: no cover - older scikit-learn
-    def _validate_data(est, X="no_validation", y="no_validation", **kw):
-        return est._validate_data(X, y, **kw)
 
 __all__ = ["RBM", "TrainingDivergedError"]
 
 _N_MONITOR = 1000          # rows of training (and held-out) data used for the per-epoch monitors
-_MAX_ABS_WEIGHT = 1e3      # |W| beyond this means training blew up, even if everything is still finite
 _SIGMA_BOUNDS = (0.1, 10.0)
 _CHUNK = 1 << 16           # rows per chunk in transform / scoring
 
 
-class TrainingDivergedError(FloatingPointError):
-    """RBM training produced non-finite or exploding parameters; the message says which setting to change."""
-
-
-# ---- helpers shared with dbn.py ------------------------------------------------------------------------------
-
-def resolve_dtype(dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype) and dtype in (torch.float32, torch.float64):
-        return dtype
-    if isinstance(dtype, str) and dtype.replace("torch.", "") in ("float32", "float64"):
-        return getattr(torch, dtype.replace("torch.", ""))
-    raise ValueError(f"dtype must be 'float32' or 'float64' (or the torch dtypes), got {dtype!r}")
-
-
-def resolve_device(device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r} ({e})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but CUDA is not available; use device='cpu'")
-    return dev
-
-
-def draw_seed(random_state) -> int:
-    """A 63-bit seed: the int itself, or one drawn from a RandomState / fresh entropy (None)."""
-    if isinstance(random_state, Integral) and not isinstance(random_state, bool):
-        return int(random_state) & ((1 << 63) - 1)
-    return int(check_random_state(random_state).randint(0, 2**31 - 1))
-
-
-def make_generator(seed: int, device: torch.device) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed)
-
-
-def check_in(name, value, options):
-    if value not in options:
-        raise ValueError(f"{name} must be one of {options}, got {value!r}")
-
-
-def check_number(name, value, low=None, high=None, integer=False, low_open=False, allow_none=False):
-    if value is None and allow_none:
-        return
-    kind = Integral if integer else Real
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise ValueError(f"{name} must be {'an int' if integer else 'a number'}, got {value!r}")
-    if low is not None and (value <= low if low_open else value < low):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
-    if high is not None and value > high:
-        raise ValueError(f"{name} must be <= {high}, got {value!r}")
-
-
-def to_tensor(X: np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    # copy when the array is read-only (memmaps): torch must not alias memory it may not write
-    X = np.ascontiguousarray(X, dtype=np.float32 if dtype == torch.float32 else np.float64)
-    if not X.flags.writeable:
-        X = X.copy()
-    return torch.from_numpy(X).to(device)
-
-
-def generator_to_state(g: torch.Generator | None):
-    return None if g is None else ("torch.Generator", str(g.device), g.get_state())
-
-
-def generator_from_state(s) -> torch.Generator | None:
-    if s is None:
-        return None
-    g = torch.Generator(device=s[1])
-    g.set_state(s[2])
-    return g
-
-
-def split_indices(n: int, fraction, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, held-out) row indices; the split depends only on the seed so a resumed fit sees the same split."""
-    g = torch.Generator().manual_seed(seed + 2)
-    perm = torch.randperm(n, generator=g)
-    n_valid = 0
-    if fraction:
-        n_valid = int(round(fraction * n))
-        n_valid = min(max(n_valid, 1), n - 1) if n >= 2 else 0
-    return perm[n_valid:], perm[:n_valid]
-
-
-class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
     """Restricted Boltzmann machine with Bernoulli hidden units and Bernoulli or Gaussian visible units.
 
     Training: CD-k (``persistent=False``), PCD-k (``persistent=True``, ``n_chains`` fantasy particles) or fast PCD
@@ -174,30 +83,36 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
 
     # ---- parameters ---------------------------------------------------------------------------------------
 
-    def _check_params(self):
-        check_number("n_components", self.n_components, 1, integer=True)
-        check_number("learning_rate", self.learning_rate, 0)
-        check_number("batch_size", self.batch_size, 1, integer=True)
-        check_number("n_iter", self.n_iter, 0, integer=True)
-        check_in("visible", self.visible, ops.VISIBLE_TYPES)
-        check_number("k", self.k, 1, integer=True)
-        if self.persistent not in (False, True, "fast"):
-            raise ValueError(f"persistent must be False (CD-k), True (PCD-k) or 'fast' (fast PCD), "
-                             f"got {self.persistent!r}")
-        check_number("n_chains", self.n_chains, 1, integer=True, allow_none=True)
-        check_number("momentum", self.momentum, 0, 0.999999)
-        check_number("weight_decay", self.weight_decay, 0)
-        check_number("sparsity_target", self.sparsity_target, 0, 1, allow_none=True)
-        check_number("sparsity_cost", self.sparsity_cost, 0)
-        check_number("learning_rate_decay", self.learning_rate_decay, 0)
-        check_number("sigma_learning_rate", self.sigma_learning_rate, 0, allow_none=True)
-        check_number("fast_learning_rate", self.fast_learning_rate, 0, allow_none=True)
-        check_number("fast_decay", self.fast_decay, 0, 1)
-        check_number("validation_fraction", self.validation_fraction, 0, 0.9, allow_none=True)
+    _parameter_constraints = {
+        **COMMON_CONSTRAINTS,
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="left")],
+        "visible": [StrOptions(set(ops.VISIBLE_TYPES))],
+        "k": [Interval(Integral, 1, None, closed="left")],
+        "persistent": ["boolean", StrOptions({"fast"})],
+        "n_chains": [Interval(Integral, 1, None, closed="left"), None],
+        "momentum": [Interval(Real, 0, 0.999999, closed="both")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "sparsity_target": [Interval(Real, 0, 1, closed="both"), None],
+        "sparsity_cost": [Interval(Real, 0, None, closed="left")],
+        "learning_rate_decay": [Interval(Real, 0, None, closed="left")],
+        "learn_sigma": ["boolean"],
+        "sigma_learning_rate": [Interval(Real, 0, None, closed="left"), None],
+        "standardize": ["boolean"],
+        "fast_learning_rate": [Interval(Real, 0, None, closed="left"), None],
+        "fast_decay": [Interval(Real, 0, 1, closed="both")],
+        "monitor": ["boolean"],
+    }
+    _structural_params = ("visible", "n_components", "persistent", "learn_sigma", "standardize")
+    _progress_keys = ("recon_error", "pseudo_likelihood", "free_energy_gap")
+    _loss_name = "the reconstruction error"
+    _weights = ("_W", "weights")
+    _STATE_TENSORS = ("_W", "_b", "_c", "_W_vel", "_b_vel", "_c_vel", "_base_b", "_log_sigma", "_chains",
+                      "_W_fast", "_b_fast", "_c_fast")
+
+    def _check_combinations(self):
         if self.learn_sigma and self.visible != "gaussian":
             raise ValueError("learn_sigma=True needs visible='gaussian' (Bernoulli units have no sigma)")
-        self._device = resolve_device(self.device)
-        self._dtype = resolve_dtype(self.dtype)
 
     @property
     def _gaussian(self) -> bool:
@@ -234,11 +149,6 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
     def _n_features_out(self):
         return self.n_components
 
-    def _require_fitted(self):
-        if "_W" not in self.__dict__:
-            from sklearn.exceptions import NotFittedError
-            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet; call fit first.")
-
     def __sklearn_is_fitted__(self):
         return "_W" in self.__dict__
 
@@ -250,23 +160,6 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
     def _sigma(self) -> torch.Tensor | None:
         ls = self.__dict__.get("_log_sigma")
         return None if ls is None else ls.exp()
-
-    # ---- pickling: torch.Generator objects do not pickle, their states do -------------------------------------
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state = dict(state)
-        for name in ("_rng", "_shuffle_rng"):
-            if isinstance(state.get(name), torch.Generator):
-                state[name] = generator_to_state(state[name])
-        return state
-
-    def __setstate__(self, state):
-        state = dict(state)
-        for name in ("_rng", "_shuffle_rng"):
-            if isinstance(state.get(name), tuple):
-                state[name] = generator_from_state(state[name])
-        super().__setstate__(state)
 
     # ---- data --------------------------------------------------------------------------------------------
 
@@ -282,9 +175,7 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
 
     def _initialize(self, X: np.ndarray):
         V, H = X.shape[1], self.n_components
-        self._seed = draw_seed(self.random_state)
-        self._rng = make_generator(self._seed, self._device)
-        self._shuffle_rng = torch.Generator().manual_seed(self._seed + 1)
+        self._seed_generators()
         if self._gaussian and self.standardize:
             self.mean_ = X.mean(0, dtype=np.float64)
             scale = X.std(0, dtype=np.float64)
@@ -313,46 +204,13 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
             self._chains = Xt.index_select(0, idx).contiguous()
         if self.persistent == "fast":
             self._W_fast, self._b_fast, self._c_fast = (torch.zeros_like(t) for t in (self._W, self._b, self._c))
-        self.n_iter_ = 0
-        self.history_ = {}
+        self._reset_training()
         return Xt
 
     # ---- fitting -----------------------------------------------------------------------------------------
 
-    def fit(self, X, y=None, *, resume=None, checkpoint=None):
-        """Train for ``n_iter`` epochs (in total: a resumed fit runs only the epochs still missing).
-
-        resume: path of a checkpoint written by ``save`` or by ``checkpoint=`` to continue from; with the same data
-        and seed the result is bitwise identical to an uninterrupted fit. checkpoint: path to save to after every
-        epoch (atomically), so that an interrupted run can be resumed.
-        """
-        self._check_params()
-        X = _validate_data(self, X, dtype=(np.float64, np.float32), reset=True)
-        if resume is not None:
-            tensors, meta = load_state(resume)
-            saved = type(self)._params_from_meta(meta, resume)
-            self._check_resumable(saved, resume)
-            self._set_state(tensors, meta.get("state", {}), check_against=X.shape[1])
-        on_epoch = None if checkpoint is None else (lambda: self.save(checkpoint))
-        return self._fit_validated(X, resume is not None, on_epoch)
-
-    _STRUCTURAL = ("visible", "n_components", "persistent", "learn_sigma", "standardize")
-
-    def _check_resumable(self, saved: dict, where):
-        for name in self._STRUCTURAL:
-            if saved.get(name) != getattr(self, name):
-                raise ValueError(f"resume: the checkpoint {str(where)!r} was trained with {name}="
-                                 f"{saved.get(name)!r} but this estimator has {name}={getattr(self, name)!r}")
-
-    def _fit_validated(self, X: np.ndarray, resumed: bool, on_epoch=None):
-        """Fit on validated X; ``resumed`` means the training state is already loaded. ``on_epoch()`` runs after
-        every epoch (checkpointing)."""
-        Xt = self._input(X) if resumed else self._initialize(X)
-        train_idx, valid_idx = split_indices(Xt.shape[0], self.validation_fraction, self._seed)
-        X_train = Xt if len(valid_idx) == 0 else Xt.index_select(0, train_idx.to(self._device))
-        X_valid = None if len(valid_idx) == 0 else Xt.index_select(0, valid_idx.to(self._device))
-        self._train(X_train, X_valid, self.n_iter - self.n_iter_, on_epoch)
-        return self
+    def _validate_input(self, X, reset: bool) -> np.ndarray:
+        return validate_data(self, X, dtype=(np.float64, np.float32), reset=reset)
 
     def partial_fit(self, X, y=None):
         """One epoch over X (in mini-batches), starting from the current parameters; the first call initialises
@@ -360,45 +218,24 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
         first = not self.__sklearn_is_fitted__()
         if first:
             self._check_params()
-        X = _validate_data(self, X, dtype=(np.float64, np.float32), reset=first)
+        X = self._validate_input(X, reset=first)
         Xt = self._initialize(X) if first else self._input(X)
-        self._train(Xt, None, 1, None)
+        self._run_epochs(Xt, None, 1)
         return self
 
-    def _lr(self, epoch: int) -> float:
+    def _learning_rate(self, epoch: int) -> float:
         return self.learning_rate / (1.0 + self.learning_rate_decay * epoch)
 
-    def _train(self, X: torch.Tensor, X_valid: torch.Tensor | None, n_epochs: int, on_epoch=None):
-        from tqdm.auto import tqdm
+    def _progress_desc(self) -> str:
+        return f"{type(self).__name__} {self.visible} {self._W.shape[0]}->{self.n_components}"
 
-        n, B = X.shape[0], self.batch_size
-        mon = X[: min(n, _N_MONITOR)]
-        epochs = tqdm(range(n_epochs), desc=f"{type(self).__name__} {self.visible} {X.shape[1]}->"
-                      f"{self.n_components}", disable=self.verbose < 1, leave=False, unit="epoch")
-        for _ in epochs:
-            epoch = self.n_iter_
-            lr = self._lr(epoch)
-            t0 = time.perf_counter()
-            perm = torch.randperm(n, generator=self._shuffle_rng).to(self._device)
-            total = torch.zeros((), dtype=self._dtype, device=self._device)
-            for idx in tqdm(torch.split(perm, B), disable=self.verbose < 2, leave=False, unit="batch"):
-                total.add_(self._batch_update(X.index_select(0, idx), lr, epoch), alpha=len(idx))
-            recon = float(total) / n
-            self._check_divergence(recon, epoch, lr)
-            self.n_iter_ = epoch + 1
-            rec = {"epoch": epoch + 1, "learning_rate": lr, "recon_error": recon}
-            if self.monitor:
-                rec.update(self._monitor(mon, X_valid))
-            if self.learn_sigma:
-                rec["sigma_mean"] = float(self._sigma().mean())
-            rec["time"] = time.perf_counter() - t0
-            for key, val in rec.items():
-                self.history_.setdefault(key, []).append(val)
-            if self.verbose:
-                epochs.set_postfix({k: f"{v:.4g}" for k, v in rec.items() if k in ("recon_error",
-                                    "pseudo_likelihood", "free_energy_gap")})
-            if on_epoch is not None:
-                on_epoch()
+    def _epoch_record(self, loss: float, lr: float, X: torch.Tensor, X_valid: torch.Tensor | None) -> dict:
+        rec = {"learning_rate": lr, "recon_error": loss}
+        if self.monitor:
+            rec.update(self._monitor(X[:_N_MONITOR], X_valid))
+        if self.learn_sigma:
+            rec["sigma_mean"] = float(self._sigma().mean())
+        return rec
 
     def _batch_update(self, v: torch.Tensor, lr: float, epoch: int) -> torch.Tensor:
         if self.persistent == "fast":
@@ -479,7 +316,7 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
             self._update_sigma(v, lr)
         return recon
 
-    def _diverged(self, epoch: int, lr: float, what: str) -> TrainingDivergedError:
+    def _divergence_advice(self, lr: float) -> list[str]:
         advice = ["lower learning_rate (now %.3g)" % lr]
         if self._gaussian:
             advice.append("Gaussian visible units usually need learning_rate <= 0.01")
@@ -490,15 +327,7 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
         advice.append("add weight_decay (e.g. 1e-4)")
         if self.momentum > 0.5:
             advice.append("lower momentum")
-        return TrainingDivergedError(f"{type(self).__name__} training diverged in epoch {epoch + 1}: {what}. "
-                                     f"Try to: {'; '.join(advice)}.")
-
-    def _check_divergence(self, recon: float, epoch: int, lr: float):
-        if not math.isfinite(recon):
-            raise self._diverged(epoch, lr, f"the reconstruction error is {recon}")
-        wmax = float(self._W.abs().max())
-        if not math.isfinite(wmax) or wmax > _MAX_ABS_WEIGHT:
-            raise self._diverged(epoch, lr, f"the weights exploded (max |W| = {wmax:.3g} > {_MAX_ABS_WEIGHT:g})")
+        return advice
 
     # ---- monitoring --------------------------------------------------------------------------------------
 
@@ -549,7 +378,7 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
 
     def _checked_input(self, X):
         check_is_fitted(self)
-        X = _validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        X = self._validate_input(X, reset=False)
         return X, self._input(X)
 
     @torch.no_grad()
@@ -592,6 +421,25 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
             out = out * self.scale_ + self.mean_
         return out.astype(X.dtype, copy=False)
 
+    # ---- what a stack of RBMs (DBN, DBNClassifier) needs of a layer -----------------------------------------------
+
+    def _sample_hidden(self, v: torch.Tensor, generator: torch.Generator):
+        """(p(h | v), a sample of h) for standardised v."""
+        return ops.sample_hidden(v, self._W, self._c, self._sigma(), generator)
+
+    def _sample_visible(self, h: torch.Tensor, generator: torch.Generator):
+        """(E[v | h], a sample of v), in standardised units."""
+        return ops.sample_visible(h, self._W, self._b, self._sigma(), self.visible, generator)
+
+    def _unstandardize(self, x: np.ndarray) -> np.ndarray:
+        return x * self.scale_ + self.mean_ if self._gaussian and self.standardize else x
+
+    def _affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """p(h | v) = sigmoid(v @ weight.T + bias) for standardised v: (weight (H, V) with 1/sigma folded in,
+        bias (H,)), the initial weights of a fine-tuned network."""
+        s = self._sigma()
+        return (self._W if s is None else self._W / s.unsqueeze(1)).t(), self._c
+
     # ---- partition function and likelihood -------------------------------------------------------------------
 
     def ais_log_partition(self, n_chains=100, n_betas=10000, random_state=None) -> AISResult:
@@ -622,27 +470,19 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
 
     # ---- checkpoint state --------------------------------------------------------------------------------
 
-    _STATE_TENSORS = ("_W", "_b", "_c", "_W_vel", "_b_vel", "_c_vel", "_base_b", "_log_sigma", "_chains",
-                      "_W_fast", "_b_fast", "_c_fast")
-
     def _get_state(self):
         self._require_fitted()
-        tensors = {name[1:]: self.__dict__[name] for name in self._STATE_TENSORS
-                   if self.__dict__.get(name) is not None}
-        tensors["rng_state"] = self._rng.get_state()
-        tensors["shuffle_rng_state"] = self._shuffle_rng.get_state()
-        if self._gaussian and self.standardize:
-            tensors["mean_"] = torch.from_numpy(np.asarray(self.mean_, dtype=np.float64))
-            tensors["scale_"] = torch.from_numpy(np.asarray(self.scale_, dtype=np.float64))
-        state = {"n_iter_": self.n_iter_, "seed": self._seed, "n_features_in_": self.n_features_in_,
-                 "history_": self.history_, "rng_device": str(self._rng.device)}
-        return tensors, state
+        state = {"seed": self._seed, "n_features_in_": self.n_features_in_, "rng_device": str(self._rng.device),
+                 **self._training_state()}
+        return self._state_tensors(), state
 
-    def _set_state(self, tensors: dict, state: dict, check_against: int | None = None):
+    def _set_state(self, tensors: dict, state: dict, check_against=None):
+        """Restore a checkpoint's state; ``check_against``: the (validated) X a resumed fit continues on."""
         self._check_params()
         V = int(state["n_features_in_"])
-        if check_against is not None and check_against != V:
-            raise ValueError(f"resume: the checkpoint was trained on {V} features but X has {check_against}")
+        if check_against is not None and check_against.shape[1] != V:
+            raise ValueError(f"resume: the checkpoint was trained on {V} features but X has "
+                             f"{check_against.shape[1]}")
         needs = {"W", "b", "c", "W_vel", "b_vel", "c_vel", "base_b", "rng_state", "shuffle_rng_state"}
         needs |= {"mean_", "scale_"} if self._gaussian and self.standardize else set()
         needs |= {"chains"} if self.persistent else set()
@@ -662,17 +502,6 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
             if name in tensors and tuple(tensors[name].shape) != shape:
                 raise ValueError(f"checkpoint tensor {name!r} has shape {tuple(tensors[name].shape)}, but "
                                  f"n_components={H} and {V} features need {shape}")
-        for name in self._STATE_TENSORS:
-            t = tensors.get(name[1:])
-            self.__dict__[name] = None if t is None else t.to(device=self._device, dtype=self._dtype).contiguous()
-        self._seed = int(state["seed"])
-        self._rng = torch.Generator(device=self._device)
-        self._rng.set_state(tensors["rng_state"])
-        self._shuffle_rng = torch.Generator()
-        self._shuffle_rng.set_state(tensors["shuffle_rng_state"])
-        if self._gaussian and self.standardize:
-            self.mean_ = tensors["mean_"].double().numpy()
-            self.scale_ = tensors["scale_"].double().numpy()
+        self._load_state_tensors(tensors, state["seed"])
         self.n_features_in_ = V
-        self.n_iter_ = int(state["n_iter_"])
-        self.history_ = {k: list(v) for k, v in state.get("history_", {}).items()}
+        self._restore_training_state(state)

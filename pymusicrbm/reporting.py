@@ -1,5 +1,6 @@
-"""Shared pieces of every study's output: the output folder, ``results.json`` (written atomically), metric
-summaries over folds, Markdown tables and the plots people would rather see than read."""
+"""Shared pieces of every study's output: the output folder, ``results.json`` (written atomically), metrics and
+their summaries over folds, paired comparisons against a baseline (per-fold differences, McNemar's exact test,
+bootstrap intervals over clips) and Markdown tables. Figures live in :mod:`pymusicrbm.plots`."""
 from __future__ import annotations
 
 import json
@@ -58,8 +59,10 @@ def read_json(path):
 
 
 def summarize(values: Sequence[float]) -> dict:
-    """``{"mean", "std", "folds"}`` of one metric over folds."""
+    """``{"mean", "std", "folds"}`` of one metric over folds (std: population std over the folds; 0 for one)."""
     v = np.asarray(values, dtype=float)
+    if v.ndim != 1 or v.size == 0:
+        raise ValueError(f"summarize: values must be a non-empty 1-D sequence, got shape {v.shape}")
     return {"mean": float(v.mean()), "std": float(v.std()), "folds": v.tolist()}
 
 
@@ -79,15 +82,70 @@ def classification_metrics(y_true, y_pred, classes: Sequence[str]) -> dict:
     }
 
 
-def vote(groups, scores) -> tuple[np.ndarray, np.ndarray]:
-    """Clip-level decision from window/frame scores: mean of the scores (probabilities or votes) of each clip.
+def macro_f1(y_true, y_pred, n_classes: int) -> float:
+    """Macro F1 over ``n_classes`` labels (a class with no true and no predicted clip scores 0, as sklearn's
+    ``zero_division=0``); numpy only, so the bootstrap can call it a thousand times."""
+    y_true, y_pred = np.asarray(y_true, int), np.asarray(y_pred, int)
+    tp = np.bincount(y_true[y_true == y_pred], minlength=n_classes)[:n_classes]
+    denom = np.bincount(y_true, minlength=n_classes)[:n_classes] + np.bincount(y_pred, minlength=n_classes)[:n_classes]
+    return float(np.mean(np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)))
 
-    groups: (n,) clip index of each row; scores: (n, n_classes). Returns (clip ids, argmax class per clip)."""
-    groups = np.asarray(groups)
-    ids, inv = np.unique(groups, return_inverse=True)
-    sums = np.zeros((len(ids), scores.shape[1]))
-    np.add.at(sums, inv, scores)
-    return ids, sums.argmax(1)
+
+# ------------------------------------------------------------------------------------------ paired comparisons
+def mcnemar(correct_a, correct_b) -> dict:
+    """McNemar's exact test of two classifiers on the same clips: ``b`` clips only A got right, ``c`` clips only B
+    got right; under "equally accurate" b ~ Binomial(b + c, 1/2). Returns ``{"b", "c", "p_value"}`` (two-sided;
+    1.0 when the two never disagree)."""
+    from scipy.stats import binomtest
+
+    a, bb = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    if a.shape != bb.shape or a.ndim != 1:
+        raise ValueError(f"mcnemar: correct_a and correct_b must be 1-D and of one length, got {a.shape} and "
+                         f"{bb.shape}")
+    b, c = int(np.sum(a & ~bb)), int(np.sum(~a & bb))
+    p = 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5).pvalue)
+    return {"b": b, "c": c, "p_value": p}
+
+
+def bootstrap_ci(statistic, n: int, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> list[float]:
+    """Percentile bootstrap interval of ``statistic(idx)`` over ``n`` clips resampled with replacement."""
+    rng = np.random.default_rng(seed)
+    values = [statistic(rng.integers(0, n, n)) for _ in range(n_boot)]
+    lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return [float(lo), float(hi)]
+
+
+def paired_comparison(model_folds: Sequence[dict], base_folds: Sequence[dict], metrics: Sequence[str],
+                      n_classes: int, bootstrap: bool = False, seed: int = 0) -> dict:
+    """Model against baseline on the same folds and clips.
+
+    Each fold is a dict with ``clip_ids``, ``clip_true``, ``clip_pred`` (and the per-fold ``metrics`` values
+    under ``"scores"``). Returns, per metric, the per-fold differences model - baseline as ``{"mean", "std",
+    "folds"}`` (with a bootstrap ``ci95`` over the clips when ``bootstrap``: one official split), and
+    ``mcnemar`` over every test clip of every fold."""
+    if len(model_folds) != len(base_folds):
+        raise ValueError(f"paired_comparison: {len(model_folds)} model folds but {len(base_folds)} baseline folds")
+    out, a_all, b_all, t_all, pa_all, pb_all = {}, [], [], [], [], []
+    for m, b in zip(model_folds, base_folds):
+        ids_m, ids_b = np.asarray(m["clip_ids"]), np.asarray(b["clip_ids"])
+        if set(ids_m.tolist()) != set(ids_b.tolist()):
+            raise ValueError("paired_comparison: model and baseline were tested on different clips")
+        order = np.argsort(ids_b)[np.searchsorted(np.sort(ids_b), ids_m)]  # baseline rows in the model's order
+        t = np.asarray(m["clip_true"])
+        pa, pb = np.asarray(m["clip_pred"]), np.asarray(b["clip_pred"])[order]
+        t_all.append(t), pa_all.append(pa), pb_all.append(pb)
+        a_all.append(pa == t), b_all.append(pb == t)
+    for metric in metrics:
+        out[metric] = summarize([m["scores"][metric] - b["scores"][metric] for m, b in zip(model_folds, base_folds)])
+    t, pa, pb = np.concatenate(t_all), np.concatenate(pa_all), np.concatenate(pb_all)
+    if bootstrap:
+        stats = {"clip_accuracy": lambda i: float(np.mean(pa[i] == t[i]) - np.mean(pb[i] == t[i])),
+                 "f1_macro": lambda i: macro_f1(t[i], pa[i], n_classes) - macro_f1(t[i], pb[i], n_classes)}
+        for metric in metrics:
+            if metric in stats:
+                out[metric]["ci95"] = bootstrap_ci(stats[metric], len(t), seed=seed)
+    out["mcnemar"] = mcnemar(np.concatenate(a_all), np.concatenate(b_all))
+    return out
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
@@ -98,61 +156,19 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
     return "\n".join(lines)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
-def plot_confusion(confusion, classes: Sequence[str], path, title: str = "confusion matrix") -> None:
-    plt = _pyplot()
-    cm = np.asarray(confusion, dtype=float)
-    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            if cm[i, j]:
-                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def pm(d: dict, digits: int = 3) -> str:
+    """``{"mean", "std"[, "ci95"]}`` -> "0.712 ± 0.031" (plus the interval when there is one)."""
+    s = f"{d['mean']:.{digits}f} ± {d['std']:.{digits}f}"
+    if "ci95" in d:
+        s += f" [{d['ci95'][0]:.{digits}f}, {d['ci95'][1]:.{digits}f}]"
+    return s
 
 
-def plot_tsne(X, y, classes: Sequence[str], path, title: str = "t-SNE", seed: int = 0, max_points: int = 2000) -> None:
-    """2-D t-SNE of feature rows coloured by class (subsampled to ``max_points``)."""
-    from sklearn.manifold import TSNE
-    from sklearn.preprocessing import StandardScaler
-
-    plt = _pyplot()
-    X, y = np.asarray(X, dtype=np.float64), np.asarray(y)
-    rng = np.random.default_rng(seed)
-    if len(X) > max_points:
-        keep = rng.choice(len(X), max_points, replace=False)
-        X, y = X[keep], y[keep]
-    X = StandardScaler().fit_transform(X)
-    emb = TSNE(n_components=2, perplexity=min(30.0, max(2.0, (len(X) - 1) / 3)), init="pca",
-               random_state=seed).fit_transform(X)
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
-    for k, name in enumerate(classes):
-        m = y == k
-        if m.any():
-            ax.scatter(emb[m, 0], emb[m, 1], s=8, color=cmap(k % cmap.N), label=name)
-    ax.legend(fontsize=7, markerscale=2, loc="best")
-    ax.set_title(title)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def signed(d: dict, digits: int = 3) -> str:
+    """A difference ``{"mean", "std"[, "ci95"]}`` -> "+0.040 ± 0.020"."""
+    s = f"{d['mean']:+.{digits}f} ± {d['std']:.{digits}f}"
+    if "ci95" in d:
+        s += f" [{d['ci95'][0]:+.{digits}f}, {d['ci95'][1]:+.{digits}f}]"
+    return s

@@ -1,6 +1,7 @@
-"""Convolutional RBM ops against a plain-PyTorch reference (F.conv2d / F.conv_transpose2d and an explicit pooling
-softmax) that consumes the same Philox streams (ops.philox_uniform_ / philox_normal_ with the same generator state,
-one draw per sampling phase), sampled statistics against probabilities, opcheck, gradcheck and every bad input."""
+"""Convolutional RBM ops against the plain-PyTorch reference in pymusicrbm._reference (F.conv2d /
+F.conv_transpose2d and an explicit pooling softmax) that consumes the same Philox streams (ops.philox_uniform_ /
+philox_normal_ with the same generator state, one draw per sampling phase), sampled statistics against
+probabilities, opcheck, gradcheck and every bad input."""
 import math
 
 import pytest
@@ -8,7 +9,10 @@ import torch
 import torch.nn.functional as F
 
 import pymusicrbm  # noqa: F401
+from pymusicrbm import _reference as reference
 from pymusicrbm import ops
+from pymusicrbm._reference import pool_blocks as blocks
+from _op_checks import assert_compiled_step_matches_eager
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DTYPES = [torch.float32, torch.float64]
@@ -32,83 +36,6 @@ def problem(B, C, K, fh, fw, hh, wh, device, dtype, seed=0, scale=0.5, gaussian=
     return [t.to(device, dtype) for t in (v, W, b, c, sigma)]
 
 
-# ---- the reference ---------------------------------------------------------------------------------------------
-
-def blocks(t, p):
-    """(B, K, H, W) -> (B, K, H/p, W/p, p*p): the units of each pooling block, in row-major order."""
-    B, K, H, W = t.shape
-    return t.reshape(B, K, H // p, p, W // p, p).permute(0, 1, 2, 4, 3, 5).reshape(B, K, H // p, W // p, p * p)
-
-
-def unblocks(t, p):
-    B, K, hp, wp, _ = t.shape
-    return t.reshape(B, K, hp, wp, p, p).permute(0, 1, 2, 4, 3, 5).reshape(B, K, hp * p, wp * p)
-
-
-def ref_energy(v, W, c, sigma=None):
-    x = v / sigma.view(1, -1, 1, 1) if sigma is not None else v
-    return F.conv2d(x, W, c)
-
-
-def ref_pool(e, p):
-    """Probabilistic max-pooling: softmax over each block's units plus an 'off' state of energy 0.
-    Returns (hidden probabilities, pooled probabilities, block probabilities (..., p*p))."""
-    eb = blocks(e, p)
-    sm = torch.softmax(torch.cat([eb, torch.zeros_like(eb[..., :1])], -1), -1)[..., :-1]
-    return unblocks(sm, p), sm.sum(-1), sm
-
-
-def ref_sample_hidden(e, p, g):
-    P, Q, sm = ref_pool(e, p)
-    u = ops.philox_uniform_(torch.empty_like(Q), g).unsqueeze(-1)
-    cum = sm.cumsum(-1)
-    on = (u >= cum - sm) & (u < cum)
-    return P, unblocks(on.to(e.dtype), p), Q
-
-
-def ref_visible(h, W, b, sigma, visible, g=None):
-    a = F.conv_transpose2d(h, W)
-    if visible == "bernoulli":
-        mean = torch.sigmoid(a + b.view(1, -1, 1, 1))
-        s = (ops.philox_uniform_(torch.empty_like(mean), g) < mean).to(mean.dtype) if g is not None else None
-    else:
-        sd = sigma.view(1, -1, 1, 1) if sigma is not None else 1.0
-        mean = b.view(1, -1, 1, 1) + sd * a
-        s = mean + sd * ops.philox_normal_(torch.empty_like(mean), g) if g is not None else None
-    return mean, s
-
-
-def ref_cd_step(W, b, c, W_vel, b_vel, c_vel, v, g, chains=None, sigma=None, visible="bernoulli", pool=1, k=1,
-                lr=0.01, momentum=0.0, weight_decay=0.0, sparsity_target=0.0, sparsity_cost=0.0):
-    """The CD-k / PCD-k step as documented, drawing in the op's order. Returns new (W, b, c, vels, chains, recon)."""
-    P0, H0, Q0 = ref_sample_hidden(ref_energy(v, W, c, sigma), pool, g)
-    if chains is None:
-        mean, vs = ref_visible(H0, W, b, sigma, visible, g)
-    else:
-        mean, _ = ref_visible(H0, W, b, sigma, visible)
-        _, h, _ = ref_sample_hidden(ref_energy(chains, W, c, sigma), pool, g)
-        _, vs = ref_visible(h, W, b, sigma, visible, g)
-    recon = F.mse_loss(mean, v)
-    for _ in range(1, k):
-        _, h, _ = ref_sample_hidden(ref_energy(vs, W, c, sigma), pool, g)
-        _, vs = ref_visible(h, W, b, sigma, visible, g)
-    Pk, _, _ = ref_pool(ref_energy(vs, W, c, sigma), pool)
-    s = sigma.view(1, -1, 1, 1) if sigma is not None else 1.0
-    B, N, L = v.shape[0], vs.shape[0], P0.shape[2] * P0.shape[3]
-    gW = torch.nn.grad.conv2d_weight(v / s, W.shape, P0) / (B * L) - \
-        torch.nn.grad.conv2d_weight(vs / s, W.shape, Pk) / (N * L)
-    gc = P0.sum((0, 2, 3)) / (B * L) - Pk.sum((0, 2, 3)) / (N * L)
-    if sparsity_cost > 0:
-        gc = gc + sparsity_cost * (sparsity_target - Q0.mean((0, 2, 3)))
-    gb = v.mean((0, 2, 3)) - vs.mean((0, 2, 3))
-    if sigma is not None:
-        gb = gb / sigma ** 2
-    uW = momentum * W_vel + lr * (gW - weight_decay * W)
-    ub = momentum * b_vel + lr * gb
-    uc = momentum * c_vel + lr * gc
-    return W + uW, b + ub, c + uc, uW, ub, uc, vs, recon
-
-
 # ---- hidden pass ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -122,7 +49,7 @@ def test_hidden_pass_matches_reference(device, dtype, pool, with_sigma):
     g = gen(device, 7)
     state = g.get_state()
     P, H, Q = ops.conv_sample_hidden(v, W, c, pool, sigma, generator=g)
-    Pr, Hr, Qr = ref_sample_hidden(ref_energy(v, W, c, sigma), pool, gen(device).set_state(state))
+    Pr, Hr, Qr = reference.conv_sample_hidden(v, W, c, pool, sigma, gen(device).set_state(state))
     torch.testing.assert_close(P, Pr, **TOL[dtype])
     torch.testing.assert_close(Q, Qr, **TOL[dtype])
     assert P.shape == H.shape == (3, 3, 12, 36) and Q.shape == (3, 3, 12 // pool, 36 // pool)
@@ -146,7 +73,7 @@ def test_hidden_pass_with_huge_energies(dtype, pool):
     g = gen("cpu", 3)
     state = g.get_state()
     P, H, Q = ops.conv_sample_hidden(v, W, c, pool, generator=g)
-    Pr, Hr, Qr = ref_sample_hidden(ref_energy(v, W, c), pool, gen("cpu").set_state(state))
+    Pr, Hr, Qr = reference.conv_sample_hidden(v, W, c, pool, generator=gen("cpu").set_state(state))
     assert torch.isfinite(P).all() and torch.isfinite(Q).all()
     torch.testing.assert_close(P, Pr, **TOL[dtype])
     torch.testing.assert_close(Q, Qr, **TOL[dtype])
@@ -200,7 +127,7 @@ def test_visible_pass_matches_reference(device, dtype, visible, with_sigma):
     g = gen(device, 5)
     state = g.get_state()
     mean, s = ops.conv_sample_visible(h, W, b, sigma, visible, generator=g)
-    mr, sr = ref_visible(h, W, b, sigma, visible, gen(device).set_state(state))
+    mr, sr = reference.conv_sample_visible(h, W, b, sigma, visible, gen(device).set_state(state))
     assert mean.shape == v.shape
     torch.testing.assert_close(mean, mr, **TOL[dtype])
     if visible == "bernoulli":
@@ -238,15 +165,15 @@ def test_cd_step_matches_reference(device, case):
     vels = [torch.randn_like(t) * 0.01 for t in (W, b, c)]
     g = gen(device, 4)
     state = g.get_state()
-    ref = ref_cd_step(W, b, c, *vels, v, gen(device).set_state(state), chains=chains, sigma=sigma, **hp)
+    ref = reference.conv_cd_step(W, b, c, *vels, v, chains, sigma, generator=gen(device).set_state(state), **hp)
     params = [t.clone() for t in (W, b, c, *vels)]
     ch = chains.clone() if chains is not None else None
     recon = ops.conv_cd_step_(*params, v, chains=ch, sigma=sigma, generator=g, **hp)
     for got, want in zip(params, ref[:6]):
         torch.testing.assert_close(got, want, **TOL[dtype])
-    torch.testing.assert_close(recon, ref[7], **TOL[dtype])
+    torch.testing.assert_close(recon, ref.recon, **TOL[dtype])
     if chains is not None:
-        torch.testing.assert_close(ch, ref[6], **TOL[dtype])
+        torch.testing.assert_close(ch, ref.chains, **TOL[dtype])
 
 
 def test_cd_step_float32_agrees_with_float64():
@@ -367,15 +294,7 @@ def test_training_step_compiles_fullgraph():
         mean, _ = ops.conv_sample_visible(P, W, b, None, "gaussian")
         return err, Q.amax((2, 3)), mean.mean()
 
-    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
-    args_c = [t.clone() for t in (W, b, c, *vels)]
-    args_e = [t.clone() for t in (W, b, c, *vels)]
-    torch.manual_seed(0)
-    out_c = compiled(*args_c, v)
-    torch.manual_seed(0)
-    out_e = step(*args_e, v)
-    for a, e in zip(list(out_c) + args_c, list(out_e) + args_e):
-        torch.testing.assert_close(a, e)
+    assert_compiled_step_matches_eager(step, (W, b, c, *vels), v)
 
 
 # ---- bad input -----------------------------------------------------------------------------------------------------

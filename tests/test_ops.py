@@ -1,5 +1,6 @@
 """Dense RBM ops against independent references: a pure-Python Philox (checked on Random123's known answers), a
-pure-PyTorch RBM that consumes the same random streams, exact enumeration, opcheck and gradcheck."""
+pure-PyTorch RBM (pymusicrbm._reference) that consumes the same random streams, exact enumeration, opcheck and
+gradcheck."""
 import itertools
 import math
 
@@ -7,10 +8,11 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
-import torch.nn.functional as F
 
 import pymusicrbm  # noqa: F401
+from pymusicrbm import _reference as reference
 from pymusicrbm import ops
+from _op_checks import assert_compiled_step_matches_eager
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DTYPES = [torch.float32, torch.float64]
@@ -146,54 +148,11 @@ def test_streams_depend_on_seed_only(device):
     assert torch.equal(d, ops.philox_uniform_(torch.empty(1000, device=device)))
 
 
-# ---- reference RBM in plain PyTorch, consuming the ops' random streams in the same order -----------------------
+# ---- against the plain-PyTorch reference (pymusicrbm._reference), which consumes the ops' random streams ---------
 
-class Ref:
-    def __init__(self, device, seed):
-        self.g = gen(device, seed)
-
-    def uniform(self, like):
-        return ops.philox_uniform_(torch.empty_like(like), self.g)
-
-    def normal(self, like):
-        return ops.philox_normal_(torch.empty_like(like), self.g)
-
-    def hidden(self, v, W, c, sigma, sample=True):
-        x = v / sigma if sigma is not None else v
-        p = torch.sigmoid(x @ W + c)
-        return p, ((self.uniform(p) < p).to(p.dtype) if sample else None)
-
-    def visible(self, h, W, b, sigma, visible, sample=True):
-        if visible == "bernoulli":
-            m = torch.sigmoid(h @ W.t() + b)
-            return m, ((self.uniform(m) < m).to(m.dtype) if sample else None)
-        s = sigma if sigma is not None else torch.ones_like(b)
-        m = b + s * (h @ W.t())
-        return m, (m + s * self.normal(m) if sample else None)
-
-    def cd_step(self, W, b, c, Wv, bv, cv, v, chains, sigma, visible, k, lr, momentum, wd, target, cost):
-        p0, h0 = self.hidden(v, W, c, sigma)
-        persistent = chains is not None
-        m1, vs = self.visible(h0, W, b, sigma, visible, sample=not persistent)
-        recon = F.mse_loss(m1, v)
-        if persistent:
-            _, h = self.hidden(chains, W, c, sigma)
-            _, vs = self.visible(h, W, b, sigma, visible)
-        pk, h = self.hidden(vs, W, c, sigma, sample=k > 1)
-        for t in range(1, k):
-            _, vs = self.visible(h, W, b, sigma, visible)
-            pk, h = self.hidden(vs, W, c, sigma, sample=t + 1 < k)
-        x0 = v / sigma if sigma is not None else v
-        xk = vs / sigma if sigma is not None else vs
-        gW = x0.t() @ p0 / len(v) - xk.t() @ pk / len(vs)
-        gb = x0.mean(0) - xk.mean(0)
-        if sigma is not None:
-            gb = gb / sigma
-        gc = p0.mean(0) - pk.mean(0) + cost * (target - p0.mean(0))
-        Wv = momentum * Wv + lr * (gW - wd * W)
-        bv = momentum * bv + lr * gb
-        cv = momentum * cv + lr * gc
-        return W + Wv, b + bv, c + cv, Wv, bv, cv, recon, vs
+def uniforms(like, g):
+    """The uniforms a Bernoulli phase drawing from generator ``g`` compares its probabilities with."""
+    return ops.philox_uniform_(torch.empty_like(like), g)
 
 
 def close_samples(a, b, p, u):
@@ -210,10 +169,9 @@ def test_sample_hidden_matches_reference(device, dtype, gaussian):
     W, b, c, sigma = rbm(37, 13, device, dtype, gaussian=gaussian)
     v = data(29, 37, device, dtype, gaussian=gaussian)
     p, h = ops.sample_hidden(v, W, c, sigma, gen(device, 3))
-    ref = Ref(device, 3)
-    p_ref, h_ref = ref.hidden(v, W, c, sigma)
+    p_ref, h_ref = reference.sample_hidden(v, W, c, sigma, gen(device, 3))
     torch.testing.assert_close(p, p_ref, **TOL[dtype])
-    close_samples(h, h_ref, p_ref, Ref(device, 3).uniform(p))
+    close_samples(h, h_ref, p_ref, uniforms(p, gen(device, 3)))
     assert set(h.unique().tolist()) <= {0.0, 1.0}
 
 
@@ -224,12 +182,12 @@ def test_sample_visible_matches_reference(device, dtype, visible):
     W, b, c, sigma = rbm(37, 13, device, dtype, gaussian=visible == "gaussian")
     h = data(29, 13, device, dtype)
     m, s = ops.sample_visible(h, W, b, sigma, visible, gen(device, 4))
-    m_ref, s_ref = Ref(device, 4).visible(h, W, b, sigma, visible)
+    m_ref, s_ref = reference.sample_visible(h, W, b, sigma, visible, gen(device, 4))
     torch.testing.assert_close(m, m_ref, **TOL[dtype])
     if visible == "gaussian":
         torch.testing.assert_close(s, s_ref, **TOL[dtype])
     else:
-        close_samples(s, s_ref, m_ref, Ref(device, 4).uniform(m))
+        close_samples(s, s_ref, m_ref, uniforms(m, gen(device, 4)))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -254,14 +212,15 @@ def test_free_energy_equals_enumeration_over_hidden_states(device, dtype):
     energy = -(v @ b)[:, None] - hs @ c - (v @ W) @ hs.t()          # E(v, h) for every h
     ref = -torch.logsumexp(-energy, dim=1)
     torch.testing.assert_close(ops.free_energy(v, W, b, c), ref, **TOL[dtype])
+    torch.testing.assert_close(reference.free_energy(v, W, b, c), ref, **TOL[dtype])  # the closed form agrees
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_gaussian_free_energy_matches_formula(device):
     W, b, c, sigma = rbm(9, 4, device, torch.float64, gaussian=True)
     v = data(5, 9, device, torch.float64, gaussian=True)
-    ref = ((v - b) ** 2 / (2 * sigma**2)).sum(1) - F.softplus((v / sigma) @ W + c).sum(1)
-    torch.testing.assert_close(ops.free_energy(v, W, b, c, sigma, "gaussian"), ref)
+    torch.testing.assert_close(ops.free_energy(v, W, b, c, sigma, "gaussian"),
+                               reference.free_energy(v, W, b, c, sigma, "gaussian"))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -306,15 +265,14 @@ def test_cd_step_matches_reference(device, dtype, case):
     for step in range(2):  # two steps: the second starts from updated parameters, velocities and chains
         recon = ops.cd_step_(*params, v, ch, sigma, case["visible"], case["k"], generator=gen(device, 20 + step),
                              **hp)
-        out = Ref(device, 20 + step).cd_step(W, b, c, *vels, v, chains, sigma, case["visible"], case["k"],
-                                             hp["lr"], hp["momentum"], hp["weight_decay"], hp["sparsity_target"],
-                                             hp["sparsity_cost"])
+        out = reference.cd_step(W, b, c, *vels, v, chains, sigma, case["visible"], case["k"],
+                                generator=gen(device, 20 + step), **hp)
         W, b, c, *vels = out[:6]
-        chains = out[7] if chains is not None else None
+        chains = out.chains if chains is not None else None
         tol = TOL[dtype] if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
         for got, want in zip(params, out[:6]):
             torch.testing.assert_close(got, want, **tol)
-        torch.testing.assert_close(recon, out[6], **tol)
+        torch.testing.assert_close(recon, out.recon, **tol)
         if ch is not None:
             torch.testing.assert_close(ch, chains, **tol)
 
@@ -410,15 +368,7 @@ def test_training_step_compiles_fullgraph(device):
         p, _ = ops.sample_hidden(v, W, c)
         return err, p.mean(), ops.free_energy(v, W, b, c).mean()
 
-    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
-    args_c = [t.clone() for t in (W, b, c, *vels)]
-    args_e = [t.clone() for t in (W, b, c, *vels)]
-    torch.manual_seed(0)
-    out_c = compiled(*args_c, v)
-    torch.manual_seed(0)
-    out_e = step(*args_e, v)
-    for a, e in zip(list(out_c) + args_c, list(out_e) + args_e):
-        torch.testing.assert_close(a, e)
+    assert_compiled_step_matches_eager(step, (W, b, c, *vels), v)
 
 
 # ---- bad input -----------------------------------------------------------------------------------------------------

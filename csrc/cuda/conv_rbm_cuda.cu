@@ -70,7 +70,7 @@ __global__ void pool_sample_kernel(T* e, T* h, T* q, int64_t n_pooled, int64_t H
           if (h) {  // row-major walk: unit on when cum_before <= u < cum_before + pr
             cum += pr;
             const bool hit = !on && u < cum;
-            h[eb - e + j] = hit ? T(1) : T(0);
+            h[eb - e + j] = (hit ? T(1) : T(0)) + (pr - pr);  // NaN p -> NaN sample
             on |= hit;
           }
         }
@@ -92,7 +92,7 @@ __global__ void bernoulli_visible_kernel(T* a, const T* b, T* s, int64_t n, int6
       if (i >= n) continue;
       const T mean = sigmoid(b[(i / HW) % C] + a[i]);
       a[i] = mean;
-      if (s) s[i] = to_uniform<T>(r.x[w]) < mean ? T(1) : T(0);
+      if (s) s[i] = (to_uniform<T>(r.x[w]) < mean ? T(1) : T(0)) + (mean - mean);
     }
   }
 }

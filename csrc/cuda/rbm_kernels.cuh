@@ -117,7 +117,7 @@ template <typename T> __global__ void sigmoid_sample_kernel(T* p, T* s, int64_t 
       if (i < n) {
         const T pr = sigmoid(p[i]);
         p[i] = pr;
-        s[i] = to_uniform<T>(r.x[w]) < pr ? T(1) : T(0);
+        s[i] = (to_uniform<T>(r.x[w]) < pr ? T(1) : T(0)) + (pr - pr);  // NaN p -> NaN sample
       }
     }
   }

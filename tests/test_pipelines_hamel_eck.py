@@ -1,11 +1,11 @@
-"""The Hamel & Eck pipeline and the pymusicrbm command, end to end on a tiny generated GTZAN-shaped set."""
+"""The Hamel & Eck pipeline end to end on a tiny synthetic set: the one results schema, report, plots, resume."""
 import json
 
 import numpy as np
 import pytest
 
-from pymusicrbm import cli, datasets
-from pymusicrbm.pipelines import hamel_eck
+from pymusicrbm import datasets
+from pymusicrbm.pipelines import classifiers, hamel_eck
 
 TINY = dict(folds=2, pretrain_epochs=2, pretrain_frames=5000, finetune_epochs=3, hidden=(16, 16), pca_components=16,
             window_seconds=2.0, n_jobs=1, verbose=0)
@@ -24,31 +24,43 @@ def tiny_run(tiny_set, tmp_path_factory):
 
 def test_windows_are_mean_and_variance_of_frame_runs():
     frames = np.random.default_rng(0).normal(size=(23, 3)).astype(np.float32)
-    w = hamel_eck.windows(frames, size=10, hop=5)
+    w = classifiers.windows(frames, size=10, hop=5)
     starts = [0, 5, 10]  # windows of 10 frames every 5 that fit in 23 frames
     assert w.shape == (len(starts), 6)
     for row, s in zip(w, starts):
         np.testing.assert_allclose(row[:3], frames[s:s + 10].mean(0), rtol=1e-5)
         np.testing.assert_allclose(row[3:], frames[s:s + 10].var(0), rtol=1e-5)
-    assert hamel_eck.windows(frames[:4], size=10, hop=5).shape == (1, 6)  # short clip: one window of all of it
-    assert [len(x) for x in hamel_eck.window_index([23, 4], 10, 5)] == [3, 1]
+    assert classifiers.windows(frames[:4], size=10, hop=5).shape == (1, 6)  # short clip: one window of all of it
+    assert [len(x) for x in classifiers.window_index([23, 4], 10, 5)] == [3, 1]
 
 
 def test_pipeline_writes_results_report_and_plots(tiny_run, tiny_set):
     out, res = tiny_run
     on_disk = json.loads((out / "results.json").read_text())
-    for key in ("clip_accuracy", "window_accuracy", "frame_accuracy", "per_class_f1", "baselines", "models"):
-        assert key in on_disk, key
-    assert set(on_disk["per_class_f1"]) == set(tiny_set.classes)
-    assert len(on_disk["clip_accuracy"]["folds"]) == 2
+    assert on_disk["study"] == "hamel_eck" and on_disk["headline"] == "dbn_svm"
+    assert set(on_disk["models"]) == {"dbn_svm", "dbn_pretrained_svm", "dbn_finetuned"}
+    assert set(on_disk["baselines"]) == {"mfcc_svm"}
+    head = on_disk["models"]["dbn_svm"]
+    for key in ("clip_accuracy", "window_accuracy", "f1_macro"):
+        assert set(head[key]) == {"mean", "std", "folds"} and len(head[key]["folds"]) == 2, key
+        assert np.isclose(head[key]["mean"], np.mean(head[key]["folds"]))
+    assert "frame_accuracy" in on_disk["models"]["dbn_finetuned"]
+    assert set(head["per_class_f1"]) == set(tiny_set.classes)
+    assert set(head["per_class_f1"]["rock"]) == {"mean", "std", "folds"}
+    # the paired block: per-fold differences against the baseline on the same folds
+    base = on_disk["baselines"]["mfcc_svm"]
+    diffs = np.subtract(head["clip_accuracy"]["folds"], base["clip_accuracy"]["folds"])
+    np.testing.assert_allclose(head["paired"]["clip_accuracy"]["folds"], diffs)
+    assert 0 <= head["paired"]["mcnemar"]["p_value"] <= 1
     # every clip is tested exactly once over the folds
-    confusion = np.asarray(on_disk["models"]["dbn_svm"]["confusion"])
-    assert confusion.sum() == len(tiny_set)
+    assert np.sum(head["confusion"]) == len(tiny_set) == np.sum(base["confusion"])
     for name in ("report.md", "confusion_dbn_svm.png", "tsne_dbn_windows.png", "first_layer_weights.png"):
         assert (out / name).stat().st_size > 0, name
+    report = (out / "report.md").read_text()
+    assert "Δ accuracy vs MFCC+SVM" in report and "McNemar" in report
     # far from a trained model's reach on 40 clips of 6 s, but a broken pipeline would sit at chance (0.1)
-    assert on_disk["clip_accuracy"]["mean"] > 0.2
-    assert on_disk["baselines"]["mfcc_svm"]["clip_accuracy"]["mean"] > 0.2
+    assert head["clip_accuracy"]["mean"] > 0.2
+    assert base["clip_accuracy"]["mean"] > 0.2
 
 
 def test_resume_reuses_finished_folds(tiny_run, tiny_set):
@@ -58,10 +70,12 @@ def test_resume_reuses_finished_folds(tiny_run, tiny_set):
     again = hamel_eck.run(tiny_set, out, resume=True, **TINY)
     assert fold1.stat().st_mtime_ns == before
     assert again["models"]["dbn_svm"]["clip_accuracy"] == res["models"]["dbn_svm"]["clip_accuracy"]
+    assert again["baselines"]["mfcc_svm"] == res["baselines"]["mfcc_svm"]
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(folds=1), "folds must be >= 2"),
+    (dict(folds=1), "folds must be an integer >= 2"),
+    (dict(split_files=["only_one.txt"]), "give train and test"),
     (dict(bogus=3), "unknown option"),
 ])
 def test_bad_options(tiny_set, tmp_path, kwargs, match):
@@ -79,24 +93,3 @@ def test_unwritable_output_folder(tiny_set, tmp_path):
     blocker.write_text("x")
     with pytest.raises(ValueError, match="not a writable folder"):
         hamel_eck.run(tiny_set, blocker / "out", **TINY)
-
-
-def test_cli_help_for_every_subcommand(capsys):
-    for sub in ("demo", "dbn", "convrbm", "vae", "features"):
-        with pytest.raises(SystemExit) as e:
-            cli.main([sub, "--help"])
-        assert e.value.code == 0
-        assert "usage: pymusicrbm" in capsys.readouterr().out
-
-
-def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
-    assert cli.main(["dbn", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("pymusicrbm dbn: error:") and "Traceback" not in err
-
-
-def test_cli_features_caches(tiny_set, tmp_path, capsys):
-    assert cli.main(["features", "--data", str(tiny_set.root), "--kind", "mfcc", "--cache-dir", str(tmp_path),
-                     "--jobs", "1"]) == 0
-    assert f"{len(tiny_set)} of {len(tiny_set)} clips" in capsys.readouterr().out
-    assert len(list((tmp_path / "mfcc").glob("*.npy"))) == len(tiny_set)

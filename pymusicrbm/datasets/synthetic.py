@@ -1,417 +1,25 @@
-"""Labelled audio datasets: GTZAN in its common layouts, class folders, CSV manifests, splits, and a synthetic set.
+"""The synthetic genre set: ten classes of generated music written in the GTZAN layout (the default data).
 
-- :func:`load_gtzan`, :func:`load_folder`, :func:`load_manifest`, :func:`load_dataset` (auto-detect) return an
-  :class:`AudioDataset` (paths, integer labels, class names). Clips whose header cannot be read (e.g. the corrupt
-  ``jazz.00054.wav`` of the Kaggle GTZAN copy) or that are empty are skipped and reported by name (an
-  :class:`~pymusicrbm.audio.AudioWarning` and ``dataset.skipped``); clips that fail later (silent, NaN) are
-  reported by :func:`pymusicrbm.audio.extract`. Bad datasets raise ValueError saying what was expected.
-- Splits are by clip, so frames or windows of one clip never straddle train and test: :func:`stratified_folds`,
-  :func:`train_valid_test_split`, and :func:`read_split_lists` for published split files such as the
-  "fault-filtered" GTZAN split of Kereliuk & Sturm (lines ``blues/blues.00012.au`` or ``blues.00012.au``).
-- :func:`make_synthetic_genres`: ten classes of generated music written in the GTZAN layout (the default data).
+:func:`make_synthetic_genres` writes ``root/genres/<genre>/<genre>.000NN.wav``; each clip is rendered by
+:func:`_synth_clip` from its parts (grid, harmony, lead, bass, chords, drums, recording), vectorised voices read from
+band-limited wavetables.
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
-import re
-import warnings
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from .audio import AUDIO_EXTENSIONS, SR, AudioError, AudioWarning, load_audio
+from ..audio import SR
+from .core import AudioDataset
+from .loaders import GTZAN_GENRES, _audio_files, load_gtzan
 
-__all__ = [
-    "GTZAN_GENRES", "AudioDataset", "load_gtzan", "load_folder", "load_manifest", "load_dataset",
-    "make_synthetic_genres", "stratified_folds", "train_valid_test_split", "read_split_lists",
-]
+__all__ = ["make_synthetic_genres"]
 
-GTZAN_GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")
-_GTZAN_STEM = re.compile(r"^(" + "|".join(GTZAN_GENRES) + r")\.\d+$", re.IGNORECASE)
-
-
-@dataclass
-class AudioDataset:
-    """Clips with integer labels. ``labels[i]`` indexes ``classes``; ``root`` is the folder the clip names are
-    relative to (for GTZAN the folder holding the genre folders); ``skipped`` lists ``(name, reason)`` of clips
-    left out because they could not be read."""
-
-    paths: list[Path]
-    labels: np.ndarray
-    classes: list[str]
-    root: Path
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-    def __post_init__(self):
-        self.paths = [Path(p) for p in self.paths]
-        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
-        self.classes = list(self.classes)
-        self.root = Path(self.root)
-        if len(self.paths) != len(self.labels):
-            raise ValueError(f"AudioDataset: {len(self.paths)} paths but {len(self.labels)} labels")
-        if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.classes)):
-            raise ValueError(f"AudioDataset: labels must lie in [0, {len(self.classes)}), got "
-                             f"[{self.labels.min()}, {self.labels.max()}]")
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __repr__(self) -> str:
-        return (f"AudioDataset({len(self)} clips, classes={self.classes}, root={str(self.root)!r}, "
-                f"skipped={len(self.skipped)})")
-
-    @property
-    def names(self) -> list[str]:
-        """Clip names: POSIX paths relative to ``root`` (e.g. ``blues/blues.00012.wav``), used in reports/splits."""
-        return [_rel_name(p, self.root) for p in self.paths]
-
-    def class_counts(self) -> np.ndarray:
-        return np.bincount(self.labels, minlength=len(self.classes))
-
-    def subset(self, indices) -> "AudioDataset":
-        """The clips at ``indices`` (same classes, root and skipped list)."""
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
-            raise ValueError(f"AudioDataset.subset: indices out of range for {len(self)} clips")
-        return AudioDataset([self.paths[i] for i in idx], self.labels[idx], list(self.classes), self.root,
-                            list(self.skipped))
-
-
-def _rel_name(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return path.as_posix()
-
-
-# ----------------------------------------------------------------------------------------------- discovery
-def _is_audio(p: Path) -> bool:
-    # Hidden files include macOS "._blues.00000.wav" resource forks, which are not audio.
-    return p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".") and p.is_file()
-
-
-def _audio_files(folder: Path, recursive: bool) -> list[Path]:
-    if recursive:
-        files = [p for p in folder.rglob("*")
-                 if _is_audio(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
-    else:
-        files = [p for p in folder.iterdir() if _is_audio(p)]
-    return sorted(files)
-
-
-def _subdirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _check_dir(root, fn: str) -> Path:
-    root = Path(root)
-    if not root.exists():
-        raise ValueError(f"{fn}: folder {str(root)!r} does not exist")
-    if not root.is_dir():
-        raise ValueError(f"{fn}: {str(root)!r} is not a folder")
-    if not any(root.iterdir()):
-        raise ValueError(f"{fn}: folder {str(root)!r} is empty")
-    return root
-
-
-def _probe(path: Path) -> str | None:
-    """Why ``path`` cannot be used, from its header (cheap), or None. Full decoding problems surface in extract."""
-    try:
-        if path.stat().st_size == 0:
-            return "zero-length file (0 bytes)"
-        info = sf.info(str(path))
-        return None if info.frames > 0 else "no audio samples"
-    except OSError as err:
-        return f"cannot read file: {err.strerror or err}"
-    except Exception:
-        pass
-    try:  # not a libsndfile format: let librosa/audioread decode a little of it
-        load_audio(path, duration=1.0)
-        return None
-    except AudioError as err:
-        return err.reason
-
-
-def _build(items: list[tuple[Path, str]], classes: list[str], root: Path, fn: str, check: bool,
-           skipped: list[tuple[str, str]] | None = None) -> AudioDataset:
-    skipped = list(skipped or [])
-    kept: list[tuple[Path, str]] = []
-    for path, label in items:
-        reason = _probe(path) if check else None
-        if reason is None:
-            kept.append((path, label))
-        else:
-            skipped.append((_rel_name(path, root), reason))
-    if skipped:
-        lines = "\n".join(f"  {name}: {reason}" for name, reason in skipped)
-        warnings.warn(f"{fn}: skipped {len(skipped)} unreadable clips:\n{lines}", AudioWarning, stacklevel=3)
-    present = [c for c in classes if any(lab == c for _, lab in kept)]
-    if not kept:
-        raise ValueError(f"{fn}: no readable audio clips under {str(root)!r}")
-    if len(present) < 2:
-        raise ValueError(f"{fn}: only one class ({present[0]!r}) with readable clips under {str(root)!r}; "
-                         f"classification needs at least two")
-    index = {c: i for i, c in enumerate(present)}
-    return AudioDataset([p for p, _ in kept], np.array([index[lab] for _, lab in kept], dtype=np.int64),
-                        present, root, skipped)
-
-
-def _find_gtzan(root: Path, strict: bool = False) -> tuple[Path, list[tuple[Path, str]]] | None:
-    """(folder, [(path, genre)]) for the first GTZAN layout found under ``root``, or None.
-
-    Tried in order: ``root/genres``, ``root/genres_original``, ``root/Data/genres_original``, ``root`` itself;
-    in each, genre folders (``blues/``, ...) else flat files named ``<genre>.000NN.<ext>``. ``strict`` (for
-    auto-detection) also requires that no other subfolder or file in that folder holds audio.
-    """
-    for cand in (root / "genres", root / "genres_original", root / "Data" / "genres_original", root):
-        if not cand.is_dir():
-            continue
-        items, other_audio = [], False
-        for sub in _subdirs(cand):
-            genre = sub.name.lower()
-            files = _audio_files(sub, recursive=True)
-            if genre in GTZAN_GENRES:
-                items += [(p, genre) for p in files]
-            elif files:
-                other_audio = True
-        if items:
-            if strict and other_audio:
-                return None
-            return cand, items
-        flat = _audio_files(cand, recursive=False)
-        items = [(p, _GTZAN_STEM.match(p.stem).group(1).lower()) for p in flat if _GTZAN_STEM.match(p.stem)]
-        if items:
-            if strict and (len(items) != len(flat) or other_audio):
-                return None
-            return cand, items
-    return None
-
-
-# ------------------------------------------------------------------------------------------------- loaders
-def load_gtzan(root, *, check: bool = True) -> AudioDataset:
-    """GTZAN (or any subset of its genres) under ``root``, in any common layout.
-
-    Layouts: ``genres/<genre>/<genre>.000NN.au|.wav`` (the original tarball), ``genres_original/`` and
-    ``Data/genres_original/`` (Kaggle), ``<root>/<genre>/...``, or a flat folder of ``<genre>.000NN.*`` files.
-    Classes are the genres present, in :data:`GTZAN_GENRES` order (all ten for the full set). With ``check``, each
-    clip's header is read and unreadable or empty clips are skipped and reported instead of failing later.
-    """
-    fn = "load_gtzan"
-    root = _check_dir(root, fn)
-    found = _find_gtzan(root)
-    if found is None:
-        raise ValueError(f"{fn}: no GTZAN clips under {str(root)!r}: expected genre folders "
-                         f"(genres/<genre>/<genre>.000NN.wav|.au, genres_original/, Data/genres_original/ or "
-                         f"<root>/<genre>/) or files named <genre>.000NN.<ext>, genres from {list(GTZAN_GENRES)}")
-    data_dir, items = found
-    return _build(items, list(GTZAN_GENRES), data_dir, fn, check)
-
-
-def load_folder(root, *, check: bool = True) -> AudioDataset:
-    """One subfolder per class (class names sorted), audio files anywhere inside each; ``root`` as in
-    :func:`load_gtzan`. Class folders without audio are left out with a warning."""
-    fn = "load_folder"
-    root = _check_dir(root, fn)
-    items, empty = [], []
-    for sub in _subdirs(root):
-        files = _audio_files(sub, recursive=True)
-        if files:
-            items += [(p, sub.name) for p in files]
-        else:
-            empty.append(sub.name)
-    if not items:
-        if _audio_files(root, recursive=False):
-            raise ValueError(f"{fn}: {str(root)!r} holds audio files but no class subfolders; expected one "
-                             f"subfolder per class (<root>/<class>/<clip>)")
-        raise ValueError(f"{fn}: no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) in the subfolders of "
-                         f"{str(root)!r}")
-    if empty:
-        warnings.warn(f"{fn}: class folders without audio left out: {empty}", AudioWarning, stacklevel=2)
-    return _build(items, sorted({lab for _, lab in items}), root, fn, check)
-
-
-def load_manifest(csv_path, *, check: bool = True) -> AudioDataset:
-    """A CSV file of ``path,label`` rows (an optional header ``path,label``; ``#`` comment lines); relative
-    paths are resolved against the CSV's folder, classes are the sorted label names."""
-    fn = "load_manifest"
-    csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise ValueError(f"{fn}: manifest {str(csv_path)!r} does not exist or is not a file")
-    root = csv_path.parent
-    items, missing, seen = [], [], set()
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        for lineno, row in enumerate(csv.reader(f), start=1):
-            row = [c.strip() for c in row]
-            if not any(row) or row[0].startswith("#"):
-                continue
-            if lineno == 1 and row[0].lower() in ("path", "file", "filename") and len(row) >= 2:
-                continue
-            if len(row) < 2 or not row[0] or not row[1]:
-                raise ValueError(f"{fn}: {csv_path}:{lineno}: expected 'path,label', got {row}")
-            path = Path(row[0]) if Path(row[0]).is_absolute() else root / row[0]
-            if path in seen:
-                raise ValueError(f"{fn}: {csv_path}:{lineno}: {row[0]!r} is listed twice")
-            seen.add(path)
-            if not path.is_file():
-                missing.append(row[0])
-            items.append((path, row[1]))
-    if missing:
-        raise ValueError(f"{fn}: {len(missing)} files listed in {csv_path} do not exist (relative paths are "
-                         f"resolved against {str(root)!r}): {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-    if not items:
-        raise ValueError(f"{fn}: manifest {str(csv_path)!r} lists no clips")
-    return _build(items, sorted({lab for _, lab in items}), root, fn, check)
-
-
-def load_dataset(path, *, check: bool = True) -> AudioDataset:
-    """Auto-detect: a file -> :func:`load_manifest` (CSV); a folder whose class folders (or file names) are all
-    GTZAN genres -> :func:`load_gtzan`; any other folder -> :func:`load_folder`."""
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"load_dataset: {str(path)!r} does not exist")
-    if path.is_file():
-        if path.suffix.lower() not in (".csv", ".txt", ".tsv"):
-            raise ValueError(f"load_dataset: {str(path)!r} is a file but not a CSV manifest (path,label); "
-                             f"pass a .csv manifest or a folder")
-        return load_manifest(path, check=check)
-    _check_dir(path, "load_dataset")
-    if _find_gtzan(path, strict=True) is not None:
-        return load_gtzan(path, check=check)
-    return load_folder(path, check=check)
-
-
-# ---------------------------------------------------------------------------------------------------- splits
-def _check_labels(labels, fn: str) -> np.ndarray:
-    y = np.asarray(labels).reshape(-1)
-    if y.size == 0:
-        raise ValueError(f"{fn}: labels is empty")
-    return y
-
-
-def stratified_folds(labels, n_folds: int = 5, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``n_folds`` (train_idx, test_idx) pairs of clip indices (shuffled ``StratifiedKFold``, seeded): every clip
-    is in exactly one test fold, and each fold holds each class in proportion (counts differ by at most one)."""
-    from sklearn.model_selection import StratifiedKFold
-
-    fn = "stratified_folds"
-    y = _check_labels(labels, fn)
-    if not (isinstance(n_folds, (int, np.integer)) and n_folds >= 2):
-        raise ValueError(f"{fn}: n_folds must be an integer >= 2, got {n_folds!r}")
-    classes, counts = np.unique(y, return_counts=True)
-    if counts.min() < n_folds:
-        raise ValueError(f"{fn}: class {classes[counts.argmin()]!r} has {counts.min()} clips, fewer than "
-                         f"n_folds={n_folds}; every class needs at least one clip per fold")
-    skf = StratifiedKFold(n_splits=int(n_folds), shuffle=True, random_state=seed)
-    return [(np.sort(tr), np.sort(te)) for tr, te in skf.split(np.zeros(len(y)), y)]
-
-
-def train_valid_test_split(labels, valid: float = 0.1, test: float = 0.2, seed: int = 0):
-    """Seeded stratified split of clip indices -> (train_idx, valid_idx, test_idx); ``valid=0`` gives an empty
-    validation set."""
-    from sklearn.model_selection import train_test_split
-
-    fn = "train_valid_test_split"
-    y = _check_labels(labels, fn)
-    for name, v in (("valid", valid), ("test", test)):
-        if not (0 <= v < 1):
-            raise ValueError(f"{fn}: {name} must be a fraction in [0, 1), got {v!r}")
-    if not test > 0 or valid + test >= 1:
-        raise ValueError(f"{fn}: need test > 0 and valid + test < 1, got valid={valid}, test={test}")
-    idx = np.arange(len(y))
-    n_classes = len(np.unique(y))
-    try:
-        rest, te = train_test_split(idx, test_size=test, stratify=y, random_state=seed)
-        if valid > 0:
-            tr, va = train_test_split(rest, test_size=valid / (1 - test), stratify=y[rest], random_state=seed)
-        else:
-            tr, va = rest, np.zeros(0, np.int64)
-    except ValueError as err:
-        raise ValueError(f"{fn}: cannot stratify {len(y)} clips of {n_classes} classes into valid={valid}, "
-                         f"test={test} (each part needs at least one clip per class): {err}") from None
-    return np.sort(tr), np.sort(va).astype(np.int64), np.sort(te)
-
-
-def _split_key(name: str) -> tuple[str, ...]:
-    """Lower-case path parts without the audio extension: 'blues/blues.00012.au' -> ('blues', 'blues.00012')."""
-    p = PurePosixPath(name.strip().replace("\\", "/"))
-    if p.suffix.lower() in AUDIO_EXTENSIONS:
-        p = p.with_suffix("")
-    return tuple(part.lower() for part in p.parts if part not in ("", ".", "/"))
-
-
-def _suffix_match(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
-    n = min(len(a), len(b))
-    return a[-n:] == b[-n:]
-
-
-def read_split_lists(dataset: AudioDataset, train_file, test_file, valid_file=None):
-    """Clip indices named by split files -> (train_idx, test_idx, valid_idx), in the order of the arguments
-    (``valid_idx`` is empty without ``valid_file``), each in file order.
-
-    Each non-empty, non-``#`` line names one clip by relative path or file name, e.g. ``blues/blues.00012.au`` or
-    ``blues.00012.au``; the extension is ignored (the .au lists of the original GTZAN match the Kaggle .wav
-    copy) and a line matches the clip whose path ends with it. ValueError for a missing file, an empty list, a
-    line that matches no clip (or several), or a clip in two lists; lines naming clips the loader skipped as
-    unreadable are dropped with a warning.
-    """
-    fn = "read_split_lists"
-    names = dataset.names
-    by_stem: dict[str, list[tuple[int, tuple[str, ...]]]] = {}
-    for i, name in enumerate(names):
-        key = _split_key(name)
-        by_stem.setdefault(key[-1], []).append((i, key))
-    skipped_keys = [_split_key(name) for name, _ in dataset.skipped]
-
-    def read(file, what: str) -> np.ndarray:
-        file = Path(file)
-        if not file.is_file():
-            raise ValueError(f"{fn}: {what} {str(file)!r} does not exist")
-        out, missing, dropped, seen = [], [], [], set()
-        for lineno, line in enumerate(file.read_text(encoding="utf-8-sig").splitlines(), start=1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            key = _split_key(line)
-            hits = [i for i, k in by_stem.get(key[-1], []) if _suffix_match(k, key)]
-            if len(hits) > 1:
-                raise ValueError(f"{fn}: {file}:{lineno}: {line!r} matches {len(hits)} clips "
-                                 f"({[names[i] for i in hits[:3]]}); give more of the path")
-            if not hits:
-                if any(_suffix_match(k, key) for k in skipped_keys):
-                    dropped.append(line)
-                else:
-                    missing.append(line)
-                continue
-            if hits[0] not in seen:
-                seen.add(hits[0])
-                out.append(hits[0])
-        if missing:
-            raise ValueError(f"{fn}: {what} {str(file)!r} names {len(missing)} clips that are not in the dataset "
-                             f"under {str(dataset.root)!r}: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-        if dropped:
-            warnings.warn(f"{fn}: {what} {file}: dropped {len(dropped)} clips skipped as unreadable: {dropped}",
-                          AudioWarning, stacklevel=3)
-        if not out:
-            raise ValueError(f"{fn}: {what} {str(file)!r} lists no usable clips")
-        return np.asarray(out, dtype=np.int64)
-
-    train = read(train_file, "train_file")
-    test = read(test_file, "test_file")
-    valid = read(valid_file, "valid_file") if valid_file is not None else np.zeros(0, np.int64)
-    for (a, na), (b, nb) in (((train, "train"), (test, "test")), ((train, "train"), (valid, "valid")),
-                             ((valid, "valid"), (test, "test"))):
-        both = np.intersect1d(a, b)
-        if both.size:
-            raise ValueError(f"{fn}: {both.size} clips are in both the {na} and {nb} lists, e.g. "
-                             f"{[names[i] for i in both[:3]]}")
-    return train, test, valid
-
-
-# ------------------------------------------------------------------------------------------ synthetic genres
 # Each genre is a distribution over arrangements: tempo range, swing, drum patterns (16 steps per bar, digit d =
 # hit probability d/9), instruments with weights, pitch ranges, note lengths (in 16th steps), bass and chord
 # figures, background noise and "recording" bandwidth. Neighbouring genres share tempi, instruments and figures,
@@ -723,62 +331,95 @@ def _place(out: np.ndarray, hit: np.ndarray, starts, vels) -> None:
             out[s:s + m] += v * hit[:m]
 
 
-def _synth_clip(genre: str, seconds: float, sr: int, rng) -> np.ndarray:
-    """One clip of ``genre`` as float32 in [-1, 1] (deterministic given ``rng``)."""
-    g = _GENRES[genre]
-    n = int(round(seconds * sr))
+@dataclass
+class _Clip:
+    """What the parts of one clip share: the genre, the 16th-note grid, the harmony, the rng and the mix.
+
+    The parts draw from ``rng`` in the order :func:`_synth_clip` calls them; changing that order (or any draw)
+    changes every clip, so bump :data:`_SYNTH_VERSION` (tests/test_datasets_synthetic.py pins the output).
+    """
+
+    g: dict
+    n: int  # samples
+    sr: int
+    rng: np.random.Generator
+    n_steps: int
+    step_at: np.ndarray  # sample index of every 16th-note step
+    steps: np.ndarray  # the steps a note may start on
+    key: int
+    harm: np.ndarray  # the harmony's scale: semitones of its 7 degrees
+    root_at: np.ndarray  # chord root degree at each step
+    drive: float
+    pos: np.ndarray = field(init=False)  # each step's position in its bar (0-15)
+    mix: np.ndarray = field(init=False)
+
+    def __post_init__(self):
+        self.pos = self.steps % 16
+        self.mix = np.zeros(self.n, dtype=np.float32)
+
+    def degree_midi(self, deg, base):
+        deg = np.asarray(deg)
+        return base + self.key + self.harm[deg % 7] + 12 * (deg // 7)
+
+    def add(self, stem, level_db):
+        peak = float(np.max(np.abs(stem)))
+        if peak > 0:
+            self.mix[:] += stem * np.float32(10 ** (level_db / 20) / peak)
+
+    def voice(self, on, end, hz, tables, which, inst, min_velocity, levels_db):
+        """Render notes (velocities drawn in [min_velocity, 1)) and mix them in at a level drawn from levels_db."""
+        stem = _render(self.n, self.sr, on, end, hz, self.rng.uniform(min_velocity, 1.0, len(on)), tables, which,
+                       inst, self.rng, self.drive)
+        self.add(stem, self.rng.uniform(*levels_db))
+
+
+def _fit_range(m, lo, hi):
+    """MIDI pitches moved by octaves into [lo, hi]."""
+    m = np.asarray(m)
+    return m - 12 * np.maximum(0, np.ceil((m - hi) / 12)) + 12 * np.maximum(0, np.ceil((lo - m) / 12))
+
+
+def _grid(g: dict, seconds: float, sr: int, rng) -> tuple[float, int, np.ndarray]:
+    """(tempo, number of steps, sample index of each step) of a 16th-note grid starting at a random phase; off-beat
+    8ths (and off 16ths, half as much) pushed late by the swing; timing jitter (rubato for classical)."""
     tempo = rng.uniform(*g["tempo"])
     beat = 60.0 / tempo
     n_steps = int(np.ceil(seconds / (beat / 4))) + 17
     k = np.arange(n_steps + 1)
     swing = rng.uniform(*g["swing"])
-    # 16th-note grid starting at a random phase; off-beat 8ths (and off 16ths, half as much) pushed late by the
-    # swing; timing jitter (rubato for classical).
     times = k * beat / 4 + swing * beat * ((k % 4 == 2) + 0.5 * (k % 2 == 1)) - rng.uniform(0, beat)
     times = times + rng.normal(0, g["jitter"], times.size)
-    step_at = np.round(times * sr).astype(np.int64)
-    steps = np.arange(n_steps - 16)
+    return tempo, n_steps, np.round(times * sr).astype(np.int64)
 
-    # Harmony: a progression of scale-degree roots, one chord per bar (per two bars when slow).
+
+def _harmony(g: dict, tempo: float, steps: np.ndarray, rng) -> tuple[int, np.ndarray, np.ndarray]:
+    """(key, harmony scale, chord root degree at each step): a progression of scale-degree roots, one chord per bar
+    (per two bars when slow)."""
     key = int(rng.integers(0, 12))
     harm = np.asarray(_SCALES[g["harmony"]])
     prog = np.asarray(g["progs"][rng.integers(len(g["progs"]))])
     bars_per_chord = 2 if tempo < 80 else 1
-    root_at = prog[(steps // (16 * bars_per_chord)) % len(prog)]  # chord root degree at each step
+    return key, harm, prog[(steps // (16 * bars_per_chord)) % len(prog)]
 
-    def degree_midi(deg, base):
-        deg = np.asarray(deg)
-        return base + key + harm[deg % 7] + 12 * (deg // 7)
 
-    def fit_range(m, lo, hi):
-        m = np.asarray(m)
-        return m - 12 * np.maximum(0, np.ceil((m - hi) / 12)) + 12 * np.maximum(0, np.ceil((lo - m) / 12))
-
-    mix = np.zeros(n, dtype=np.float32)
-
-    def add(stem, level_db):
-        peak = float(np.max(np.abs(stem)))
-        if peak > 0:
-            mix[:] += stem * np.float32(10 ** (level_db / 20) / peak)
-
-    drive = rng.uniform(*g["drive"])
-
-    # Lead melody: a random walk on the scale with leaps and rests (random draws made up front, in bulk).
+def _lead(c: _Clip) -> None:
+    """Lead melody: a random walk on the scale with leaps and rests (random draws made up front, in bulk)."""
+    g, rng = c.g, c.rng
     inst = _INSTRUMENTS[_choice(rng, g["lead"])]
     scale = np.asarray(_SCALES[g["scales"][rng.integers(len(g["scales"]))]])
     lo, hi = g["lead_range"]
     durs, dur_w = np.asarray(g["durs"][0]), np.asarray(g["durs"][1], dtype=np.float64)
     legato = rng.uniform(*g["legato"])
-    m_max = n_steps  # upper bound on the number of notes
+    m_max = c.n_steps  # upper bound on the number of notes
     d_draw = rng.choice(durs, m_max, p=dur_w / dur_w.sum())
     moves = rng.choice([-2, -1, 0, 1, 2, -4, 4], m_max, p=[.15, .28, .1, .28, .15, .02, .02])
     rests = rng.random(m_max) < g["rest"]
     restart = rng.integers(0, 2 * len(scale), m_max)
     on_steps, degs = [], []
     deg, s, j = int(rng.integers(0, 2 * len(scale))), 0, 0
-    base = 12 * ((lo + 5) // 12) + key
+    base = 12 * ((lo + 5) // 12) + c.key
     ns = len(scale)
-    while s < n_steps - 16:
+    while s < c.n_steps - 16:
         if not rests[j]:
             deg += int(moves[j])
             m = base + scale[deg % ns] + 12 * (deg // ns)
@@ -792,17 +433,18 @@ def _synth_clip(genre: str, seconds: float, sr: int, rng) -> np.ndarray:
         st = np.array(on_steps)
         degs = np.array(degs)
         pitch = base + scale[degs % ns] + 12 * (degs // ns)
-        on = step_at[st[:, 0]]
-        end = on + (legato * (step_at[st[:, 0] + st[:, 1]] - on)).astype(np.int64)
-        tables = _wavetable(_timbre(inst, rng), float(_midi_hz(pitch.max())), sr)[None]
-        add(_render(n, sr, on, end, _midi_hz(pitch), rng.uniform(0.6, 1.0, len(on)), tables,
-                    np.zeros(len(on), np.int32), inst, rng, drive), rng.uniform(-4, 0))
+        on = c.step_at[st[:, 0]]
+        end = on + (legato * (c.step_at[st[:, 0] + st[:, 1]] - on)).astype(np.int64)
+        tables = _wavetable(_timbre(inst, rng), float(_midi_hz(pitch.max())), c.sr)[None]
+        c.voice(on, end, _midi_hz(pitch), tables, np.zeros(len(on), np.int32), inst, 0.6, (-4, 0))
 
-    # Bass figure on the chord roots.
+
+def _bass(c: _Clip) -> None:
+    """Bass figure on the chord roots."""
+    g, rng, steps, pos = c.g, c.rng, c.steps, c.pos
     inst = _INSTRUMENTS[_choice(rng, g["bass_inst"])]
     blo, bhi = g["bass_range"]
     bbase = 12 * ((blo + 4) // 12)
-    pos = steps % 16
     fig = g["bass"]
     offset = np.zeros(steps.size, dtype=np.int64)
     octave = np.zeros(steps.size, dtype=np.int64)
@@ -824,66 +466,77 @@ def _synth_clip(genre: str, seconds: float, sr: int, rng) -> np.ndarray:
         offset = np.where(pos == 6, 4, 0)
     bs = steps[play]
     if bs.size:  # (a clip of a second or two may hold no bar start)
-        pitch = fit_range(degree_midi(root_at[play] + offset[play], bbase) + octave[play], blo, bhi)
-        on = step_at[bs]
-        end = on + (0.9 * (step_at[bs + d] - on)).astype(np.int64)
-        tables = _wavetable(_timbre(inst, rng), float(_midi_hz(pitch.max())), sr)[None]
-        add(_render(n, sr, on, end, _midi_hz(pitch), rng.uniform(0.7, 1.0, len(on)), tables,
-                    np.zeros(len(on), np.int32), inst, rng, drive), rng.uniform(-8, -3))
+        pitch = _fit_range(c.degree_midi(c.root_at[play] + offset[play], bbase) + octave[play], blo, bhi)
+        on = c.step_at[bs]
+        end = on + (0.9 * (c.step_at[bs + d] - on)).astype(np.int64)
+        tables = _wavetable(_timbre(inst, rng), float(_midi_hz(pitch.max())), c.sr)[None]
+        c.voice(on, end, _midi_hz(pitch), tables, np.zeros(len(on), np.int32), inst, 0.7, (-8, -3))
 
-    # Chords: one voice playing just-intonation chord waveforms, one table per chord quality.
+
+def _chords(c: _Clip) -> None:
+    """Chords: one voice playing just-intonation chord waveforms, one table per chord quality."""
+    g, rng, harm = c.g, c.rng, c.harm
     fig = g["chords"]
-    if fig is not None:
-        pattern = {"pad": [0], "strum": [0, 4, 8, 12], "stab": [2, 6, 10, 14, 3, 11],
-                   "skank": [4, 12] if rng.random() < 0.5 else [2, 6, 10, 14],
-                   "power": [0, 2, 4, 6, 8, 10, 12, 14]}.get(fig)
-        if fig == "comp":
-            pattern = rng.choice(16, 4, replace=False)
-        chord_len = {"pad": 16, "strum": 4, "skank": 1, "stab": 1, "power": 2, "comp": 2}[fig]
-        inst = _INSTRUMENTS[_choice(rng, g["chord_inst"])]
-        cs = steps[np.isin(pos, pattern)]
-        roots = root_at[np.isin(pos, pattern)]
-    if fig is not None and cs.size:
-        quals, which = [], []
-        for r in roots.tolist():
-            if fig == "power":
-                q = (7,)
-            else:
-                q = tuple(int((harm[(r + o) % 7] + 12 * ((r + o) // 7) - harm[r % 7] - 12 * (r // 7)) % 12)
-                          for o in ((2, 4, 6) if g["sevenths"] else (2, 4)))
-            if q not in quals:
-                quals.append(q)
-            which.append(quals.index(q))
-        cbase = 12 * ((lo - 3) // 12)
-        root_hz = _midi_hz(degree_midi(roots, cbase))
-        ratios = [_CHORD_RATIOS[q] for q in quals]
-        hz = root_hz / np.array([ratios[w][0] for w in which])
-        timbre = _timbre(inst, rng)
-        tables = np.stack([_wavetable(timbre, float(root_hz.max()), sr, r) for r in ratios])
-        on = step_at[cs]
-        end = on + (0.9 * (step_at[cs + chord_len] - on)).astype(np.int64)
-        add(_render(n, sr, on, end, hz, rng.uniform(0.6, 1.0, len(on)), tables, which, inst, rng, drive),
-            rng.uniform(-12, -6))
+    if fig is None:
+        return
+    # (the whole table is built, so the skank's coin is drawn for every genre with chords)
+    pattern = {"pad": [0], "strum": [0, 4, 8, 12], "stab": [2, 6, 10, 14, 3, 11],
+               "skank": [4, 12] if rng.random() < 0.5 else [2, 6, 10, 14],
+               "power": [0, 2, 4, 6, 8, 10, 12, 14]}.get(fig)
+    if fig == "comp":
+        pattern = rng.choice(16, 4, replace=False)
+    chord_len = {"pad": 16, "strum": 4, "skank": 1, "stab": 1, "power": 2, "comp": 2}[fig]
+    inst = _INSTRUMENTS[_choice(rng, g["chord_inst"])]
+    cs = c.steps[np.isin(c.pos, pattern)]
+    roots = c.root_at[np.isin(c.pos, pattern)]
+    if not cs.size:
+        return
+    quals, which = [], []
+    for r in roots.tolist():
+        if fig == "power":
+            q = (7,)
+        else:
+            q = tuple(int((harm[(r + o) % 7] + 12 * ((r + o) // 7) - harm[r % 7] - 12 * (r // 7)) % 12)
+                      for o in ((2, 4, 6) if g["sevenths"] else (2, 4)))
+        if q not in quals:
+            quals.append(q)
+        which.append(quals.index(q))
+    cbase = 12 * ((g["lead_range"][0] - 3) // 12)  # an octave or so under the lead
+    root_hz = _midi_hz(c.degree_midi(roots, cbase))
+    ratios = [_CHORD_RATIOS[q] for q in quals]
+    hz = root_hz / np.array([ratios[w][0] for w in which])
+    timbre = _timbre(inst, rng)
+    tables = np.stack([_wavetable(timbre, float(root_hz.max()), c.sr, r) for r in ratios])
+    on = c.step_at[cs]
+    end = on + (0.9 * (c.step_at[cs + chord_len] - on)).astype(np.int64)
+    c.voice(on, end, hz, tables, which, inst, 0.6, (-12, -6))
 
-    # Drums.
-    if g["kick"] is not None and rng.random() < g["drum_prob"]:
-        hat_kind = g["hats"][rng.integers(len(g["hats"]))]
-        hits = _drum_hits({"kick", g["snare_kind"], hat_kind}, sr, rng)
-        drums = np.zeros(n, dtype=np.float32)
-        for name, pat, gain in (("kick", g["kick"], 1.0), (g["snare_kind"], g["snare"], 0.8),
-                                (hat_kind, g["hat"], 0.5)):
-            prob = np.array([int(c) for c in pat], dtype=np.float64) / 9.0
-            idx = np.flatnonzero(rng.random(n_steps) < np.tile(prob, n_steps // 16 + 1)[:n_steps])
-            _place(drums, hits[name], step_at[idx], gain * rng.uniform(0.6, 1.0, idx.size))
-        add(drums, rng.uniform(-8, -2))
 
-    # Background noise, then a random "recording": low-pass bandwidth, high-band tilt and overall gain.
+def _drums(c: _Clip) -> None:
+    """Drums: kick, snare (or rim) and one hat/cymbal kind, each hit drawn with its pattern's probability."""
+    g, rng, n_steps = c.g, c.rng, c.n_steps
+    if g["kick"] is None or not rng.random() < g["drum_prob"]:
+        return
+    hat_kind = g["hats"][rng.integers(len(g["hats"]))]
+    hits = _drum_hits({"kick", g["snare_kind"], hat_kind}, c.sr, rng)
+    drums = np.zeros(c.n, dtype=np.float32)
+    for name, pat, gain in (("kick", g["kick"], 1.0), (g["snare_kind"], g["snare"], 0.8),
+                            (hat_kind, g["hat"], 0.5)):
+        prob = np.array([int(d) for d in pat], dtype=np.float64) / 9.0
+        idx = np.flatnonzero(rng.random(n_steps) < np.tile(prob, n_steps // 16 + 1)[:n_steps])
+        _place(drums, hits[name], c.step_at[idx], gain * rng.uniform(0.6, 1.0, idx.size))
+    c.add(drums, rng.uniform(-8, -2))
+
+
+def _record(c: _Clip) -> np.ndarray:
+    """Background noise, then a random "recording": low-pass bandwidth, high-band tilt and overall gain."""
     import scipy.signal
 
+    g, rng, sr, mix = c.g, c.rng, c.sr, c.mix
     colour, (nlo, nhi) = g["noise"]
-    bank = _noise_bank(colour if colour != "white" else "white", sr)
+    bank = _noise_bank(colour, sr)
     start = int(rng.integers(0, bank.size))
-    noise = np.resize(np.roll(bank, -start), n)
+    noise = np.resize(np.roll(bank, -start), c.n)
     rms_mix = float(np.sqrt(np.mean(mix ** 2))) or 1.0
     mix += noise * np.float32(rms_mix * 10 ** (rng.uniform(nlo, nhi) / 20))
     cutoff = np.exp(rng.uniform(*np.log(g["bandwidth"])))
@@ -892,6 +545,21 @@ def _synth_clip(genre: str, seconds: float, sr: int, rng) -> np.ndarray:
     mix = low + np.float32(10 ** (rng.uniform(-4, 2) / 20)) * (mix - low)
     mix *= np.float32(rng.uniform(0.3, 0.95) / (float(np.max(np.abs(mix))) or 1.0))
     return mix.astype(np.float32, copy=False)
+
+
+def _synth_clip(genre: str, seconds: float, sr: int, rng) -> np.ndarray:
+    """One clip of ``genre`` as float32 in [-1, 1] (deterministic given ``rng``)."""
+    g = _GENRES[genre]
+    tempo, n_steps, step_at = _grid(g, seconds, sr, rng)
+    steps = np.arange(n_steps - 16)
+    key, harm, root_at = _harmony(g, tempo, steps, rng)
+    c = _Clip(g, int(round(seconds * sr)), sr, rng, n_steps, step_at, steps, key, harm, root_at,
+              drive=rng.uniform(*g["drive"]))
+    _lead(c)
+    _bass(c)
+    _chords(c)
+    _drums(c)
+    return _record(c)
 
 
 def _synth_file(path: str, genre: str, seed: int, c: int, i: int, seconds: float, sr: int) -> None:

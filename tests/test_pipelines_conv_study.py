@@ -1,0 +1,87 @@
+"""The ConvRBM study end to end on the small synthetic set: k-fold tables in the one schema, the configuration
+chosen by inner CV on training clips only, the paired MFCC baseline, the report and figures."""
+import json
+
+import numpy as np
+import pytest
+
+from pymusicrbm.pipelines import conv_study
+
+TINY = dict(bins=(24, 32), seconds=3.0, n_filters=(6,), filter_shapes=((3, 3),), epochs=2, batch_size=8,
+            n_estimators=30, verbose=0, tsne=("global_max",), folds=2, inner_folds=2, n_jobs=1,
+            classifiers=("random_forest", "svm"))  # logistic regression: the slowest, covered by classifiers tests
+
+
+@pytest.fixture(scope="module")
+def study(synthetic_small, tmp_path_factory):
+    out = tmp_path_factory.mktemp("conv_out")
+    return out, conv_study.run(synthetic_small, out, compare_training=True, **TINY)
+
+
+def test_conv_study_end_to_end(study, synthetic_small):
+    out, res = study
+    on_disk = json.loads((out / "results.json").read_text())
+    classes = synthetic_small.classes
+    assert on_disk["study"] == "conv_study" and on_disk["headline"] == "convrbm"
+    assert on_disk["protocol"]["kind"] == "stratified_kfold" and on_disk["protocol"]["folds"] == 2
+    assert set(on_disk["tables"]) == {"24", "32"}
+    for bins in ("24", "32"):
+        assert set(on_disk["tables"][bins]) == set(conv_study.POOLINGS)
+        for pooling in conv_study.POOLINGS:
+            assert set(on_disk["tables"][bins][pooling]) == {"random_forest", "svm"}
+            for cell in on_disk["tables"][bins][pooling].values():
+                for metric in ("clip_accuracy", "f1_macro"):
+                    assert set(cell[metric]) >= {"mean", "std", "folds"} and len(cell[metric]["folds"]) == 2
+                    assert 0 <= cell[metric]["mean"] <= 1
+                assert set(cell["per_class_f1"]) == set(classes)
+                assert "paired" in cell and np.sum(cell["confusion"]) == len(synthetic_small)
+        assert on_disk["feature_sizes"][bins]["global_max"] == 6
+        assert on_disk["feature_sizes"][bins]["max_pooling"] == 6 * 16
+    # 10 classes: chance is 0.1; the learned features do better with at least one summary
+    assert max(on_disk["tables"][b][p]["random_forest"]["f1_macro"]["mean"] for b in ("24", "32")
+               for p in conv_study.POOLINGS) > 0.2
+    # the 2024 shortcut, trained on the same folds, is reported beside real CD
+    assert on_disk["comparison"]["training"] == "reconstruction"
+    assert set(on_disk["comparison"]["tables"]["32"]) == set(conv_study.POOLINGS)
+    assert len(on_disk["histories"]) == 4 and all(len(h) == 2 for h in on_disk["histories"].values())
+    report = (out / "report.md").read_text()
+    assert "Comparison: reconstruction training" in report
+    assert "| class | flatten | global_average | max_pooling | global_max | average_pooling |" in report
+    assert "**overall (macro F1)**" in report and "Δ macro F1 vs MFCC+SVM" in report
+    for f in ("loss_curves.png", "filters_24.png", "tsne_32_global_max.png", "confusion_convrbm.png",
+              "models/cd_24_fold0.safetensors", "folds/fold1/fold_results.json"):
+        assert (out / f).exists(), f
+
+
+def test_reported_configuration_is_chosen_on_training_clips(study):
+    """Each fold reports the configuration with the best inner-CV score, and its outer (test) score is that
+    configuration's cell on that fold: not the best of the test scores."""
+    out, res = study
+    for k, sel in enumerate(res["selection"]):
+        rec = json.loads((out / "folds" / f"fold{k}" / "fold_results.json").read_text())
+        inner = rec["inner_f1"]
+        best = max(v for b in inner.values() for p in b.values() for v in p.values())
+        assert sel["inner_f1"] == best == inner[sel["bins"]][sel["pooling"]][sel["classifier"]]
+        cell = res["tables"][sel["bins"]][sel["pooling"]][sel["classifier"]]
+        assert res["models"]["convrbm"]["f1_macro"]["folds"][k] == pytest.approx(cell["f1_macro"]["folds"][k])
+
+
+def test_unknown_option(synthetic_small, tmp_path):
+    with pytest.raises(ValueError, match="unknown option"):
+        conv_study.run(synthetic_small, tmp_path / "x", n_mels=64)
+    with pytest.raises(ValueError, match="inner_folds must be an integer >= 2"):
+        conv_study.run(synthetic_small, tmp_path / "x", inner_folds=1)
+
+
+def test_summarize_maps():
+    from pymusicrbm.pipelines.conv_study import POOLINGS, summarize_maps
+
+    F = np.random.default_rng(0).random((3, 4, 8, 12)).astype(np.float32)
+    s = summarize_maps(F, grid=(2, 3))
+    assert list(s) == list(POOLINGS)
+    np.testing.assert_allclose(s["global_max"], F.max((2, 3)))
+    np.testing.assert_allclose(s["global_average"], F.mean((2, 3)), rtol=1e-6)
+    np.testing.assert_allclose(s["max_pooling"].reshape(3, 4, 2, 3)[:, :, 1, 2], F[:, :, 4:, 8:].max((2, 3)))
+    np.testing.assert_allclose(s["average_pooling"].reshape(3, 4, 2, 3)[:, :, 0, 0], F[:, :, :4, :4].mean((2, 3)),
+                               rtol=1e-6)
+    assert s["flatten"].shape == (3, 4 * 8 * 12)

@@ -1,0 +1,93 @@
+"""The study contract (pipelines._study) and the shared classifiers: options, thread scope, folds and official
+splits, the results schema, voting."""
+import numpy as np
+import pytest
+import torch
+
+from pymusicrbm import datasets
+from pymusicrbm.pipelines import _study, classifiers
+
+DEFAULTS = dict(_study.COMMON, epochs=10)
+QUICK = dict(folds=2, epochs=1)
+
+
+def test_merge_options_layers_defaults_quick_and_given():
+    opts = _study.merge_options("s", DEFAULTS, QUICK, {"quick": True, "epochs": 3, "seed": None})
+    assert opts["folds"] == 2 and opts["epochs"] == 3 and opts["seed"] == 0  # None: the default
+    assert _study.merge_options("s", DEFAULTS, QUICK, {})["folds"] == 5
+    with pytest.raises(ValueError, match=r"s.run: unknown option\(s\) \['epoch'\]"):
+        _study.merge_options("s", DEFAULTS, QUICK, {"epoch": 3})
+    with pytest.raises(ValueError, match="folds must be an integer >= 2"):
+        _study.merge_options("s", DEFAULTS, QUICK, {"folds": 1})
+    with pytest.raises(ValueError, match="num_threads"):
+        _study.merge_options("s", DEFAULTS, QUICK, {"num_threads": 0})
+    # an official split replaces the folds
+    assert _study.merge_options("s", DEFAULTS, QUICK, {"folds": 1, "split_files": ["a", "b"]})["split_files"] == \
+        ["a", "b"]
+
+
+def test_thread_scope_restores_on_error():
+    n = torch.get_num_threads()
+    with pytest.raises(RuntimeError):
+        with _study.thread_scope(1):
+            assert torch.get_num_threads() == 1
+            raise RuntimeError
+    assert torch.get_num_threads() == n
+
+
+def test_folds_partition_the_usable_clips_and_the_official_split(synthetic_small, tmp_path):
+    ds = synthetic_small
+    usable = np.setdiff1d(np.arange(len(ds)), [0, 1])  # two skipped clips
+    splits, protocol = _study.make_splits(ds, usable, dict(DEFAULTS, folds=4))
+    assert protocol["kind"] == "stratified_kfold" and len(splits) == 4
+    tests = np.concatenate([te for _, te, _ in splits])
+    assert sorted(tests) == sorted(usable)  # each usable clip is tested exactly once, skipped ones never
+    for tr, te, va in splits:
+        assert not set(tr) & set(te) and len(va) == 0
+    names = np.asarray(ds.names)
+    for part, idx in (("train", usable[:40]), ("test", usable[40:60]), ("valid", usable[60:])):
+        (tmp_path / f"{part}.txt").write_text("\n".join(names[idx]))
+    files = [str(tmp_path / f"{p}.txt") for p in ("train", "test", "valid")]
+    (tr, te, va), = _study.make_splits(ds, usable, dict(DEFAULTS, split_files=files))[0]
+    assert sorted(te) == sorted(usable[40:60]) and sorted(va) == sorted(usable[60:])
+    assert sorted(tr) == sorted(np.concatenate([usable[:40], usable[60:]]))  # valid is part of train
+
+
+def test_results_schema_of_a_model():
+    classes = ["a", "b"]
+    folds = [{"clip_ids": [0, 1, 2], "clip_true": [0, 1, 1], "clip_pred": [0, 1, 0], "window_true": [0, 1],
+              "window_pred": [0, 0]},
+             {"clip_ids": [3, 4], "clip_true": [0, 1], "clip_pred": [0, 1], "window_true": [1], "window_pred": [1]}]
+    base = [{"clip_ids": [2, 1, 0], "clip_true": [1, 1, 0], "clip_pred": [1, 1, 0]},
+            {"clip_ids": [3, 4], "clip_true": [0, 1], "clip_pred": [1, 1]}]
+    e = _study.entry(folds, base, classes, bootstrap=False, seed=0)
+    assert e["clip_accuracy"]["folds"] == pytest.approx([2 / 3, 1.0])
+    assert e["window_accuracy"]["folds"] == pytest.approx([0.5, 1.0])
+    assert e["per_class_f1"]["a"]["folds"] == pytest.approx([2 / 3, 1.0])
+    assert e["confusion"] == [[2, 0], [1, 2]]
+    assert e["paired"]["baseline"] == "mfcc_svm"
+    assert e["paired"]["clip_accuracy"]["folds"] == pytest.approx([2 / 3 - 1.0, 1.0 - 0.5])
+    assert (e["paired"]["mcnemar"]["b"], e["paired"]["mcnemar"]["c"]) == (1, 1)
+
+
+def test_vote_and_window_scores():
+    ids, pred = classifiers.vote([5, 5, 5, 2], np.array([[1, 0, 0], [0, 1, 0], [0, 1, 0], [0, 0, 1]]))
+    assert ids.tolist() == [2, 5] and pred.tolist() == [2, 1]
+    X = np.r_[np.zeros((5, 2)), np.ones((5, 2))] + np.random.default_rng(0).normal(0, 0.1, (10, 2))
+    y = np.r_[np.zeros(5, int), np.full(5, 2)]  # class 1 absent from training
+    for model in (classifiers.make("logistic_regression").fit(X, y), classifiers.make("svm").fit(X, y)):
+        s = classifiers.window_scores(model, X, 3)
+        assert s.shape == (10, 3) and (s.argmax(1) == y).all()
+
+
+def test_classify_windows_votes_per_clip():
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(12), 4)
+    y = g % 3
+    X = y[:, None] + rng.normal(0, 0.3, (48, 3))
+    train, test = g < 9, g >= 9
+    r = classifiers.classify_windows("svm", (X[train], y[train], g[train]), (X[test], y[test], g[test]), 3)
+    assert r["clip_ids"].tolist() == [9, 10, 11] and r["clip_true"].tolist() == [0, 1, 2]
+    assert (r["clip_pred"] == r["clip_true"]).all() and set(r["params"]) == {"C", "gamma"}
+    with pytest.raises(ValueError, match="classifier must be one of"):
+        classifiers.make("tree")
