@@ -7,10 +7,14 @@ import math
 import time
 from numbers import Integral, Real
 
+import warnings
+
 import numpy as np
+import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import check_random_state
+from sklearn.utils.sparsefuncs import mean_variance_axis
 from sklearn.utils.validation import check_is_fitted
 
 from . import ops
@@ -29,6 +33,8 @@ _N_MONITOR = 1000          # rows of training (and held-out) data used for the p
 _MAX_ABS_WEIGHT = 1e3      # |W| beyond this means training blew up, even if everything is still finite
 _SIGMA_BOUNDS = (0.1, 10.0)
 _CHUNK = 1 << 16           # rows per chunk in transform / scoring
+_CHUNK_ELEMENTS = 1 << 22  # values per chunk when data are converted (densified, clipped, standardised)
+_ACCEPT_SPARSE = ("csr", "csc")  # other sparse formats (LIL, COO, ...) are converted to CSR by validation
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -37,12 +43,37 @@ class TrainingDivergedError(FloatingPointError):
 
 # ---- helpers shared with dbn.py ------------------------------------------------------------------------------
 
-def resolve_dtype(dtype) -> torch.dtype:
+def resolve_dtype(dtype) -> torch.dtype | None:
+    """The torch dtype of a ``dtype`` parameter; None (follow the input data) stays None."""
+    if dtype is None:
+        return None
     if isinstance(dtype, torch.dtype) and dtype in (torch.float32, torch.float64):
         return dtype
     if isinstance(dtype, str) and dtype.replace("torch.", "") in ("float32", "float64"):
         return getattr(torch, dtype.replace("torch.", ""))
-    raise ValueError(f"dtype must be 'float32' or 'float64' (or the torch dtypes), got {dtype!r}")
+    raise ValueError(f"dtype must be None (follow the input), 'float32' or 'float64' (or the torch dtypes), "
+                     f"got {dtype!r}")
+
+
+def input_dtype(X) -> torch.dtype:
+    """The compute dtype that follows the data (``dtype=None``): float32 stays float32, anything else is float64."""
+    return torch.float32 if X.dtype == np.float32 else torch.float64
+
+
+def numpy_dtype(dtype: torch.dtype):
+    return np.float32 if dtype == torch.float32 else np.float64
+
+
+def randn(shape, generator: torch.Generator, dtype: torch.dtype, device: torch.device, scale=1.0) -> torch.Tensor:
+    """``scale`` * standard normals, drawn and scaled in float64, then cast: one seed gives the same numbers (up to
+    rounding to float32) in float32 and float64."""
+    return torch.randn(shape, generator=generator, dtype=torch.float64, device=device).mul_(scale).to(dtype)
+
+
+def row_chunks(X, n_columns: int):
+    """Row slices of about ``_CHUNK_ELEMENTS`` values: bounded memory when X is densified or converted."""
+    rows = max(1, _CHUNK_ELEMENTS // max(1, n_columns))
+    return [slice(i, min(i + rows, X.shape[0])) for i in range(0, X.shape[0], rows)]
 
 
 def resolve_device(device) -> torch.device:
@@ -85,7 +116,7 @@ def check_number(name, value, low=None, high=None, integer=False, low_open=False
 
 def to_tensor(X: np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     # copy when the array is read-only (memmaps): torch must not alias memory it may not write
-    X = np.ascontiguousarray(X, dtype=np.float32 if dtype == torch.float32 else np.float64)
+    X = np.ascontiguousarray(X, dtype=numpy_dtype(dtype))
     if not X.flags.writeable:
         X = X.copy()
     return torch.from_numpy(X).to(device)
@@ -130,8 +161,14 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
 
     Parameters follow scikit-learn's ``BernoulliRBM`` where they overlap (``n_components``, ``learning_rate``,
     ``batch_size``, ``n_iter``, ``verbose``, ``random_state``). All sampling and shuffling draw from a private
-    ``torch.Generator`` seeded from ``random_state``, so a seed fixes the result. ``dtype`` is 'float32' or
-    'float64' (strings, so the defaults stay plain values for scikit-learn; torch dtypes are accepted too).
+    ``torch.Generator`` seeded from ``random_state``, so a seed fixes the result (and the same initial weights in
+    float32 and float64). ``dtype``: None (default) computes in the input's precision (float32 data -> float32,
+    anything else -> float64), 'float32' or 'float64' (or the torch dtypes) fix it. ``verbose=1`` prints a line
+    per epoch, as scikit-learn does; ``verbose=2`` adds a progress bar over the mini-batches.
+
+    Input: dense arrays or sparse matrices (CSR, CSC; other formats are converted), densified in chunks of rows.
+    Bernoulli visible units read X as probabilities of being on: values outside [0, 1] are clipped into it, with
+    a warning (scale X, e.g. with ``MinMaxScaler``, or use ``visible='gaussian'`` for real-valued data).
 
     Fitted attributes: ``components_`` (n_components, n_features), ``intercept_hidden_``, ``intercept_visible_``,
     ``sigma_`` (Gaussian), ``mean_``/``scale_`` (Gaussian, standardize), ``n_features_in_``, ``n_iter_`` (epochs
@@ -139,14 +176,15 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
     reconstruction during training, standardised units for Gaussian), ``pseudo_likelihood`` (Bernoulli; mean log
     pseudo-likelihood on up to 1000 training rows), and with ``validation_fraction``: ``free_energy_train``,
     ``free_energy_valid``, ``free_energy_gap`` (valid - train; growing = overfitting), ``pseudo_likelihood_valid``;
-    plus ``learning_rate``, ``time``, ``sigma_mean`` when learned).
+    plus ``learning_rate``, ``time``, ``sigma_mean`` when learned), ``h_samples_`` (persistent chains only: a
+    sample of the chains' hidden states, as scikit-learn's PCD).
     """
 
     def __init__(self, n_components=256, *, learning_rate=0.1, batch_size=10, n_iter=10, verbose=0,
                  random_state=None, visible="bernoulli", k=1, persistent=False, n_chains=None, momentum=0.5,
                  weight_decay=0.0, sparsity_target=None, sparsity_cost=0.1, learning_rate_decay=0.0,
                  learn_sigma=False, sigma_learning_rate=None, standardize=True, fast_learning_rate=None,
-                 fast_decay=0.95, validation_fraction=None, monitor=True, device="cpu", dtype="float32"):
+                 fast_decay=0.95, validation_fraction=None, monitor=True, device="cpu", dtype=None):
         self.n_components = n_components
         self.learning_rate = learning_rate
         self.batch_size = batch_size
@@ -197,7 +235,7 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
         if self.learn_sigma and self.visible != "gaussian":
             raise ValueError("learn_sigma=True needs visible='gaussian' (Bernoulli units have no sigma)")
         self._device = resolve_device(self.device)
-        self._dtype = resolve_dtype(self.dtype)
+        self._dtype = resolve_dtype(self.dtype)  # None: set from X by _initialize (or by a checkpoint)
 
     @property
     def _gaussian(self) -> bool:
@@ -245,7 +283,26 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        tags.input_tags.sparse = True
         return tags
+
+    @property
+    def h_samples_(self) -> np.ndarray:
+        """Hidden states of the persistent chains (``persistent=True`` or ``'fast'``), shape (n_chains,
+        n_components): a sample of p(h | chains) (on ``W + W_fast`` for fast PCD) from a generator seeded by the
+        model's seed and ``n_iter_``, so it is reproducible and leaves training's random stream alone. CD-k keeps
+        no chains, so the attribute does not exist then."""
+        self._require_fitted()
+        if self._chains is None:
+            raise AttributeError("h_samples_ exists only for persistent chains (persistent=True or 'fast'); "
+                                 "CD-k (persistent=False) keeps none")
+        W, c = self._W, self._c
+        if self.persistent == "fast":
+            W, c = W + self._W_fast, c + self._c_fast
+        seed = int(np.random.SeedSequence([self._seed, 4, self.n_iter_]).generate_state(1, np.uint64)[0] >> 1)
+        with torch.no_grad():
+            _, h = ops.sample_hidden(self._chains, W, c, self._sigma(), make_generator(seed, self._device))
+        return h.cpu().numpy()
 
     def _sigma(self) -> torch.Tensor | None:
         ls = self.__dict__.get("_log_sigma")
@@ -270,27 +327,73 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
 
     # ---- data --------------------------------------------------------------------------------------------
 
+    def _validate(self, X, reset: bool):
+        return _validate_data(self, X, dtype=(np.float64, np.float32), accept_sparse=_ACCEPT_SPARSE, reset=reset)
+
     def _input(self, X) -> torch.Tensor:
-        """Validated, standardised (Gaussian) data as a tensor of the model's dtype on its device."""
-        if self._gaussian and self.standardize:
-            # in the model's precision: a float64 copy of a large float32 data set would double its memory
-            dt = np.float32 if self._dtype == torch.float32 else np.float64
-            X = (np.asarray(X, dtype=dt) - self.mean_.astype(dt)) / self.scale_.astype(dt)
-        return to_tensor(X, self._dtype, self._device)
+        """Validated X (dense or sparse) as one tensor of the model's dtype on its device (see :meth:`_chunks`)."""
+        parts = self._chunks(X)
+        if len(parts) == 1 and not sp.issparse(X):
+            return parts[0][1]()
+        out = torch.empty(X.shape, dtype=self._dtype, device=self._device)
+        for rows, convert in parts:
+            out[rows] = convert()
+        return out
+
+    def _chunks(self, X) -> list:
+        """(rows, convert) pairs; ``convert()`` gives those rows of X as a tensor of the model's dtype on its
+        device: densified (sparse X), standardised (Gaussian units) or clipped to [0, 1] (Bernoulli units, with a
+        warning), in the model's precision (a float64 copy of a large float32 data set would double its memory).
+        Dense X that needs no conversion is one chunk, without a copy where its dtype is the model's."""
+        dt = numpy_dtype(self._dtype)
+        standardize = self._gaussian and self.standardize
+        clip = not self._gaussian and self._out_of_range(X)
+        if not (sp.issparse(X) or standardize or clip):
+            return [(slice(None), lambda: to_tensor(X, self._dtype, self._device))]
+        if sp.issparse(X) and X.format != "csr":
+            X = X.tocsr()  # row slices of CSR are cheap
+
+        def convert(rows):
+            x = X[rows]
+            x = x.toarray() if sp.issparse(x) else x
+            x = np.array(x, dtype=dt)  # a copy: X stays untouched
+            if standardize:
+                x -= self.mean_.astype(dt)
+                x /= self.scale_.astype(dt)
+            elif clip:
+                np.clip(x, 0.0, 1.0, out=x)
+            return torch.from_numpy(x).to(self._device)
+
+        return [(rows, lambda rows=rows: convert(rows)) for rows in row_chunks(X, X.shape[1])]
+
+    def _out_of_range(self, X) -> bool:
+        values = X.data if sp.issparse(X) else X
+        if values.size == 0 or (values.min() >= 0 and values.max() <= 1):
+            return False
+        warnings.warn(f"{type(self).__name__}: X has values outside [0, 1]; Bernoulli visible units read X as "
+                      "probabilities and clip it to [0, 1] (scale X into [0, 1], e.g. with MinMaxScaler, or use "
+                      "visible='gaussian' for real-valued data)", UserWarning, stacklevel=4)
+        return True
 
     # ---- initialisation ----------------------------------------------------------------------------------
 
-    def _initialize(self, X: np.ndarray):
+    def _initialize(self, X):
         V, H = X.shape[1], self.n_components
+        if self._dtype is None:
+            self._dtype = input_dtype(X)
         self._seed = draw_seed(self.random_state)
         self._rng = make_generator(self._seed, self._device)
         self._shuffle_rng = torch.Generator().manual_seed(self._seed + 1)
         if self._gaussian and self.standardize:
-            self.mean_ = X.mean(0, dtype=np.float64)
-            scale = X.std(0, dtype=np.float64)
+            if sp.issparse(X):
+                self.mean_, var = mean_variance_axis(X.astype(np.float64), axis=0)
+                scale = np.sqrt(var)
+            else:
+                self.mean_ = X.mean(0, dtype=np.float64)
+                scale = X.std(0, dtype=np.float64)
             self.scale_ = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(self.mean_)), scale, 1.0)
         opts = dict(dtype=self._dtype, device=self._device)
-        self._W = torch.randn(V, H, generator=self._rng, **opts).mul_(0.01)
+        self._W = randn((V, H), self._rng, scale=0.01, **opts)
         Xt = self._input(X)
         if self._gaussian:
             self._b = Xt.mean(0).contiguous()
@@ -327,7 +430,7 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
         epoch (atomically), so that an interrupted run can be resumed.
         """
         self._check_params()
-        X = _validate_data(self, X, dtype=(np.float64, np.float32), reset=True)
+        X = self._validate(X, reset=True)
         if resume is not None:
             tensors, meta = load_state(resume)
             saved = type(self)._params_from_meta(meta, resume)
@@ -360,7 +463,7 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
         first = not self.__sklearn_is_fitted__()
         if first:
             self._check_params()
-        X = _validate_data(self, X, dtype=(np.float64, np.float32), reset=first)
+        X = self._validate(X, reset=first)
         Xt = self._initialize(X) if first else self._input(X)
         self._train(Xt, None, 1, None)
         return self
@@ -373,9 +476,7 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
 
         n, B = X.shape[0], self.batch_size
         mon = X[: min(n, _N_MONITOR)]
-        epochs = tqdm(range(n_epochs), desc=f"{type(self).__name__} {self.visible} {X.shape[1]}->"
-                      f"{self.n_components}", disable=self.verbose < 1, leave=False, unit="epoch")
-        for _ in epochs:
+        for _ in range(n_epochs):
             epoch = self.n_iter_
             lr = self._lr(epoch)
             t0 = time.perf_counter()
@@ -395,10 +496,19 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
             for key, val in rec.items():
                 self.history_.setdefault(key, []).append(val)
             if self.verbose:
-                epochs.set_postfix({k: f"{v:.4g}" for k, v in rec.items() if k in ("recon_error",
-                                    "pseudo_likelihood", "free_energy_gap")})
+                print(self._epoch_line(rec, mon), flush=True)
             if on_epoch is not None:
                 on_epoch()
+
+    def _epoch_line(self, rec: dict, mon: torch.Tensor) -> str:
+        """scikit-learn's verbose line (``[BernoulliRBM] Iteration 1, pseudo-likelihood = -21.32, time = 0.05s``),
+        with this class's name; Gaussian units report the reconstruction error instead."""
+        if self._gaussian:
+            value = f"reconstruction error = {rec['recon_error']:.4f}"
+        else:
+            pl = rec["pseudo_likelihood"] if "pseudo_likelihood" in rec else float(self._pseudo_likelihood(mon).mean())
+            value = f"pseudo-likelihood = {pl:.2f}"
+        return f"[{type(self).__name__}] Iteration {rec['epoch']}, {value}, time = {rec['time']:.2f}s"
 
     def _batch_update(self, v: torch.Tensor, lr: float, epoch: int) -> torch.Tensor:
         if self.persistent == "fast":
@@ -547,10 +657,18 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
 
     # ---- inference ---------------------------------------------------------------------------------------
 
-    def _checked_input(self, X):
+    def _checked(self, X):
         check_is_fitted(self)
-        X = _validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        return self._validate(X, reset=False)
+
+    def _checked_input(self, X):
+        X = self._checked(X)
         return X, self._input(X)
+
+    def _map_chunks(self, X, fn) -> np.ndarray:
+        """``fn`` over X's rows chunk by chunk (bounded memory for large or sparse X), concatenated (numpy)."""
+        X = self._checked(X)
+        return np.concatenate([fn(convert()).cpu().numpy() for _, convert in self._chunks(X)])
 
     @torch.no_grad()
     def _hidden_probs(self, v: torch.Tensor) -> torch.Tensor:
@@ -560,9 +678,18 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
                           for i in range(0, x.shape[0], _CHUNK)]) if x.shape[0] else x.new_empty(0, self._W.shape[1])
 
     def transform(self, X):
-        """Hidden unit probabilities p(h = 1 | v = X), shape (n_samples, n_components), in X's float dtype."""
+        """Hidden unit probabilities p(h = 1 | v = X), shape (n_samples, n_components), in X's float dtype
+        (float64 for integer X)."""
+        out = self._map_chunks(X, self._hidden_probs)
+        return out.astype(np.float32 if getattr(X, "dtype", None) == np.float32 else np.float64, copy=False)
+
+    @torch.no_grad()
+    def sample_hidden(self, X):
+        """A sample of h ~ p(h | v = X) (0/1 values, shape (n_samples, n_components), in X's float dtype) from the
+        fitted model's private generator; :meth:`transform` gives its mean."""
         X, Xt = self._checked_input(X)
-        return self._hidden_probs(Xt).cpu().numpy().astype(X.dtype, copy=False)
+        _, h = ops.sample_hidden(Xt, self._W, self._c, self._sigma(), self._rng)
+        return h.cpu().numpy().astype(X.dtype, copy=False)
 
     @torch.no_grad()
     def score_samples(self, X):
@@ -571,11 +698,10 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
         ``n_features * log p(x_i | x_-i)`` with a random i, which has the same expectation).
         Gaussian visible units: the unnormalised log-density ``-F(x) - sum(log scale_)`` of each row in the
         original units (add ``-log Z``, e.g. from :meth:`ais_log_partition`, for the log-likelihood)."""
-        X, Xt = self._checked_input(X)
         # float64, so that a row's score does not depend on its position in the batch (GEMM blocking)
         if self._gaussian:
-            return -self._free_energy(Xt, double=True).cpu().numpy() - self._log_jacobian()
-        return self._pseudo_likelihood(Xt, double=True).cpu().numpy()
+            return -self._map_chunks(X, lambda v: self._free_energy(v, double=True)) - self._log_jacobian()
+        return self._map_chunks(X, lambda v: self._pseudo_likelihood(v, double=True))
 
     def _log_jacobian(self) -> float:
         return float(np.log(self.scale_).sum()) if self._gaussian and self.standardize else 0.0
@@ -615,10 +741,10 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
     def log_likelihood(self, X, log_z=None, **ais_kwargs) -> float:
         """Average log-likelihood per row, ``mean(-F(x)) - log Z`` (log-density in X's units for Gaussian units).
         ``log_z`` defaults to an AIS estimate (``ais_kwargs`` go to :meth:`ais_log_partition`)."""
-        X, Xt = self._checked_input(X)
+        free_energy = self._map_chunks(X, lambda v: self._free_energy(v, double=True))
         if log_z is None:
             log_z = self.ais_log_partition(**ais_kwargs).log_z
-        return float(-self._free_energy(Xt, double=True).mean()) - float(log_z) - self._log_jacobian()
+        return float(-free_energy.mean()) - float(log_z) - self._log_jacobian()
 
     # ---- checkpoint state --------------------------------------------------------------------------------
 
@@ -662,6 +788,8 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
             if name in tensors and tuple(tensors[name].shape) != shape:
                 raise ValueError(f"checkpoint tensor {name!r} has shape {tuple(tensors[name].shape)}, but "
                                  f"n_components={H} and {V} features need {shape}")
+        if self._dtype is None:  # dtype=None: the checkpoint's precision
+            self._dtype = tensors["W"].dtype
         for name in self._STATE_TENSORS:
             t = tensors.get(name[1:])
             self.__dict__[name] = None if t is None else t.to(device=self._device, dtype=self._dtype).contiguous()
