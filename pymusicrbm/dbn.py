@@ -483,8 +483,10 @@ class DBNClassifier(CheckpointMixin, _StackMixin, ClassifierMixin, BaseEstimator
                     sparsity_target=s["sparsity_target"], sparsity_cost=s["sparsity_cost"])
 
     def _input(self, X) -> torch.Tensor:
-        return self.dbn_.rbms_[0]._input(X) if "dbn_" in self.__dict__ else to_tensor(X, self._dtype,
-                                                                                       self._device)
+        # the network's first layer is linear in v, so it takes X as given: only pre-training (a Bernoulli RBM)
+        # needs X in [0, 1]
+        return self.dbn_.rbms_[0]._input(X, clip=False) if "dbn_" in self.__dict__ else \
+            to_tensor(X, self._dtype, self._device)
 
     def _build_network(self, n_classes: int):
         self._rng = make_generator(self._seed + 7, self._device)

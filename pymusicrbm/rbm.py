@@ -330,9 +330,9 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
     def _validate(self, X, reset: bool):
         return _validate_data(self, X, dtype=(np.float64, np.float32), accept_sparse=_ACCEPT_SPARSE, reset=reset)
 
-    def _input(self, X) -> torch.Tensor:
+    def _input(self, X, clip=True) -> torch.Tensor:
         """Validated X (dense or sparse) as one tensor of the model's dtype on its device (see :meth:`_chunks`)."""
-        parts = self._chunks(X)
+        parts = self._chunks(X, clip)
         if len(parts) == 1 and not sp.issparse(X):
             return parts[0][1]()
         out = torch.empty(X.shape, dtype=self._dtype, device=self._device)
@@ -340,14 +340,15 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
             out[rows] = convert()
         return out
 
-    def _chunks(self, X) -> list:
+    def _chunks(self, X, clip=True) -> list:
         """(rows, convert) pairs; ``convert()`` gives those rows of X as a tensor of the model's dtype on its
         device: densified (sparse X), standardised (Gaussian units) or clipped to [0, 1] (Bernoulli units, with a
-        warning), in the model's precision (a float64 copy of a large float32 data set would double its memory).
-        Dense X that needs no conversion is one chunk, without a copy where its dtype is the model's."""
+        warning; ``clip=False`` for a network that takes any real input), in the model's precision (a float64 copy
+        of a large float32 data set would double its memory). Dense X that needs no conversion is one chunk,
+        without a copy where its dtype is the model's."""
         dt = numpy_dtype(self._dtype)
         standardize = self._gaussian and self.standardize
-        clip = not self._gaussian and self._out_of_range(X)
+        clip = clip and not self._gaussian and self._out_of_range(X)
         if not (sp.issparse(X) or standardize or clip):
             return [(slice(None), lambda: to_tensor(X, self._dtype, self._device))]
         if sp.issparse(X) and X.format != "csr":
