@@ -11,7 +11,8 @@ import torch  # noqa: E402, F401  (loads libtorch before our extension)
 from . import _C, ops  # noqa: E402, F401  (_C registers the torch.ops.pymusicrbm ops)
 from .conv_rbm import ConvDBN, ConvRBM
 from .dbn import DBN, DBNClassifier
-from .rbm import RBM, TrainingDivergedError
+from ._base import TrainingDivergedError
+from .rbm import RBM
 from .vae import ConvVAE
 
 __version__ = "0.1.0"

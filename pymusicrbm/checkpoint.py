@@ -16,7 +16,9 @@ import numpy as np
 import torch
 
 FORMAT = "pymusicrbm-checkpoint"
-VERSION = 1
+# 2: parameters under the names of the naming table (version 1 checkpoints load: old names are mapped, see
+#    CheckpointMixin._params_from_meta), ConvVAE as a CheckpointMixin estimator.
+VERSION = 2
 
 __all__ = ["FORMAT", "VERSION", "save_state", "load_state", "generator_state", "set_generator_state",
            "CheckpointMixin"]
@@ -159,6 +161,9 @@ class CheckpointMixin:
             raise ValueError(f"checkpoint {str(path)!r} holds a {meta.get('class')!r}, not a {cls.__name__}; "
                              f"load it with pymusicrbm.{meta.get('class')}.load")
         params = {k: _from_jsonable(v) for k, v in meta.get("params", {}).items()}
+        for old, new in getattr(cls, "_renamed_params", {}).items():  # checkpoints saved under the old names
+            if old in params:
+                params[new] = params.pop(old)
         for name in cls._tuple_params:
             if isinstance(params.get(name), list):
                 params[name] = tuple(params[name])

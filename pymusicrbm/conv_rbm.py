@@ -9,24 +9,19 @@ multiple of ``pool`` on both axes; the estimators crop the last rows/columns of 
 from __future__ import annotations
 
 import math
-import time
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.exceptions import NotFittedError
+from sklearn.base import TransformerMixin
 
 from . import ops
-from .checkpoint import CheckpointMixin, load_state
-from .rbm import (TrainingDivergedError, check_in, check_number, draw_seed, make_generator, resolve_device,
-                  resolve_dtype, split_indices)
+from ._base import COMMON_CONSTRAINTS, Interval, StackEstimator, StrOptions, TrainedEstimator, TrainingDivergedError
 
 __all__ = ["ConvRBM", "ConvDBN", "TrainingDivergedError", "as_maps", "cropped_size"]
 
 _N_MONITOR = 256           # maps used for the per-epoch train/valid monitors
-_MAX_ABS_WEIGHT = 1e3
 INIT_SCALE = 0.01
 TRAININGS = ("cd", "reconstruction")
 # Default learning rates. CD's statistics are averages over all positions of a map, so they are small (about the
@@ -65,7 +60,7 @@ def cropped_size(n: int, f: int, pool: int) -> int:
     return h - h % pool + f - 1
 
 
-class ConvRBM(CheckpointMixin, TransformerMixin, BaseEstimator):
+class ConvRBM(TransformerMixin, TrainedEstimator):
     """Convolutional RBM: ``n_filters`` filters of ``filter_shape`` shared over the input maps, hidden units grouped
     by probabilistic max-pooling in ``pool`` x ``pool`` blocks (``pool=1``: independent sigmoid units).
 
@@ -117,10 +112,29 @@ class ConvRBM(CheckpointMixin, TransformerMixin, BaseEstimator):
         self.device = device
         self.dtype = dtype
 
-    # ---- parameters -----------------------------------------------------------------------------------------
+    _parameter_constraints = {
+        **COMMON_CONSTRAINTS,
+        "n_filters": [Interval(Integral, 1, None, closed="left")],
+        "filter_shape": [Interval(Integral, 1, None, closed="left"), tuple, list],
+        "pool": [Interval(Integral, 1, None, closed="left")],
+        "visible": [StrOptions(set(ops.VISIBLE_TYPES))],
+        "training": [StrOptions(set(TRAININGS))],
+        "learning_rate": [Interval(Real, 0, None, closed="left"), None],
+        "k": [Interval(Integral, 1, None, closed="left")],
+        "persistent": ["boolean"],
+        "momentum": [Interval(Real, 0, 0.999999, closed="both")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "sparsity_target": [Interval(Real, 0, 1, closed="both"), None],
+        "sparsity_cost": [Interval(Real, 0, None, closed="left")],
+        "standardize": [StrOptions({"channel", "row"}), None],
+    }
+    _structural_params = ("n_filters", "filter_shape", "pool", "visible", "training", "persistent", "standardize")
+    _progress_keys = ("train_loss", "valid_loss", "sparsity")
+    _loss_name = "the reconstruction error"
+    _weights = ("_W", "filters")
+    _STATE_TENSORS = ("_W", "_b", "_c", "_W_vel", "_b_vel", "_c_vel", "_chains")
 
-    def _check_params(self):
-        check_number("n_filters", self.n_filters, 1, integer=True)
+    def _check_combinations(self):
         fs = self.filter_shape
         if isinstance(fs, Integral) and not isinstance(fs, bool):
             fs = (int(fs), int(fs))
@@ -129,26 +143,9 @@ class ConvRBM(CheckpointMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"filter_shape must be an int or a pair of positive ints (height, width), got "
                              f"{self.filter_shape!r}")
         self._fs = (int(fs[0]), int(fs[1]))
-        check_number("pool", self.pool, 1, integer=True)
-        check_in("visible", self.visible, ops.VISIBLE_TYPES)
-        check_in("training", self.training, TRAININGS)
-        check_number("learning_rate", self.learning_rate, 0, allow_none=True)
         self._lr = self.learning_rate if self.learning_rate is not None else DEFAULT_LR[self.training]
-        check_number("batch_size", self.batch_size, 1, integer=True)
-        check_number("n_iter", self.n_iter, 0, integer=True)
-        check_number("k", self.k, 1, integer=True)
-        if self.persistent not in (False, True):
-            raise ValueError(f"persistent must be False (CD-k) or True (PCD-k), got {self.persistent!r}")
         if self.persistent and self.training != "cd":
             raise ValueError("persistent=True needs training='cd'")
-        check_number("momentum", self.momentum, 0, 0.999999)
-        check_number("weight_decay", self.weight_decay, 0)
-        check_number("sparsity_target", self.sparsity_target, 0, 1, allow_none=True)
-        check_number("sparsity_cost", self.sparsity_cost, 0)
-        check_in("standardize", self.standardize, STANDARDIZE)
-        check_number("validation_fraction", self.validation_fraction, 0, 0.9, allow_none=True)
-        self._device = resolve_device(self.device)
-        self._dtype = resolve_dtype(self.dtype)
 
     @property
     def _gaussian(self) -> bool:
@@ -158,10 +155,6 @@ class ConvRBM(CheckpointMixin, TransformerMixin, BaseEstimator):
 
     def __sklearn_is_fitted__(self):
         return "_W" in self.__dict__
-
-    def _require_fitted(self):
-        if not self.__sklearn_is_fitted__():
-            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet; call fit first.")
 
     @property
     def filters_(self) -> np.ndarray:
@@ -237,6 +230,13 @@ class ConvRBM(CheckpointMixin, TransformerMixin, BaseEstimator):
     def _tensor(self, X: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(X).to(self._device)
 
+    def _validate_input(self, X, reset: bool) -> np.ndarray:
+        return as_maps(X)
+
+    def _input(self, X) -> torch.Tensor:
+        """Maps of a fitted (or restored) model, cropped and standardised, as a tensor."""
+        return self._tensor(self._prepare(X, reset=False))
+
     # ---- initialisation -------------------------------------------------------------------------------------
 
     def _initial_hidden_bias(self) -> float:
@@ -247,9 +247,8 @@ class ConvRBM(CheckpointMixin, TransformerMixin, BaseEstimator):
         return math.log(t / ((1 - t) * self.pool ** 2))
 
     def _initialize(self, X: np.ndarray) -> torch.Tensor:
-        self._seed = draw_seed(self.random_state)
-        self._rng = make_generator(self._seed, self._device)
-        self._shuffle_rng = torch.Generator().manual_seed(self._seed + 1)
+        X = self._prepare(X, reset=True)
+        self._seed_generators()
         C = X.shape[1]
         opts = dict(dtype=self._dtype, device=self._device)
         fh, fw = self._fs
@@ -267,73 +266,19 @@ class ConvRBM(CheckpointMixin, TransformerMixin, BaseEstimator):
             idx = torch.randint(Xt.shape[0], (self.batch_size,), generator=self._shuffle_rng).to(self._device)
             self._chains = Xt.index_select(0, idx).contiguous()
         self._adam = None
-        self.n_iter_ = 0
-        self.history_ = {}
+        self._reset_training()
         return Xt
 
-    # ---- fitting --------------------------------------------------------------------------------------------
+    # ---- the epoch loop's hooks ----------------------------------------------------------------------------
 
-    _STRUCTURAL = ("n_filters", "filter_shape", "pool", "visible", "training", "persistent", "standardize")
+    def _learning_rate(self, epoch: int) -> float:
+        return self._lr
 
-    def fit(self, X, y=None, *, resume=None, checkpoint=None):
-        """Train for ``n_iter`` epochs in total (a resumed fit runs only the missing ones).
+    def _progress_desc(self) -> str:
+        return f"{type(self).__name__} {self.n_filters}x{self._fs[0]}x{self._fs[1]} pool {self.pool} ({self.training})"
 
-        X: (n, height, width) or (n, channels, height, width). resume: a checkpoint written by ``save`` or by
-        ``checkpoint=`` to continue from (same data and seed: bitwise the same result as an uninterrupted fit).
-        checkpoint: a path saved to (atomically) after every epoch."""
-        self._check_params()
-        if resume is not None:
-            tensors, meta = load_state(resume)
-            saved = type(self)._params_from_meta(meta, resume)
-            for name in self._STRUCTURAL:
-                if saved.get(name) != getattr(self, name):
-                    raise ValueError(f"resume: the checkpoint {str(resume)!r} was trained with {name}="
-                                     f"{saved.get(name)!r} but this estimator has {name}={getattr(self, name)!r}")
-            self._set_state(tensors, meta.get("state", {}))
-        on_epoch = None if checkpoint is None else (lambda: self.save(checkpoint))
-        return self._fit_prepared(X, resume is not None, on_epoch)
-
-    def _fit_prepared(self, X, restored: bool, on_epoch=None):
-        """Train on X: from scratch, or (``restored``) continuing the training state this estimator holds."""
-        Xt = self._tensor(self._prepare(X, reset=False)) if restored else \
-            self._initialize(self._prepare(X, reset=True))
-        train_idx, valid_idx = split_indices(Xt.shape[0], self.validation_fraction, self._seed)
-        X_train = Xt if len(valid_idx) == 0 else Xt.index_select(0, train_idx.to(self._device))
-        X_valid = None if len(valid_idx) == 0 else Xt.index_select(0, valid_idx.to(self._device))
-        self._train(X_train, X_valid, self.n_iter - self.n_iter_, on_epoch)
-        return self
-
-    def _train(self, X: torch.Tensor, X_valid, n_epochs: int, on_epoch=None):
-        from tqdm.auto import tqdm
-
-        n, B = X.shape[0], self.batch_size
-        mon = X[:_N_MONITOR]
-        epochs = tqdm(range(n_epochs), desc=f"{type(self).__name__} {self.n_filters}x{self._fs[0]}x{self._fs[1]} "
-                      f"pool {self.pool} ({self.training})", disable=self.verbose < 1, leave=False, unit="epoch")
-        for _ in epochs:
-            epoch = self.n_iter_
-            t0 = time.perf_counter()
-            lr = self._lr
-            perm = torch.randperm(n, generator=self._shuffle_rng).to(self._device)
-            total = 0.0
-            batches = tqdm(range(0, n, B), disable=self.verbose < 2, leave=False, unit="batch")
-            for i in batches:
-                idx = perm[i:i + B]
-                v = X.index_select(0, idx)
-                total += float(self._batch_update(v, lr, epoch)) * len(idx)
-            recon = total / n
-            self._check_divergence(recon, epoch, lr)
-            self.n_iter_ = epoch + 1
-            rec = {"epoch": epoch + 1, "learning_rate": lr, "recon_error": recon}
-            rec.update(self._monitor(mon, X_valid))
-            rec["time"] = time.perf_counter() - t0
-            for key, val in rec.items():
-                self.history_.setdefault(key, []).append(val)
-            if self.verbose:
-                epochs.set_postfix({k: f"{v:.4g}" for k, v in rec.items() if k in ("train_loss", "valid_loss",
-                                                                                  "sparsity")})
-            if on_epoch is not None:
-                on_epoch()
+    def _epoch_record(self, loss: float, lr: float, X: torch.Tensor, X_valid) -> dict:
+        return {"learning_rate": lr, "recon_error": loss, **self._monitor(X[:_N_MONITOR], X_valid)}
 
     def _batch_update(self, v: torch.Tensor, lr: float, epoch: int) -> float:
         if self.training == "reconstruction":
@@ -350,11 +295,15 @@ class ConvRBM(CheckpointMixin, TransformerMixin, BaseEstimator):
                 raise self._diverged(epoch, lr, "a parameter update was not finite") from None
             raise
 
-    def _reconstruction_step(self, v: torch.Tensor, lr: float, epoch: int) -> float:
+    def _make_adam(self) -> torch.optim.Adam:
+        # L2 weight decay on the filters only, as in the CD update
+        return torch.optim.Adam([{"params": [self._W], "weight_decay": self.weight_decay},
+                                 {"params": [self._b, self._c], "weight_decay": 0.0}], lr=self._lr)
+
+    def _reconstruction_step(self, v: torch.Tensor, lr: float, epoch: int) -> torch.Tensor:
         params = [self._W, self._b, self._c]
         if self._adam is None:
-            self._adam = {"step": 0, "m": [torch.zeros_like(p) for p in params],
-                          "v": [torch.zeros_like(p) for p in params]}
+            self._adam = self._make_adam()
         for p in params:
             p.requires_grad_(True)
         try:
@@ -368,36 +317,22 @@ class ConvRBM(CheckpointMixin, TransformerMixin, BaseEstimator):
         finally:
             for p in params:
                 p.requires_grad_(False)
-        # Adam (Kingma & Ba), with L2 weight decay on the filters as in the CD update.
-        st = self._adam
-        st["step"] += 1
-        b1, b2, eps = 0.9, 0.999, 1e-8
-        for j, (p, g) in enumerate(zip(params, grads)):
-            if j == 0 and self.weight_decay:
-                g = g + self.weight_decay * p
-            st["m"][j].mul_(b1).add_(g, alpha=1 - b1)
-            st["v"][j].mul_(b2).addcmul_(g, g, value=1 - b2)
-            mhat = st["m"][j] / (1 - b1 ** st["step"])
-            vhat = st["v"][j] / (1 - b2 ** st["step"])
-            step = lr * mhat / (vhat.sqrt() + eps)
-            if not bool(torch.isfinite(step).all()):
-                raise self._diverged(epoch, lr, "a parameter update was not finite")
-            p.sub_(step)
-        return float(loss.detach())
+        for p, g in zip(params, grads):
+            p.grad = g
+        for group in self._adam.param_groups:
+            group["lr"] = lr
+        self._adam.step()
+        for p in params:
+            p.grad = None
+        if not all(bool(torch.isfinite(p).all()) for p in params):
+            raise self._diverged(epoch, lr, "a parameter update was not finite")
+        return loss.detach()
 
-    def _diverged(self, epoch: int, lr: float, what: str) -> TrainingDivergedError:
+    def _divergence_advice(self, lr: float) -> list[str]:
         advice = [f"lower learning_rate (now {lr:.3g})", "add weight_decay (e.g. 1e-4)"]
         if self._gaussian and self.standardize is None:
             advice.append("standardise the inputs (standardize='channel')")
-        return TrainingDivergedError(f"{type(self).__name__} training diverged in epoch {epoch + 1}: {what}. "
-                                     f"Try to: {'; '.join(advice)}.")
-
-    def _check_divergence(self, recon: float, epoch: int, lr: float):
-        if not math.isfinite(recon):
-            raise self._diverged(epoch, lr, f"the reconstruction error is {recon}")
-        wmax = float(self._W.abs().max())
-        if not math.isfinite(wmax) or wmax > _MAX_ABS_WEIGHT:
-            raise self._diverged(epoch, lr, f"the filters exploded (max |W| = {wmax:.3g})")
+        return advice
 
     # ---- monitors and inference -------------------------------------------------------------------------------
 
@@ -426,7 +361,8 @@ class ConvRBM(CheckpointMixin, TransformerMixin, BaseEstimator):
         """Feature maps of X: ``output='pooled'`` -> pooled-unit probabilities (n, n_filters, hp, wp);
         ``'hidden'`` -> hidden-unit probabilities (n, n_filters, hh, wh). Inputs are cropped like the training
         data (so maps of a different length are fine as long as they are at least ``crop_shape_``)."""
-        check_in("output", output, ("pooled", "hidden"))
+        if output not in ("pooled", "hidden"):
+            raise ValueError(f"output must be one of ('pooled', 'hidden'), got {output!r}")
         X = self._prepare(X, reset=False)
         h, w = self.crop_shape_
         out = []
@@ -452,27 +388,16 @@ class ConvRBM(CheckpointMixin, TransformerMixin, BaseEstimator):
 
     # ---- checkpoint state -----------------------------------------------------------------------------------
 
-    _STATE_TENSORS = ("_W", "_b", "_c", "_W_vel", "_b_vel", "_c_vel", "_chains")
-
     def _get_state(self):
         self._require_fitted()
-        tensors = {name[1:]: self.__dict__[name].detach() for name in self._STATE_TENSORS
-                   if self.__dict__.get(name) is not None}
-        tensors["rng_state"] = self._rng.get_state()
-        tensors["shuffle_rng_state"] = self._shuffle_rng.get_state()
-        if "mean_" in self.__dict__:
-            tensors["mean_"] = torch.from_numpy(np.asarray(self.mean_, dtype=np.float64))
-            tensors["scale_"] = torch.from_numpy(np.asarray(self.scale_, dtype=np.float64))
-        state = {"n_iter_": self.n_iter_, "seed": self._seed, "input_shape_": list(self.input_shape_),
-                 "crop_shape_": list(self.crop_shape_), "history_": self.history_}
+        tensors = self._state_tensors()
         if self._adam is not None:
-            state["adam_step"] = self._adam["step"]
-            for j in range(3):
-                tensors[f"adam_m{j}"] = self._adam["m"][j]
-                tensors[f"adam_v{j}"] = self._adam["v"][j]
+            tensors.update(self._optimizer_tensors(self._adam, "adam."))
+        state = {"seed": self._seed, "input_shape_": list(self.input_shape_), "crop_shape_": list(self.crop_shape_),
+                 **self._training_state()}
         return tensors, state
 
-    def _set_state(self, tensors: dict, state: dict):
+    def _set_state(self, tensors: dict, state: dict, check_against=None):
         self._check_params()
         self.input_shape_ = tuple(int(s) for s in state["input_shape_"])
         self.crop_shape_ = tuple(int(s) for s in state["crop_shape_"])
@@ -483,50 +408,26 @@ class ConvRBM(CheckpointMixin, TransformerMixin, BaseEstimator):
                              f"{want}")
         if self.persistent and "chains" not in tensors:
             raise ValueError("the checkpoint lacks the persistent chains (it was saved with persistent=False)")
-        opts = dict(device=self._device, dtype=self._dtype)
-        for name in self._STATE_TENSORS:
-            t = tensors.get(name[1:])
-            self.__dict__[name] = None if t is None else t.to(**opts).contiguous()
-        self._seed = int(state["seed"])
-        self._rng = torch.Generator(device=self._device)
-        self._rng.set_state(tensors["rng_state"])
-        self._shuffle_rng = torch.Generator()
-        self._shuffle_rng.set_state(tensors["shuffle_rng_state"])
-        if "mean_" in tensors:
-            self.mean_ = tensors["mean_"].double().numpy()
-            self.scale_ = tensors["scale_"].double().numpy()
+        self._load_state_tensors(tensors, state["seed"])
         self._adam = None
-        if "adam_step" in state:
-            self._adam = {"step": int(state["adam_step"]),
-                          "m": [tensors[f"adam_m{j}"].to(**opts) for j in range(3)],
-                          "v": [tensors[f"adam_v{j}"].to(**opts) for j in range(3)]}
-        self.n_iter_ = int(state["n_iter_"])
-        self.history_ = {k: list(v) for k, v in state.get("history_", {}).items()}
-
-    def __getstate__(self):
-        state = dict(super().__getstate__())
-        for name in ("_rng", "_shuffle_rng"):
-            if isinstance(state.get(name), torch.Generator):
-                g = state[name]
-                state[name] = ("torch.Generator", str(g.device), g.get_state())
-        return state
-
-    def __setstate__(self, state):
-        state = dict(state)
-        for name in ("_rng", "_shuffle_rng"):
-            if isinstance(state.get(name), tuple):
-                g = torch.Generator(device=state[name][1])
-                g.set_state(state[name][2])
-                state[name] = g
-        super().__setstate__(state)
+        if "adam_step" in state:  # version 1: the hand-written Adam's moments -> torch.optim.Adam's state
+            step = torch.tensor(float(state["adam_step"]))
+            for j in range(3):
+                tensors[f"adam.{j}.step"] = step
+                tensors[f"adam.{j}.exp_avg"] = tensors[f"adam_m{j}"]
+                tensors[f"adam.{j}.exp_avg_sq"] = tensors[f"adam_v{j}"]
+        if any(k.startswith("adam.") for k in tensors):
+            self._adam = self._make_adam()
+            self._load_optimizer(self._adam, tensors, "adam.")
+        self._restore_training_state(state)
 
 
-# Settings a ConvDBN passes to every layer (layer_params may override them per layer).
+# Settings a ConvDBN passes to every layer (layer_params may override them, and verbose, device, dtype, per layer).
 _SHARED = ("training", "learning_rate", "batch_size", "n_iter", "k", "persistent", "momentum", "weight_decay",
-           "sparsity_target", "sparsity_cost", "validation_fraction", "verbose", "device", "dtype")
+           "sparsity_target", "sparsity_cost", "validation_fraction")
 
 
-class ConvDBN(CheckpointMixin, TransformerMixin, BaseEstimator):
+class ConvDBN(TransformerMixin, StackEstimator):
     """Convolutional deep belief network: ConvRBMs trained greedily, each on the pooled-unit probabilities of the
     layer below (probabilistic max-pooling between the layers, Lee et al. 2009).
 
@@ -535,10 +436,25 @@ class ConvDBN(CheckpointMixin, TransformerMixin, BaseEstimator):
     inputs are probabilities). The other settings apply to every layer; ``layer_params`` (one dict per layer, or
     None) overrides them per layer (e.g. a smaller learning rate for the Gaussian layer).
 
+    Layer i is seeded with ``layer_seed(seed, i)`` (the one scheme of every stack). ``transform(X, layers='top')``
+    gives the top layer's pooled maps, ``layers='all'`` a list of every layer's.
+
     Fitted attributes: ``layers_`` (the ConvRBMs), ``history_`` (one history dict per layer), ``n_layers_fitted_``.
     """
 
     _tuple_params = ("n_filters", "filter_shapes", "pools", "layer_params")
+    _parameter_constraints = {
+        **{k: v for k, v in ConvRBM._parameter_constraints.items() if k in _SHARED + ("visible", "standardize")},
+        **COMMON_CONSTRAINTS,
+        "n_filters": ["array-like"],
+        "filter_shapes": ["array-like"],
+        "pools": ["array-like"],
+        "layer_params": [list, tuple, None],
+    }
+    _structural_params = ("n_filters", "filter_shapes", "pools", "visible", "training", "standardize")
+    _layer_class = ConvRBM
+    _layer_shared = _SHARED
+    _layer_overridable = _SHARED + ("verbose", "device", "dtype")
 
     def __init__(self, n_filters=(32, 32), filter_shapes=((5, 5), (3, 3)), pools=(2, 2), *, visible="gaussian",
                  training="cd", learning_rate=None, batch_size=16, n_iter=10, k=1, persistent=False, momentum=0.5,
@@ -567,7 +483,7 @@ class ConvDBN(CheckpointMixin, TransformerMixin, BaseEstimator):
         self.device = device
         self.dtype = dtype
 
-    def _layer_specs(self) -> list[dict]:
+    def _check_combinations(self):
         nf, fs, pl = self.n_filters, self.filter_shapes, self.pools
         for name, val in (("n_filters", nf), ("filter_shapes", fs), ("pools", pl)):
             if not isinstance(val, (tuple, list)) or len(val) == 0:
@@ -575,101 +491,18 @@ class ConvDBN(CheckpointMixin, TransformerMixin, BaseEstimator):
         if not len(nf) == len(fs) == len(pl):
             raise ValueError(f"n_filters, filter_shapes and pools must have one entry per layer, got lengths "
                              f"{len(nf)}, {len(fs)}, {len(pl)}")
-        lp = self.layer_params
-        if lp is not None and (not isinstance(lp, (tuple, list)) or len(lp) != len(nf)):
-            raise ValueError(f"layer_params must be None or one dict per layer ({len(nf)}), got {lp!r}")
-        seed = draw_seed(self.random_state)
-        specs = []
-        for i in range(len(nf)):
-            spec = {name: getattr(self, name) for name in _SHARED}
-            spec.update(n_filters=nf[i], filter_shape=tuple(fs[i]) if isinstance(fs[i], (list, tuple)) else fs[i],
-                        pool=pl[i], visible=self.visible if i == 0 else "bernoulli",
-                        standardize=self.standardize if i == 0 else None, random_state=seed + 1000 * i)
-            extra = (lp[i] if lp is not None else None) or {}
-            if not isinstance(extra, dict):
-                raise ValueError(f"layer_params[{i}] must be a dict of ConvRBM parameters, got {extra!r}")
-            bad = set(extra) - set(_SHARED)
-            if bad:
-                raise ValueError(f"layer_params[{i}] has keys that are not per-layer ConvRBM settings: "
-                                 f"{sorted(bad)}; allowed: {sorted(_SHARED)}")
-            spec.update(extra)
-            specs.append(spec)
-        return specs
 
-    def __sklearn_is_fitted__(self):
-        return "layers_" in self.__dict__ and self.n_layers_fitted_ == len(self.layers_)
+    def _layer_specs(self) -> list[dict]:
+        fs = self.filter_shapes
+        return [dict(n_filters=self.n_filters[i], pool=self.pools[i],
+                     filter_shape=tuple(fs[i]) if isinstance(fs[i], (list, tuple)) else fs[i],
+                     visible=self.visible if i == 0 else "bernoulli",
+                     standardize=self.standardize if i == 0 else None) for i in range(len(self.n_filters))]
 
-    def fit(self, X, y=None, *, resume=None, checkpoint=None):
-        """Greedy layer-wise training. resume / checkpoint: as :meth:`ConvRBM.fit` (layers already trained in the
-        checkpoint are kept, the interrupted layer continues)."""
-        specs = self._layer_specs()
-        for s in specs:
-            ConvRBM(**s)._check_params()
-        if resume is not None:
-            tensors, meta = load_state(resume)
-            saved = type(self)._params_from_meta(meta, resume)
-            for name in ("n_filters", "filter_shapes", "pools", "visible", "training", "standardize"):
-                if _norm(saved.get(name)) != _norm(getattr(self, name)):
-                    raise ValueError(f"resume: the checkpoint {str(resume)!r} was trained with {name}="
-                                     f"{saved.get(name)!r} but this estimator has {name}={getattr(self, name)!r}")
-            self._set_state(tensors, meta.get("state", {}))
-        else:
-            self.layers_ = [ConvRBM(**s) for s in specs]
-            self.n_layers_fitted_ = 0
-        H = as_maps(X)
-        for i, layer in enumerate(self.layers_):
-            done = layer.__sklearn_is_fitted__() and layer.n_iter_ >= layer.n_iter
-            if not done:  # a layer restored mid-training continues from its state
-                on_epoch = None if checkpoint is None else (lambda: self.save(checkpoint))
-                layer._check_params()
-                layer._fit_prepared(H, layer.__sklearn_is_fitted__(), on_epoch)
-            self.n_layers_fitted_ = i + 1
-            if checkpoint is not None:
-                self.save(checkpoint)
-            if i + 1 < len(self.layers_):
-                H = layer.transform(H)
-        return self
+    def _validate_input(self, X, reset: bool) -> np.ndarray:
+        return as_maps(X)
 
-    @property
-    def history_(self) -> list[dict]:
-        return [layer.history_ for layer in self.__dict__.get("layers_", []) if layer.__sklearn_is_fitted__()]
-
-    def transform(self, X, layers: str = "last"):
-        """Pooled feature maps of the top layer (``layers='last'``), or a list of every layer's (``'all'``)."""
-        check_in("layers", layers, ("last", "all"))
-        if not self.__sklearn_is_fitted__():
-            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet; call fit first.")
-        out, H = [], X
-        for layer in self.layers_:
-            H = layer.transform(H)
-            out.append(H)
-        return out[-1] if layers == "last" else out
-
-    def _get_state(self):
-        tensors, states = {}, []
-        for i, layer in enumerate(self.layers_):
-            if not layer.__sklearn_is_fitted__():
-                break
-            t, s = layer._get_state()
-            tensors.update({f"layer{i}.{k}": v for k, v in t.items()})
-            states.append(s)
-        return tensors, {"layers": states, "n_layers_fitted_": self.n_layers_fitted_}
-
-    def _set_state(self, tensors: dict, state: dict):
-        specs = self._layer_specs()
-        self.layers_ = [ConvRBM(**s) for s in specs]
-        layer_states = state.get("layers", [])
-        if len(layer_states) > len(specs):
-            raise ValueError(f"the checkpoint has {len(layer_states)} layers, this ConvDBN {len(specs)}")
-        for i, s in enumerate(layer_states):
-            prefix = f"layer{i}."
-            self.layers_[i]._set_state({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, s)
-        self.n_layers_fitted_ = int(state.get("n_layers_fitted_", 0))
-
-
-def _norm(x):
-    """Nested lists/tuples compared as tuples (JSON turns tuples into lists)."""
-    if isinstance(x, (list, tuple)):
-        return tuple(_norm(v) for v in x)
-    return x
-
+    def transform(self, X, layers: str = "top"):
+        """Pooled feature maps of the top layer (``layers='top'``), or a list of every layer's (``'all'``)."""
+        self._require_fitted()
+        return self._transform_layers(X, layers)

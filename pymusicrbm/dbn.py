@@ -3,103 +3,50 @@ with a softmax layer (:class:`DBNClassifier`), both scikit-learn estimators with
 from __future__ import annotations
 
 import math
-import time
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.base import ClassifierMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from . import ops
-from .checkpoint import CheckpointMixin, load_state
-from .rbm import (RBM, _validate_data, check_in, check_number, draw_seed, generator_from_state,
-                  generator_to_state, make_generator, resolve_device, resolve_dtype, to_tensor)
+from ._base import COMMON_CONSTRAINTS, Interval, StackEstimator, StrOptions, TrainedEstimator
+from ._utils import draw_seed, make_generator, to_tensor
+from .rbm import RBM
 
 __all__ = ["DBN", "DBNClassifier"]
 
 _CHUNK = 1 << 16
-# RBM settings a DBN passes to every layer (layer_params can override them per layer)
+# RBM settings a DBN passes to every layer
 _SHARED = ("learning_rate", "batch_size", "n_iter", "k", "persistent", "momentum", "weight_decay",
            "sparsity_target", "sparsity_cost", "learning_rate_decay", "validation_fraction", "monitor")
-_RBM_PARAMS = set(RBM().get_params()) - {"n_components", "visible", "random_state", "device", "dtype", "verbose"}
-
-
-def _layer_seed(seed: int, layer: int) -> int:
-    return int(np.random.SeedSequence([seed, layer]).generate_state(1)[0])
+# ... and those layer_params may set per layer
+_PER_LAYER = tuple(sorted(set(RBM().get_params()) - {"n_components", "visible", "random_state", "device", "dtype",
+                                                      "verbose"}))
+_STACK_CONSTRAINTS = {
+    "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+    "visible": [StrOptions(set(ops.VISIBLE_TYPES))],
+    "layer_params": [list, tuple, None],
+}
 
 
 def _check_hidden_layer_sizes(sizes):
     if isinstance(sizes, Integral):
         sizes = (sizes,)
-    try:
-        sizes = tuple(sizes)
-    except TypeError:
-        raise ValueError(f"hidden_layer_sizes must be a sequence of positive ints, got {sizes!r}") from None
+    sizes = tuple(sizes)
     if not sizes or not all(isinstance(s, Integral) and not isinstance(s, bool) and s > 0 for s in sizes):
         raise ValueError(f"hidden_layer_sizes must be a non-empty sequence of positive ints, got {sizes!r}")
     return tuple(int(s) for s in sizes)
 
 
-class _StackMixin:
-    """Building and checkpointing a stack of RBMs (shared by DBN and DBNClassifier)."""
-
-    def _layer_rbm(self, i: int, sizes, shared: dict) -> RBM:
-        params = dict(shared)
-        if self.layer_params is not None:
-            if len(self.layer_params) != len(sizes):
-                raise ValueError(f"layer_params must have one dict per hidden layer ({len(sizes)}), got "
-                                 f"{len(self.layer_params)}")
-            extra = self.layer_params[i] or {}
-            if not isinstance(extra, dict):
-                raise ValueError(f"layer_params[{i}] must be a dict of RBM parameters, got {extra!r}")
-            unknown = set(extra) - _RBM_PARAMS
-            if unknown:
-                raise ValueError(f"layer_params[{i}] has keys that are not per-layer RBM parameters: "
-                                 f"{sorted(unknown)} (allowed: {sorted(_RBM_PARAMS)})")
-            params.update(extra)
-        return RBM(n_components=sizes[i], visible=self.visible if i == 0 else "bernoulli",
-                   random_state=_layer_seed(self._seed, i), verbose=self.verbose, device=self.device,
-                   dtype=self.dtype, **params)
-
-    def _pretrain(self, X: np.ndarray, sizes, shared: dict, layer_states=(), on_epoch=None):
-        """Greedy layer-wise training; ``layer_states`` are (tensors, state) of layers restored from a
-        checkpoint (the last one possibly unfinished)."""
-        self.rbms_ = []
-        H = X
-        for i in range(len(sizes)):
-            rbm = self._layer_rbm(i, sizes, shared)
-            rbm._check_params()
-            rbm.n_features_in_ = H.shape[1]
-            resumed = i < len(layer_states)
-            if resumed:
-                rbm._set_state(*layer_states[i], check_against=H.shape[1])
-            self.rbms_.append(rbm)
-            if not resumed or rbm.n_iter_ < rbm.n_iter:
-                rbm._fit_validated(H, resumed, on_epoch)
-            if i + 1 < len(sizes):
-                H = rbm._hidden_probs(rbm._input(H)).cpu().numpy()
-
-    def _stack_state(self, prefix=""):
-        tensors, layers = {}, []
-        for i, rbm in enumerate(self.rbms_):
-            t, s = rbm._get_state()
-            tensors.update({f"{prefix}layer{i}.{k}": v for k, v in t.items()})
-            layers.append(s)
-        return tensors, layers
-
-    @staticmethod
-    def _split_layers(tensors: dict, n_layers: int, prefix=""):
-        out = []
-        for i in range(n_layers):
-            p = f"{prefix}layer{i}."
-            out.append({k[len(p):]: v for k, v in tensors.items() if k.startswith(p)})
-        return out
+def _validate_X(est, X, reset):
+    return validate_data(est, X, dtype=(np.float64, np.float32), reset=reset)
 
 
-class DBN(CheckpointMixin, _StackMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class DBN(ClassNamePrefixFeaturesOutMixin, TransformerMixin, StackEstimator):
     """Deep belief network: a stack of RBMs trained greedily, layer by layer, each on the hidden probabilities of
     the one below (e.g. 513 -> 50 -> 50 -> 50). The first layer has ``visible`` units ('gaussian' for real-valued
     inputs, which it standardises; 'bernoulli' for data in [0, 1]); the others are Bernoulli.
@@ -110,11 +57,21 @@ class DBN(CheckpointMixin, _StackMixin, ClassNamePrefixFeaturesOutMixin, Transfo
     layer. ``transform`` returns the top layer's probabilities, or (``transform_layers='all'`` or
     ``transform(X, layers='all')``) those of every layer side by side, as Hamel & Eck (2010) use.
 
-    Fitted attributes: ``rbms_`` (the fitted :class:`RBM` layers), ``history_`` (one history dict per layer),
+    Fitted attributes: ``layers_`` (the fitted :class:`RBM` layers; also ``rbms_``), ``history_`` (one history dict per layer),
     ``n_features_in_``.
     """
 
     _tuple_params = ("hidden_layer_sizes",)
+    _parameter_constraints = {
+        **{k: v for k, v in RBM._parameter_constraints.items() if k in _SHARED + ("learn_sigma",)},
+        **COMMON_CONSTRAINTS,
+        **_STACK_CONSTRAINTS,
+        "transform_layers": [StrOptions({"top", "all"})],
+    }
+    _structural_params = ("hidden_layer_sizes", "visible")
+    _layer_class = RBM
+    _layer_shared = _SHARED
+    _layer_overridable = _PER_LAYER
 
     def __init__(self, hidden_layer_sizes=(50, 50, 50), *, visible="bernoulli", learning_rate=0.1, batch_size=10,
                  n_iter=10, k=1, persistent=False, momentum=0.5, weight_decay=0.0, sparsity_target=None,
@@ -143,63 +100,28 @@ class DBN(CheckpointMixin, _StackMixin, ClassNamePrefixFeaturesOutMixin, Transfo
         self.device = device
         self.dtype = dtype
 
-    def _check_params(self):
+    def _check_combinations(self):
+        _check_hidden_layer_sizes(self.hidden_layer_sizes)
+
+    def _layer_specs(self) -> list[dict]:
         sizes = _check_hidden_layer_sizes(self.hidden_layer_sizes)
-        check_in("visible", self.visible, ops.VISIBLE_TYPES)
-        check_in("transform_layers", self.transform_layers, ("top", "all"))
-        if self.layer_params is not None and not isinstance(self.layer_params, (list, tuple)):
-            raise ValueError(f"layer_params must be None or a list of dicts (one per layer), got "
-                             f"{self.layer_params!r}")
-        resolve_device(self.device)
-        resolve_dtype(self.dtype)
-        return sizes
+        # the first layer has the DBN's visible units (and learns sigma if asked); the others are Bernoulli
+        return [dict(n_components=h, visible=self.visible if i == 0 else "bernoulli",
+                     learn_sigma=bool(self.learn_sigma) and i == 0) for i, h in enumerate(sizes)]
 
-    def _shared(self) -> dict:
-        shared = {name: getattr(self, name) for name in _SHARED}
-        shared["learn_sigma"] = False
-        return shared
-
-    def _layer_rbm(self, i, sizes, shared):
-        rbm = super()._layer_rbm(i, sizes, shared)
-        if i == 0 and self.learn_sigma and (self.layer_params is None or "learn_sigma" not in
-                                             (self.layer_params[0] or {})):
-            rbm.set_params(learn_sigma=True)
-        return rbm
-
-    def fit(self, X, y=None, *, resume=None, checkpoint=None):
-        """Greedy layer-wise pre-training. ``resume``/``checkpoint`` as in :meth:`RBM.fit` (the checkpoint holds
-        the finished layers and the state of the layer in training)."""
-        sizes = self._check_params()
-        X = _validate_data(self, X, dtype=(np.float64, np.float32), reset=True)
-        layer_states = ()
-        if resume is not None:
-            tensors, meta = load_state(resume)
-            saved = type(self)._params_from_meta(meta, resume)
-            for name in ("hidden_layer_sizes", "visible"):
-                if saved.get(name) != (sizes if name == "hidden_layer_sizes" else self.visible):
-                    raise ValueError(f"resume: the checkpoint {str(resume)!r} has {name}={saved.get(name)!r}, "
-                                     f"this estimator {getattr(self, name)!r}")
-            state = meta["state"]
-            self._seed = int(state["seed"])
-            layer_states = list(zip(self._split_layers(tensors, len(state["layers"])), state["layers"]))
-        else:
-            self._seed = draw_seed(self.random_state)
-        on_epoch = None if checkpoint is None else (lambda: self.save(checkpoint))
-        self._pretrain(X, sizes, self._shared(), layer_states, on_epoch)
-        return self
+    def _validate_input(self, X, reset: bool):
+        return _validate_X(self, X, reset)
 
     @property
-    def history_(self):
+    def rbms_(self) -> list[RBM]:
+        """The fitted RBM layers (``layers_``)."""
         check_is_fitted(self)
-        return [rbm.history_ for rbm in self.rbms_]
+        return self.layers_
 
     @property
     def _n_features_out(self):
         sizes = _check_hidden_layer_sizes(self.hidden_layer_sizes)
         return sizes[-1] if self.transform_layers == "top" else sum(sizes)
-
-    def __sklearn_is_fitted__(self):
-        return "rbms_" in self.__dict__
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -210,17 +132,15 @@ class DBN(CheckpointMixin, _StackMixin, ClassNamePrefixFeaturesOutMixin, Transfo
         """Hidden probabilities of the top layer (``layers='top'``) or of every layer, concatenated
         (``'all'``); default: ``transform_layers``."""
         check_is_fitted(self)
-        layers = self.transform_layers if layers is None else layers
-        check_in("layers", layers, ("top", "all"))
-        X = _validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
-        outs = []
-        with torch.no_grad():
-            h = self.rbms_[0]._input(X)
-            for rbm in self.rbms_:
-                h = rbm._hidden_probs(h)
-                outs.append(h)
-            out = torch.cat(outs, 1) if layers == "all" else outs[-1]
-        return out.cpu().numpy().astype(X.dtype, copy=False)
+        X = self._validate_input(X, reset=False)
+        return self._transform_layers(X, self.transform_layers if layers is None else layers)
+
+    def _combine(self, outputs):
+        return np.hstack(outputs)
+
+    def _input(self, X) -> torch.Tensor:
+        """Validated X as the first layer's (standardised) tensor."""
+        return self.layers_[0]._input(X)
 
     @torch.no_grad()
     def sample(self, n_samples=1, gibbs_steps=100, random_state=None):
@@ -228,44 +148,27 @@ class DBN(CheckpointMixin, _StackMixin, ClassNamePrefixFeaturesOutMixin, Transfo
         uniform random binary state), then one top-down pass through the lower layers' p(v | h); the bottom layer
         gives its mean (in X's units). Returns an array (n_samples, n_features_in_)."""
         check_is_fitted(self)
-        check_number("n_samples", n_samples, 1, integer=True)
-        check_number("gibbs_steps", gibbs_steps, 1, integer=True)
-        top = self.rbms_[-1]
-        g = make_generator(draw_seed(random_state) if random_state is not None else self._seed + 5,
-                           top._device)
-        V = top._W.shape[0]
-        v = (torch.rand(n_samples, V, generator=g, device=top._device) < 0.5).to(top._dtype)
+        for name, value in (("n_samples", n_samples), ("gibbs_steps", gibbs_steps)):
+            if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        top = self.layers_[-1]
+        g = make_generator(draw_seed(random_state) if random_state is not None else self._seed + 5, self._device)
+        v = (torch.rand(n_samples, top.n_features_in_, generator=g, device=self._device) < 0.5).to(self._dtype)
         mean = v
         for _ in range(gibbs_steps):
-            _, h = ops.sample_hidden(v, top._W, top._c, top._sigma(), g)
-            mean, v = ops.sample_visible(h, top._W, top._b, top._sigma(), top.visible, g)
+            _, h = top._sample_hidden(v, g)
+            mean, v = top._sample_visible(h, g)
         x = v
-        for rbm in reversed(self.rbms_[:-1]):
-            mean, x = ops.sample_visible(x, rbm._W, rbm._b, rbm._sigma(), rbm.visible, g)
-        out = mean.double().cpu().numpy()
-        bottom = self.rbms_[0]
-        if bottom._gaussian and bottom.standardize:
-            out = out * bottom.scale_ + bottom.mean_
-        return out
+        for rbm in reversed(self.layers_[:-1]):
+            mean, x = rbm._sample_visible(x, g)
+        return self.layers_[0]._unstandardize(mean.double().cpu().numpy())
 
-    def _get_state(self):
-        check_is_fitted(self)
-        tensors, layers = self._stack_state()
-        return tensors, {"seed": self._seed, "n_features_in_": self.n_features_in_, "layers": layers}
+    def _stack_state(self) -> dict:
+        return {"n_features_in_": self.n_features_in_}
 
-    def _set_state(self, tensors, state):
-        sizes = self._check_params()
-        self._seed = int(state["seed"])
+    def _set_state(self, tensors, state, check_against=None):
+        super()._set_state(tensors, state)
         self.n_features_in_ = int(state["n_features_in_"])
-        if len(state["layers"]) != len(sizes):
-            raise ValueError(f"the checkpoint has {len(state['layers'])} trained layers, hidden_layer_sizes "
-                             f"{sizes} needs {len(sizes)} (was it saved mid-training? resume it with fit)")
-        shared = self._shared()
-        self.rbms_ = []
-        for i, (t, s) in enumerate(zip(self._split_layers(tensors, len(sizes)), state["layers"])):
-            rbm = self._layer_rbm(i, sizes, shared)
-            rbm._set_state(t, s)
-            self.rbms_.append(rbm)
 
 
 class _Dropout(nn.Module):
@@ -287,7 +190,7 @@ class _Dropout(nn.Module):
         return x * keep / (1 - self.p)
 
 
-class DBNClassifier(CheckpointMixin, _StackMixin, ClassifierMixin, BaseEstimator):
+class DBNClassifier(ClassifierMixin, TrainedEstimator):
     """DBN pre-training, then supervised fine-tuning of the whole stack with a softmax output layer.
 
     The network is ``[Linear -> Sigmoid (-> dropout)] x n_layers -> Linear`` with the hidden layers initialised
@@ -299,9 +202,10 @@ class DBNClassifier(CheckpointMixin, _StackMixin, ClassifierMixin, BaseEstimator
     restored. Without it, training stops when the training loss stalls in the same way. ``max_iter=0`` stops after
     pre-training (the softmax layer stays untrained: use ``dbn_`` for features, not ``predict``).
 
-    Pre-training settings: ``pretrain_epochs`` (n_iter of each RBM), ``pretrain_learning_rate``,
+    Pre-training settings: ``n_iter`` (epochs of each RBM; was ``pretrain_epochs``), ``learning_rate`` (was
+    ``pretrain_learning_rate``),
     ``pretrain_batch_size``, ``pretrain_momentum``, ``k``, ``persistent``, ``weight_decay``, ``sparsity_target``,
-    ``sparsity_cost``, ``layer_params`` (per-layer overrides, as in :class:`DBN`); ``pretrain_epochs=0`` skips
+    ``sparsity_cost``, ``layer_params`` (per-layer overrides, as in :class:`DBN`); ``n_iter=0`` skips
     pre-training (random initial weights, for comparison).
 
     Fitted attributes: ``classes_``, ``dbn_`` (the pre-trained :class:`DBN`, before fine-tuning), ``network_``
@@ -310,17 +214,37 @@ class DBNClassifier(CheckpointMixin, _StackMixin, ClassifierMixin, BaseEstimator
     """
 
     _tuple_params = ("hidden_layer_sizes",)
+    _renamed_params = {"pretrain_epochs": "n_iter", "pretrain_learning_rate": "learning_rate"}
+    _parameter_constraints = {
+        **COMMON_CONSTRAINTS,
+        **_STACK_CONSTRAINTS,
+        **{k: RBM._parameter_constraints[k] for k in ("k", "persistent", "weight_decay", "sparsity_target",
+                                                       "sparsity_cost", "learning_rate")},
+        "pretrain_batch_size": [Interval(Integral, 1, None, closed="left")],
+        "pretrain_momentum": [Interval(Real, 0, 0.999999, closed="both")],
+        "solver": [StrOptions({"adam", "sgd"})],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "dropout": [Interval(Real, 0, 0.95, closed="both")],
+        "max_iter": [Interval(Integral, 0, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 0.9, closed="right")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+    }
+    _structural_params = ("hidden_layer_sizes", "visible", "dropout", "solver")
 
-    def __init__(self, hidden_layer_sizes=(50, 50, 50), *, visible="bernoulli", pretrain_epochs=10,
-                 pretrain_learning_rate=0.1, pretrain_batch_size=10, pretrain_momentum=0.5, k=1, persistent=False,
-                 weight_decay=0.0, sparsity_target=None, sparsity_cost=0.1, layer_params=None, solver="adam",
-                 learning_rate_init=1e-3, momentum=0.9, alpha=0.0, dropout=0.0, batch_size=256, max_iter=100,
-                 early_stopping=True, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, random_state=None,
-                 verbose=0, device="cpu", dtype="float32"):
+    def __init__(self, hidden_layer_sizes=(50, 50, 50), *, visible="bernoulli", n_iter=10, learning_rate=0.1,
+                 pretrain_batch_size=10, pretrain_momentum=0.5, k=1, persistent=False, weight_decay=0.0,
+                 sparsity_target=None, sparsity_cost=0.1, layer_params=None, solver="adam", learning_rate_init=1e-3,
+                 momentum=0.9, alpha=0.0, dropout=0.0, batch_size=256, max_iter=100, early_stopping=True,
+                 validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, random_state=None, verbose=0,
+                 device="cpu", dtype="float32", **renamed):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.visible = visible
-        self.pretrain_epochs = pretrain_epochs
-        self.pretrain_learning_rate = pretrain_learning_rate
+        self.n_iter = n_iter
+        self.learning_rate = learning_rate
         self.pretrain_batch_size = pretrain_batch_size
         self.pretrain_momentum = pretrain_momentum
         self.k = k
@@ -344,53 +268,15 @@ class DBNClassifier(CheckpointMixin, _StackMixin, ClassifierMixin, BaseEstimator
         self.verbose = verbose
         self.device = device
         self.dtype = dtype
+        self._apply_renamed(renamed)
 
-    # ---- parameters ----------------------------------------------------------------------------------------
-
-    def _check_params(self):
-        sizes = _check_hidden_layer_sizes(self.hidden_layer_sizes)
-        check_in("visible", self.visible, ops.VISIBLE_TYPES)
-        check_in("solver", self.solver, ("adam", "sgd"))
-        check_number("pretrain_epochs", self.pretrain_epochs, 0, integer=True)
-        check_number("learning_rate_init", self.learning_rate_init, 0, low_open=True)
-        check_number("momentum", self.momentum, 0, 1)
-        check_number("alpha", self.alpha, 0)
-        check_number("dropout", self.dropout, 0, 0.95)
-        check_number("batch_size", self.batch_size, 1, integer=True)
-        check_number("max_iter", self.max_iter, 0, integer=True)
-        check_number("validation_fraction", self.validation_fraction, 0, 0.9, low_open=True)
-        check_number("n_iter_no_change", self.n_iter_no_change, 1, integer=True)
-        check_number("tol", self.tol, 0)
-        if self.layer_params is not None and not isinstance(self.layer_params, (list, tuple)):
-            raise ValueError(f"layer_params must be None or a list of dicts (one per layer), got "
-                             f"{self.layer_params!r}")
-        self._device = resolve_device(self.device)
-        self._dtype = resolve_dtype(self.dtype)
-        return sizes
-
-    def _shared(self) -> dict:
-        return dict(learning_rate=self.pretrain_learning_rate, batch_size=self.pretrain_batch_size,
-                    n_iter=self.pretrain_epochs, k=self.k, persistent=self.persistent,
-                    momentum=self.pretrain_momentum, weight_decay=self.weight_decay,
-                    sparsity_target=self.sparsity_target, sparsity_cost=self.sparsity_cost)
+    def _check_combinations(self):
+        _check_hidden_layer_sizes(self.hidden_layer_sizes)
 
     def __sklearn_is_fitted__(self):
         return "network_" in self.__dict__
 
-    # ---- pickling ------------------------------------------------------------------------------------------
-
-    def __getstate__(self):
-        state = dict(super().__getstate__())
-        for name in ("_rng", "_shuffle_rng"):
-            if isinstance(state.get(name), torch.Generator):
-                state[name] = generator_to_state(state[name])
-        return state
-
     def __setstate__(self, state):
-        state = dict(state)
-        for name in ("_rng", "_shuffle_rng"):
-            if isinstance(state.get(name), tuple):
-                state[name] = generator_from_state(state[name])
         super().__setstate__(state)
         if "network_" in self.__dict__:
             self._rewire_dropout()
@@ -399,6 +285,15 @@ class DBNClassifier(CheckpointMixin, _StackMixin, ClassifierMixin, BaseEstimator
         for m in self.network_.modules():
             if isinstance(m, _Dropout):
                 m.generator = self._rng
+
+    def _make_dbn(self) -> DBN:
+        """The pre-training stack, seeded with the classifier's seed."""
+        return DBN(_check_hidden_layer_sizes(self.hidden_layer_sizes), visible=self.visible,
+                   layer_params=self.layer_params, random_state=self._seed, verbose=self.verbose, device=self.device,
+                   dtype=self.dtype, learning_rate=self.learning_rate, batch_size=self.pretrain_batch_size,
+                   n_iter=self.n_iter, k=self.k, persistent=self.persistent, momentum=self.pretrain_momentum,
+                   weight_decay=self.weight_decay, sparsity_target=self.sparsity_target,
+                   sparsity_cost=self.sparsity_cost)
 
     # ---- fitting -------------------------------------------------------------------------------------------
 
@@ -419,8 +314,8 @@ class DBNClassifier(CheckpointMixin, _StackMixin, ClassifierMixin, BaseEstimator
         """Pre-train the DBN on X (the training part, without the validation split) and fine-tune the stack on
         (X, y). ``resume``/``checkpoint`` as in :meth:`RBM.fit`: checkpoints are written after every epoch of
         pre-training and of fine-tuning, and resuming gives the same model as an uninterrupted fit."""
-        sizes = self._check_params()
-        X, y = _validate_data(self, X, y, dtype=(np.float64, np.float32), reset=True)
+        self._check_params()
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=True)
         check_classification_targets(y)
         classes, y_idx = np.unique(y, return_inverse=True)
         if len(classes) < 2:
@@ -428,14 +323,7 @@ class DBNClassifier(CheckpointMixin, _StackMixin, ClassifierMixin, BaseEstimator
                              f"{classes.tolist()}")
         state, tensors = {}, {}
         if resume is not None:
-            tensors, meta = load_state(resume)
-            saved = type(self)._params_from_meta(meta, resume)
-            for name in ("hidden_layer_sizes", "visible", "dropout", "solver"):
-                mine = sizes if name == "hidden_layer_sizes" else getattr(self, name)
-                if saved.get(name) != mine:
-                    raise ValueError(f"resume: the checkpoint {str(resume)!r} has {name}={saved.get(name)!r}, "
-                                     f"this estimator {mine!r}")
-            state = meta["state"]
+            tensors, state = self._read_resume(resume)
             if state.get("classes") is not None and list(map(str, classes)) != list(map(str, state["classes"])):
                 raise ValueError("resume: y has other classes than the checkpoint")
             self._seed = int(state["seed"])
@@ -443,23 +331,17 @@ class DBNClassifier(CheckpointMixin, _StackMixin, ClassifierMixin, BaseEstimator
             self._seed = draw_seed(self.random_state)
         self.classes_ = classes
         self._phase = "pretrain"
-        on_epoch = None if checkpoint is None else (lambda: self.save(checkpoint))
+        on_epoch = self._checkpointer(checkpoint)
         tr, va = self._split(y_idx)
 
         # 1. greedy pre-training (resumable layer by layer, epoch by epoch)
-        dbn = DBN(sizes, visible=self.visible, layer_params=self.layer_params, random_state=self._seed,
-                  verbose=self.verbose, device=self.device, dtype=self.dtype, **self._dbn_shared())
-        dbn._seed = self._seed
-        dbn.n_features_in_ = X.shape[1]
-        self.dbn_ = dbn
-        layer_states = ()
-        if state.get("layers"):
-            layer_states = list(zip(self._split_layers(tensors, len(state["layers"]), "dbn."), state["layers"]))
+        self.dbn_ = self._make_dbn()
+        dbn_tensors = {k[4:]: v for k, v in tensors.items() if k.startswith("dbn.")}
+        dbn_state = {"seed": self._seed, "n_features_in_": X.shape[1], "layers": state.get("layers", [])}
         if state.get("phase") == "finetune":  # pre-training had finished: restore without training
-            dbn._set_state({k[4:]: v for k, v in tensors.items() if k.startswith("dbn.")},
-                           {"seed": self._seed, "n_features_in_": X.shape[1], "layers": state["layers"]})
+            self.dbn_._set_state(dbn_tensors, dbn_state)
         else:
-            dbn._pretrain(X[tr], sizes, dbn._shared(), layer_states, on_epoch)
+            self.dbn_._fit_layers(X[tr], self._seed, self.dbn_._split_layers(dbn_tensors, dbn_state), on_epoch)
 
         # 2. fine-tuning
         self._phase = "finetune"
@@ -469,45 +351,39 @@ class DBNClassifier(CheckpointMixin, _StackMixin, ClassifierMixin, BaseEstimator
         tr_t, va_t = torch.from_numpy(tr).to(self._device), torch.from_numpy(va).to(self._device)
         if state.get("phase") == "finetune":
             self._restore_finetune(tensors, state)
-        self._finetune(Xt.index_select(0, tr_t), yt.index_select(0, tr_t),
-                       Xt.index_select(0, va_t) if len(va) else None, yt.index_select(0, va_t) if len(va) else None,
-                       on_epoch)
+        valid = (Xt.index_select(0, va_t), yt.index_select(0, va_t)) if len(va) else None
+        self._keep_best_weights = valid is not None
+        self._run_epochs((Xt.index_select(0, tr_t), yt.index_select(0, tr_t)), valid, self.max_iter - self.n_iter_,
+                         on_epoch)
         if on_epoch is not None:  # the checkpoint ends with the finished model (best epoch restored)
             on_epoch()
         return self
 
-    def _dbn_shared(self):
-        s = self._shared()
-        return dict(learning_rate=s["learning_rate"], batch_size=s["batch_size"], n_iter=s["n_iter"], k=s["k"],
-                    persistent=s["persistent"], momentum=s["momentum"], weight_decay=s["weight_decay"],
-                    sparsity_target=s["sparsity_target"], sparsity_cost=s["sparsity_cost"])
-
     def _input(self, X) -> torch.Tensor:
         # the network's first layer is linear in v, so it takes X as given: only pre-training (a Bernoulli RBM)
         # needs X in [0, 1]
-        return self.dbn_.rbms_[0]._input(X, clip=False) if "dbn_" in self.__dict__ else \
+        return self.dbn_.layers_[0]._input(X, clip=False) if "dbn_" in self.__dict__ else \
             to_tensor(X, self._dtype, self._device)
 
     def _build_network(self, n_classes: int):
-        self._rng = make_generator(self._seed + 7, self._device)
-        self._shuffle_rng = torch.Generator().manual_seed(self._seed + 8)
+        self._seed_generators(self._seed)
         layers = []
         opts = dict(dtype=self._dtype, device=self._device)
-        for rbm in self.dbn_.rbms_:
-            lin = nn.utils.skip_init(nn.Linear, rbm._W.shape[0], rbm._W.shape[1], **opts)
-            s = rbm._sigma()
+        for rbm in self.dbn_.layers_:
+            weight, bias = rbm._affine()
+            lin = nn.utils.skip_init(nn.Linear, weight.shape[1], weight.shape[0], **opts)
             with torch.no_grad():
-                if self.pretrain_epochs > 0:
-                    lin.weight.copy_((rbm._W if s is None else rbm._W / s.unsqueeze(1)).t())
-                    lin.bias.copy_(rbm._c)
+                if self.n_iter > 0:
+                    lin.weight.copy_(weight)
+                    lin.bias.copy_(bias)
                 else:  # no pre-training: Glorot-uniform for logistic units, as scikit-learn's MLP
-                    bound = math.sqrt(2.0 / sum(rbm._W.shape))
+                    bound = math.sqrt(2.0 / sum(weight.shape))
                     for p in (lin.weight, lin.bias):
                         p.copy_((torch.rand(p.shape, generator=self._rng, **opts) * 2 - 1) * bound)
             layers += [lin, nn.Sigmoid()]
             if self.dropout > 0:
                 layers.append(_Dropout(self.dropout, self._rng))
-        head = nn.utils.skip_init(nn.Linear, self.dbn_.rbms_[-1]._W.shape[1], n_classes, **opts)
+        head = nn.utils.skip_init(nn.Linear, lin.out_features, n_classes, **opts)
         with torch.no_grad():
             head.weight.copy_(torch.randn(head.weight.shape, generator=self._rng, **opts) * 0.01)
             head.bias.zero_()
@@ -519,66 +395,55 @@ class DBNClassifier(CheckpointMixin, _StackMixin, ClassifierMixin, BaseEstimator
         else:
             self._optimizer = torch.optim.SGD(params, lr=self.learning_rate_init, momentum=self.momentum,
                                               weight_decay=self.alpha)
-        self.n_iter_ = 0
-        self.history_ = {}
-        self._best = None
-        self._best_loss = math.inf
-        self._no_improve = 0
+        self._reset_training()
         self.best_epoch_ = 0
 
-    def _finetune(self, X, y, X_valid, y_valid, on_epoch):
-        from tqdm.auto import tqdm
+    # ---- the epoch loop's hooks ------------------------------------------------------------------------------
 
-        n = X.shape[0]
-        B = min(self.batch_size, n)
-        loss_fn = nn.functional.cross_entropy
-        bar = tqdm(range(self.n_iter_, self.max_iter), desc="fine-tuning", disable=self.verbose < 1, leave=False,
-                   unit="epoch")
-        for epoch in bar:
-            if self._no_improve >= self.n_iter_no_change:
-                break
-            t0 = time.perf_counter()
-            self.network_.train()
-            perm = torch.randperm(n, generator=self._shuffle_rng).to(self._device)
-            total = torch.zeros((), dtype=self._dtype, device=self._device)
-            for i in range(0, n, B):
-                idx = perm[i:i + B]
-                xb, yb = X.index_select(0, idx), y.index_select(0, idx)
-                loss = loss_fn(self.network_(xb), yb)
-                self._optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self._optimizer.step()
-                total += loss.detach() * len(idx)
-            train_loss = float(total) / n
-            if not math.isfinite(train_loss):
-                raise FloatingPointError(f"DBNClassifier fine-tuning diverged in epoch {epoch + 1} (loss "
-                                         f"{train_loss}); lower learning_rate_init (now {self.learning_rate_init})")
-            rec = {"epoch": epoch + 1, "loss": train_loss}
-            if X_valid is not None:
-                logits = self._logits(X_valid)
-                val_loss = float(loss_fn(logits, y_valid))
-                rec.update(val_loss=val_loss, val_accuracy=float((logits.argmax(1) == y_valid).double().mean()))
-                watched = val_loss
-            else:
-                watched = train_loss
-            rec["time"] = time.perf_counter() - t0
-            for key, val in rec.items():
-                self.history_.setdefault(key, []).append(val)
-            self.n_iter_ = epoch + 1
-            if watched < self._best_loss - self.tol:
-                self._best_loss, self._no_improve, self.best_epoch_ = watched, 0, epoch + 1
-                if X_valid is not None:
-                    self._best = [p.detach().clone() for p in self.network_.parameters()]
-            else:
-                self._no_improve += 1
-            if self.verbose:
-                bar.set_postfix({k: f"{v:.4g}" for k, v in rec.items() if k != "epoch"})
-            if on_epoch is not None:
-                on_epoch()
-        if self._best is not None:  # early stopping: keep the weights of the best validation epoch
-            with torch.no_grad():
-                for p, b in zip(self.network_.parameters(), self._best):
-                    p.copy_(b)
+    def _learning_rate(self, epoch: int) -> float:
+        return self.learning_rate_init
+
+    def _progress_desc(self) -> str:
+        return "fine-tuning"
+
+    _progress_keys = ("loss", "val_loss", "val_accuracy")
+
+    def _batch_update(self, batch, lr: float, epoch: int) -> torch.Tensor:
+        self.network_.train()
+        xb, yb = batch
+        loss = nn.functional.cross_entropy(self.network_(xb), yb)
+        self._optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self._optimizer.step()
+        return loss
+
+    def _divergence_advice(self, lr: float) -> list[str]:
+        return [f"lower learning_rate_init (now {self.learning_rate_init})"]
+
+    def _epoch_record(self, loss: float, lr: float, data, valid) -> dict:
+        rec = {"loss": loss}
+        if valid is not None:
+            logits = self._logits(valid[0])
+            rec.update(val_loss=float(nn.functional.cross_entropy(logits, valid[1])),
+                       val_accuracy=float((logits.argmax(1) == valid[1]).double().mean()))
+        return rec
+
+    def _early_stopping_score(self, record: dict):
+        return record.get("val_loss", record["loss"])
+
+    def _keep_best(self) -> bool:
+        return self._keep_best_weights
+
+    def _snapshot(self):
+        return [p.detach().clone() for p in self.network_.parameters()]
+
+    def _restore_snapshot(self, best):
+        with torch.no_grad():
+            for p, b in zip(self.network_.parameters(), best):
+                p.copy_(b)
+
+    def _end_training(self):
+        super()._end_training()
         self.network_.eval()
 
     @torch.no_grad()
@@ -594,12 +459,12 @@ class DBNClassifier(CheckpointMixin, _StackMixin, ClassifierMixin, BaseEstimator
     def predict_proba(self, X):
         """Class probabilities (softmax of the fine-tuned network), shape (n_samples, n_classes)."""
         check_is_fitted(self)
-        X = _validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        X = _validate_X(self, X, reset=False)
         return torch.softmax(self._logits(self._input(X)).double(), 1).cpu().numpy()
 
     def predict(self, X):
         check_is_fitted(self)
-        X = _validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        X = _validate_X(self, X, reset=False)
         return self.classes_[self._logits(self._input(X)).argmax(1).cpu().numpy()]
 
     # ---- checkpoint state ----------------------------------------------------------------------------------
@@ -607,9 +472,10 @@ class DBNClassifier(CheckpointMixin, _StackMixin, ClassifierMixin, BaseEstimator
     def _get_state(self):
         if "dbn_" not in self.__dict__:
             check_is_fitted(self)
-        tensors, layers = self.dbn_._stack_state("dbn.")
+        dbn_tensors, dbn_state = self.dbn_._get_state()
+        tensors = {f"dbn.{k}": v for k, v in dbn_tensors.items()}
         classes = self.classes_
-        state = {"seed": self._seed, "n_features_in_": self.n_features_in_, "layers": layers,
+        state = {"seed": self._seed, "n_features_in_": self.n_features_in_, "layers": dbn_state["layers"],
                  "phase": self._phase, "classes": classes.tolist(), "classes_dtype": classes.dtype.str
                  if classes.dtype != object else "object"}
         if self._phase == "finetune":
@@ -618,56 +484,37 @@ class DBNClassifier(CheckpointMixin, _StackMixin, ClassifierMixin, BaseEstimator
             if self._best is not None:
                 for i, p in enumerate(self._best):
                     tensors[f"best.{i}"] = p
-            for i, st in self._optimizer.state_dict()["state"].items():
-                for key, val in st.items():
-                    tensors[f"opt.{i}.{key}"] = val if torch.is_tensor(val) else torch.tensor(val)
-            tensors["rng_state"] = self._rng.get_state()
-            tensors["shuffle_rng_state"] = self._shuffle_rng.get_state()
-            state.update(n_iter_=self.n_iter_, history_=self.history_, best_loss=self._best_loss,
-                         no_improve=self._no_improve, best_epoch_=self.best_epoch_)
+            tensors.update(self._optimizer_tensors(self._optimizer))
+            tensors.update(self._generator_tensors())
+            state.update(self._training_state())
         return tensors, state
 
     def _restore_finetune(self, tensors, state):
         with torch.no_grad():
             for i, p in enumerate(self.network_.parameters()):
                 p.copy_(tensors[f"net.{i}"])
+        self._load_optimizer(self._optimizer, tensors)
+        self._restore_generators(tensors, self._seed)
+        self._restore_training_state(state)
         n_params = len(list(self.network_.parameters()))
         self._best = [tensors[f"best.{i}"].to(self._device) for i in range(n_params)] \
             if "best.0" in tensors else None
-        opt_state = {}
-        for name, val in tensors.items():
-            if name.startswith("opt."):
-                _, i, key = name.split(".", 2)
-                opt_state.setdefault(int(i), {})[key] = val.to(self._device) if key != "step" else val
-        sd = self._optimizer.state_dict()
-        sd["state"] = opt_state
-        self._optimizer.load_state_dict(sd)
-        self._rng.set_state(tensors["rng_state"])
-        self._shuffle_rng.set_state(tensors["shuffle_rng_state"])
-        self.n_iter_ = int(state["n_iter_"])
-        self.history_ = {k: list(v) for k, v in state["history_"].items()}
-        self._best_loss = float(state["best_loss"])
-        self._no_improve = int(state["no_improve"])
-        self.best_epoch_ = int(state["best_epoch_"])
         self._rewire_dropout()
 
-    def _set_state(self, tensors, state):
-        sizes = self._check_params()
+    def _set_state(self, tensors, state, check_against=None):
+        self._check_params()
         if state.get("phase") != "finetune":
             raise ValueError("the checkpoint was saved during pre-training; finish it with fit(X, y, resume=path)")
         self._seed = int(state["seed"])
         self.n_features_in_ = int(state["n_features_in_"])
         dt = state["classes_dtype"]
         self.classes_ = np.asarray(state["classes"], dtype=object if dt == "object" else np.dtype(dt))
-        self.dbn_ = DBN(sizes, visible=self.visible, layer_params=self.layer_params, random_state=self._seed,
-                        verbose=self.verbose, device=self.device, dtype=self.dtype, **self._dbn_shared())
+        self.dbn_ = self._make_dbn()
         self.dbn_._set_state({k[4:]: v for k, v in tensors.items() if k.startswith("dbn.")},
                              {"seed": self._seed, "n_features_in_": self.n_features_in_, "layers": state["layers"]})
         self._phase = "finetune"
         self._build_network(len(self.classes_))
         self._restore_finetune(tensors, state)
         if self._best is not None:  # a checkpoint written during fine-tuning: predict with the best epoch so far
-            with torch.no_grad():
-                for p, b in zip(self.network_.parameters(), self._best):
-                    p.copy_(b)
+            self._restore_snapshot(self._best)
         self.network_.eval()

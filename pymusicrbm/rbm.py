@@ -4,148 +4,37 @@ estimator trained by the fused ``pymusicrbm.ops.cd_step_`` op (CD-k, PCD-k) or, 
 from __future__ import annotations
 
 import math
-import time
-from numbers import Integral, Real
-
 import warnings
+from numbers import Integral, Real
 
 import numpy as np
 import scipy.sparse as sp
 import torch
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
-from sklearn.utils import check_random_state
+from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.sparsefuncs import mean_variance_axis
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import ops
+from ._base import COMMON_CONSTRAINTS, Interval, StrOptions, TrainedEstimator, TrainingDivergedError
+from ._utils import draw_seed, input_dtype, make_generator, numpy_dtype, randn, to_tensor
 from .ais import AISResult, ais_log_partition, exact_log_partition
-from .checkpoint import CheckpointMixin, load_state
-
-try:  # scikit-learn >= 1.6
-    from sklearn.utils.validation import validate_data as _validate_data
-except ImportError:  # pragma: no cover - older scikit-learn
-    def _validate_data(est, X="no_validation", y="no_validation", **kw):
-        return est._validate_data(X, y, **kw)
 
 __all__ = ["RBM", "TrainingDivergedError"]
 
 _N_MONITOR = 1000          # rows of training (and held-out) data used for the per-epoch monitors
-_MAX_ABS_WEIGHT = 1e3      # |W| beyond this means training blew up, even if everything is still finite
 _SIGMA_BOUNDS = (0.1, 10.0)
 _CHUNK = 1 << 16           # rows per chunk in transform / scoring
 _CHUNK_ELEMENTS = 1 << 22  # values per chunk when data are converted (densified, clipped, standardised)
 _ACCEPT_SPARSE = ("csr", "csc")  # other sparse formats (LIL, COO, ...) are converted to CSR by validation
 
 
-class TrainingDivergedError(FloatingPointError):
-    """RBM training produced non-finite or exploding parameters; the message says which setting to change."""
-
-
-# ---- helpers shared with dbn.py ------------------------------------------------------------------------------
-
-def resolve_dtype(dtype) -> torch.dtype | None:
-    """The torch dtype of a ``dtype`` parameter; None (follow the input data) stays None."""
-    if dtype is None:
-        return None
-    if isinstance(dtype, torch.dtype) and dtype in (torch.float32, torch.float64):
-        return dtype
-    if isinstance(dtype, str) and dtype.replace("torch.", "") in ("float32", "float64"):
-        return getattr(torch, dtype.replace("torch.", ""))
-    raise ValueError(f"dtype must be None (follow the input), 'float32' or 'float64' (or the torch dtypes), "
-                     f"got {dtype!r}")
-
-
-def input_dtype(X) -> torch.dtype:
-    """The compute dtype that follows the data (``dtype=None``): float32 stays float32, anything else is float64."""
-    return torch.float32 if X.dtype == np.float32 else torch.float64
-
-
-def numpy_dtype(dtype: torch.dtype):
-    return np.float32 if dtype == torch.float32 else np.float64
-
-
-def randn(shape, generator: torch.Generator, dtype: torch.dtype, device: torch.device, scale=1.0) -> torch.Tensor:
-    """``scale`` * standard normals, drawn and scaled in float64, then cast: one seed gives the same numbers (up to
-    rounding to float32) in float32 and float64."""
-    return torch.randn(shape, generator=generator, dtype=torch.float64, device=device).mul_(scale).to(dtype)
-
-
-def row_chunks(X, n_columns: int):
+def row_chunks(X, n_columns: int) -> list[slice]:
     """Row slices of about ``_CHUNK_ELEMENTS`` values: bounded memory when X is densified or converted."""
     rows = max(1, _CHUNK_ELEMENTS // max(1, n_columns))
     return [slice(i, min(i + rows, X.shape[0])) for i in range(0, X.shape[0], rows)]
 
 
-def resolve_device(device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r} ({e})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but CUDA is not available; use device='cpu'")
-    return dev
-
-
-def draw_seed(random_state) -> int:
-    """A 63-bit seed: the int itself, or one drawn from a RandomState / fresh entropy (None)."""
-    if isinstance(random_state, Integral) and not isinstance(random_state, bool):
-        return int(random_state) & ((1 << 63) - 1)
-    return int(check_random_state(random_state).randint(0, 2**31 - 1))
-
-
-def make_generator(seed: int, device: torch.device) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed)
-
-
-def check_in(name, value, options):
-    if value not in options:
-        raise ValueError(f"{name} must be one of {options}, got {value!r}")
-
-
-def check_number(name, value, low=None, high=None, integer=False, low_open=False, allow_none=False):
-    if value is None and allow_none:
-        return
-    kind = Integral if integer else Real
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise ValueError(f"{name} must be {'an int' if integer else 'a number'}, got {value!r}")
-    if low is not None and (value <= low if low_open else value < low):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
-    if high is not None and value > high:
-        raise ValueError(f"{name} must be <= {high}, got {value!r}")
-
-
-def to_tensor(X: np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    # copy when the array is read-only (memmaps): torch must not alias memory it may not write
-    X = np.ascontiguousarray(X, dtype=numpy_dtype(dtype))
-    if not X.flags.writeable:
-        X = X.copy()
-    return torch.from_numpy(X).to(device)
-
-
-def generator_to_state(g: torch.Generator | None):
-    return None if g is None else ("torch.Generator", str(g.device), g.get_state())
-
-
-def generator_from_state(s) -> torch.Generator | None:
-    if s is None:
-        return None
-    g = torch.Generator(device=s[1])
-    g.set_state(s[2])
-    return g
-
-
-def split_indices(n: int, fraction, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, held-out) row indices; the split depends only on the seed so a resumed fit sees the same split."""
-    g = torch.Generator().manual_seed(seed + 2)
-    perm = torch.randperm(n, generator=g)
-    n_valid = 0
-    if fraction:
-        n_valid = int(round(fraction * n))
-        n_valid = min(max(n_valid, 1), n - 1) if n >= 2 else 0
-    return perm[n_valid:], perm[:n_valid]
-
-
-class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
     """Restricted Boltzmann machine with Bernoulli hidden units and Bernoulli or Gaussian visible units.
 
     Training: CD-k (``persistent=False``), PCD-k (``persistent=True``, ``n_chains`` fantasy particles) or fast PCD
@@ -163,7 +52,7 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
     ``batch_size``, ``n_iter``, ``verbose``, ``random_state``). All sampling and shuffling draw from a private
     ``torch.Generator`` seeded from ``random_state``, so a seed fixes the result (and the same initial weights in
     float32 and float64). ``dtype``: None (default) computes in the input's precision (float32 data -> float32,
-    anything else -> float64), 'float32' or 'float64' (or the torch dtypes) fix it. ``verbose=1`` prints a line
+    anything else -> float64); 'float32' or 'float64' (or the torch dtypes) fix it. ``verbose=1`` prints a line
     per epoch, as scikit-learn does; ``verbose=2`` adds a progress bar over the mini-batches.
 
     Input: dense arrays or sparse matrices (CSR, CSC; other formats are converted), densified in chunks of rows.
@@ -177,7 +66,7 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
     pseudo-likelihood on up to 1000 training rows), and with ``validation_fraction``: ``free_energy_train``,
     ``free_energy_valid``, ``free_energy_gap`` (valid - train; growing = overfitting), ``pseudo_likelihood_valid``;
     plus ``learning_rate``, ``time``, ``sigma_mean`` when learned), ``h_samples_`` (persistent chains only: a
-    sample of the chains' hidden states, as scikit-learn's PCD).
+    sample of the chains' hidden states, as scikit-learn's PCD keeps).
     """
 
     def __init__(self, n_components=256, *, learning_rate=0.1, batch_size=10, n_iter=10, verbose=0,
@@ -212,30 +101,38 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
 
     # ---- parameters ---------------------------------------------------------------------------------------
 
-    def _check_params(self):
-        check_number("n_components", self.n_components, 1, integer=True)
-        check_number("learning_rate", self.learning_rate, 0)
-        check_number("batch_size", self.batch_size, 1, integer=True)
-        check_number("n_iter", self.n_iter, 0, integer=True)
-        check_in("visible", self.visible, ops.VISIBLE_TYPES)
-        check_number("k", self.k, 1, integer=True)
-        if self.persistent not in (False, True, "fast"):
-            raise ValueError(f"persistent must be False (CD-k), True (PCD-k) or 'fast' (fast PCD), "
-                             f"got {self.persistent!r}")
-        check_number("n_chains", self.n_chains, 1, integer=True, allow_none=True)
-        check_number("momentum", self.momentum, 0, 0.999999)
-        check_number("weight_decay", self.weight_decay, 0)
-        check_number("sparsity_target", self.sparsity_target, 0, 1, allow_none=True)
-        check_number("sparsity_cost", self.sparsity_cost, 0)
-        check_number("learning_rate_decay", self.learning_rate_decay, 0)
-        check_number("sigma_learning_rate", self.sigma_learning_rate, 0, allow_none=True)
-        check_number("fast_learning_rate", self.fast_learning_rate, 0, allow_none=True)
-        check_number("fast_decay", self.fast_decay, 0, 1)
-        check_number("validation_fraction", self.validation_fraction, 0, 0.9, allow_none=True)
+    _parameter_constraints = {
+        **COMMON_CONSTRAINTS,
+        "dtype": [*COMMON_CONSTRAINTS["dtype"], None],  # None: follow the input
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="left")],
+        "visible": [StrOptions(set(ops.VISIBLE_TYPES))],
+        "k": [Interval(Integral, 1, None, closed="left")],
+        "persistent": ["boolean", StrOptions({"fast"})],
+        "n_chains": [Interval(Integral, 1, None, closed="left"), None],
+        "momentum": [Interval(Real, 0, 0.999999, closed="both")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "sparsity_target": [Interval(Real, 0, 1, closed="both"), None],
+        "sparsity_cost": [Interval(Real, 0, None, closed="left")],
+        "learning_rate_decay": [Interval(Real, 0, None, closed="left")],
+        "learn_sigma": ["boolean"],
+        "sigma_learning_rate": [Interval(Real, 0, None, closed="left"), None],
+        "standardize": ["boolean"],
+        "fast_learning_rate": [Interval(Real, 0, None, closed="left"), None],
+        "fast_decay": [Interval(Real, 0, 1, closed="both")],
+        "monitor": ["boolean"],
+    }
+    _structural_params = ("visible", "n_components", "persistent", "learn_sigma", "standardize")
+    _progress_keys = ("recon_error", "pseudo_likelihood", "free_energy_gap")
+    _loss_name = "the reconstruction error"
+    _verbose_lines = True
+    _weights = ("_W", "weights")
+    _STATE_TENSORS = ("_W", "_b", "_c", "_W_vel", "_b_vel", "_c_vel", "_base_b", "_log_sigma", "_chains",
+                      "_W_fast", "_b_fast", "_c_fast")
+
+    def _check_combinations(self):
         if self.learn_sigma and self.visible != "gaussian":
             raise ValueError("learn_sigma=True needs visible='gaussian' (Bernoulli units have no sigma)")
-        self._device = resolve_device(self.device)
-        self._dtype = resolve_dtype(self.dtype)  # None: set from X by _initialize (or by a checkpoint)
 
     @property
     def _gaussian(self) -> bool:
@@ -272,11 +169,6 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
     def _n_features_out(self):
         return self.n_components
 
-    def _require_fitted(self):
-        if "_W" not in self.__dict__:
-            from sklearn.exceptions import NotFittedError
-            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet; call fit first.")
-
     def __sklearn_is_fitted__(self):
         return "_W" in self.__dict__
 
@@ -308,27 +200,7 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
         ls = self.__dict__.get("_log_sigma")
         return None if ls is None else ls.exp()
 
-    # ---- pickling: torch.Generator objects do not pickle, their states do -------------------------------------
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state = dict(state)
-        for name in ("_rng", "_shuffle_rng"):
-            if isinstance(state.get(name), torch.Generator):
-                state[name] = generator_to_state(state[name])
-        return state
-
-    def __setstate__(self, state):
-        state = dict(state)
-        for name in ("_rng", "_shuffle_rng"):
-            if isinstance(state.get(name), tuple):
-                state[name] = generator_from_state(state[name])
-        super().__setstate__(state)
-
     # ---- data --------------------------------------------------------------------------------------------
-
-    def _validate(self, X, reset: bool):
-        return _validate_data(self, X, dtype=(np.float64, np.float32), accept_sparse=_ACCEPT_SPARSE, reset=reset)
 
     def _input(self, X, clip=True) -> torch.Tensor:
         """Validated X (dense or sparse) as one tensor of the model's dtype on its device (see :meth:`_chunks`)."""
@@ -382,9 +254,7 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
         V, H = X.shape[1], self.n_components
         if self._dtype is None:
             self._dtype = input_dtype(X)
-        self._seed = draw_seed(self.random_state)
-        self._rng = make_generator(self._seed, self._device)
-        self._shuffle_rng = torch.Generator().manual_seed(self._seed + 1)
+        self._seed_generators()
         if self._gaussian and self.standardize:
             if sp.issparse(X):
                 self.mean_, var = mean_variance_axis(X.astype(np.float64), axis=0)
@@ -417,46 +287,13 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
             self._chains = Xt.index_select(0, idx).contiguous()
         if self.persistent == "fast":
             self._W_fast, self._b_fast, self._c_fast = (torch.zeros_like(t) for t in (self._W, self._b, self._c))
-        self.n_iter_ = 0
-        self.history_ = {}
+        self._reset_training()
         return Xt
 
     # ---- fitting -----------------------------------------------------------------------------------------
 
-    def fit(self, X, y=None, *, resume=None, checkpoint=None):
-        """Train for ``n_iter`` epochs (in total: a resumed fit runs only the epochs still missing).
-
-        resume: path of a checkpoint written by ``save`` or by ``checkpoint=`` to continue from; with the same data
-        and seed the result is bitwise identical to an uninterrupted fit. checkpoint: path to save to after every
-        epoch (atomically), so that an interrupted run can be resumed.
-        """
-        self._check_params()
-        X = self._validate(X, reset=True)
-        if resume is not None:
-            tensors, meta = load_state(resume)
-            saved = type(self)._params_from_meta(meta, resume)
-            self._check_resumable(saved, resume)
-            self._set_state(tensors, meta.get("state", {}), check_against=X.shape[1])
-        on_epoch = None if checkpoint is None else (lambda: self.save(checkpoint))
-        return self._fit_validated(X, resume is not None, on_epoch)
-
-    _STRUCTURAL = ("visible", "n_components", "persistent", "learn_sigma", "standardize")
-
-    def _check_resumable(self, saved: dict, where):
-        for name in self._STRUCTURAL:
-            if saved.get(name) != getattr(self, name):
-                raise ValueError(f"resume: the checkpoint {str(where)!r} was trained with {name}="
-                                 f"{saved.get(name)!r} but this estimator has {name}={getattr(self, name)!r}")
-
-    def _fit_validated(self, X: np.ndarray, resumed: bool, on_epoch=None):
-        """Fit on validated X; ``resumed`` means the training state is already loaded. ``on_epoch()`` runs after
-        every epoch (checkpointing)."""
-        Xt = self._input(X) if resumed else self._initialize(X)
-        train_idx, valid_idx = split_indices(Xt.shape[0], self.validation_fraction, self._seed)
-        X_train = Xt if len(valid_idx) == 0 else Xt.index_select(0, train_idx.to(self._device))
-        X_valid = None if len(valid_idx) == 0 else Xt.index_select(0, valid_idx.to(self._device))
-        self._train(X_train, X_valid, self.n_iter - self.n_iter_, on_epoch)
-        return self
+    def _validate_input(self, X, reset: bool):
+        return validate_data(self, X, dtype=(np.float64, np.float32), accept_sparse=_ACCEPT_SPARSE, reset=reset)
 
     def partial_fit(self, X, y=None):
         """One epoch over X (in mini-batches), starting from the current parameters; the first call initialises
@@ -464,51 +301,34 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
         first = not self.__sklearn_is_fitted__()
         if first:
             self._check_params()
-        X = self._validate(X, reset=first)
+        X = self._validate_input(X, reset=first)
         Xt = self._initialize(X) if first else self._input(X)
-        self._train(Xt, None, 1, None)
+        self._run_epochs(Xt, None, 1)
         return self
 
-    def _lr(self, epoch: int) -> float:
+    def _learning_rate(self, epoch: int) -> float:
         return self.learning_rate / (1.0 + self.learning_rate_decay * epoch)
 
-    def _train(self, X: torch.Tensor, X_valid: torch.Tensor | None, n_epochs: int, on_epoch=None):
-        from tqdm.auto import tqdm
+    def _progress_desc(self) -> str:
+        return f"{type(self).__name__} {self.visible} {self._W.shape[0]}->{self.n_components}"
 
-        n, B = X.shape[0], self.batch_size
-        mon = X[: min(n, _N_MONITOR)]
-        for _ in range(n_epochs):
-            epoch = self.n_iter_
-            lr = self._lr(epoch)
-            t0 = time.perf_counter()
-            perm = torch.randperm(n, generator=self._shuffle_rng).to(self._device)
-            total = torch.zeros((), dtype=self._dtype, device=self._device)
-            for idx in tqdm(torch.split(perm, B), disable=self.verbose < 2, leave=False, unit="batch"):
-                total.add_(self._batch_update(X.index_select(0, idx), lr, epoch), alpha=len(idx))
-            recon = float(total) / n
-            self._check_divergence(recon, epoch, lr)
-            self.n_iter_ = epoch + 1
-            rec = {"epoch": epoch + 1, "learning_rate": lr, "recon_error": recon}
-            if self.monitor:
-                rec.update(self._monitor(mon, X_valid))
-            if self.learn_sigma:
-                rec["sigma_mean"] = float(self._sigma().mean())
-            rec["time"] = time.perf_counter() - t0
-            for key, val in rec.items():
-                self.history_.setdefault(key, []).append(val)
-            if self.verbose:
-                print(self._epoch_line(rec, mon), flush=True)
-            if on_epoch is not None:
-                on_epoch()
+    def _epoch_record(self, loss: float, lr: float, X: torch.Tensor, X_valid: torch.Tensor | None) -> dict:
+        rec = {"learning_rate": lr, "recon_error": loss}
+        if self.monitor:
+            rec.update(self._monitor(X[:_N_MONITOR], X_valid))
+        if self.learn_sigma:
+            rec["sigma_mean"] = float(self._sigma().mean())
+        if self.verbose and not self.monitor and not self._gaussian:  # for the verbose line only
+            rec["_pseudo_likelihood"] = float(self._pseudo_likelihood(X[:_N_MONITOR]).mean())
+        return rec
 
-    def _epoch_line(self, rec: dict, mon: torch.Tensor) -> str:
+    def _epoch_line(self, rec: dict) -> str:
         """scikit-learn's verbose line (``[BernoulliRBM] Iteration 1, pseudo-likelihood = -21.32, time = 0.05s``),
         with this class's name; Gaussian units report the reconstruction error instead."""
         if self._gaussian:
             value = f"reconstruction error = {rec['recon_error']:.4f}"
         else:
-            pl = rec["pseudo_likelihood"] if "pseudo_likelihood" in rec else float(self._pseudo_likelihood(mon).mean())
-            value = f"pseudo-likelihood = {pl:.2f}"
+            value = f"pseudo-likelihood = {rec.get('pseudo_likelihood', rec.get('_pseudo_likelihood')):.2f}"
         return f"[{type(self).__name__}] Iteration {rec['epoch']}, {value}, time = {rec['time']:.2f}s"
 
     def _batch_update(self, v: torch.Tensor, lr: float, epoch: int) -> torch.Tensor:
@@ -590,7 +410,7 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
             self._update_sigma(v, lr)
         return recon
 
-    def _diverged(self, epoch: int, lr: float, what: str) -> TrainingDivergedError:
+    def _divergence_advice(self, lr: float) -> list[str]:
         advice = ["lower learning_rate (now %.3g)" % lr]
         if self._gaussian:
             advice.append("Gaussian visible units usually need learning_rate <= 0.01")
@@ -601,15 +421,7 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
         advice.append("add weight_decay (e.g. 1e-4)")
         if self.momentum > 0.5:
             advice.append("lower momentum")
-        return TrainingDivergedError(f"{type(self).__name__} training diverged in epoch {epoch + 1}: {what}. "
-                                     f"Try to: {'; '.join(advice)}.")
-
-    def _check_divergence(self, recon: float, epoch: int, lr: float):
-        if not math.isfinite(recon):
-            raise self._diverged(epoch, lr, f"the reconstruction error is {recon}")
-        wmax = float(self._W.abs().max())
-        if not math.isfinite(wmax) or wmax > _MAX_ABS_WEIGHT:
-            raise self._diverged(epoch, lr, f"the weights exploded (max |W| = {wmax:.3g} > {_MAX_ABS_WEIGHT:g})")
+        return advice
 
     # ---- monitoring --------------------------------------------------------------------------------------
 
@@ -660,7 +472,7 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
 
     def _checked(self, X):
         check_is_fitted(self)
-        return self._validate(X, reset=False)
+        return self._validate_input(X, reset=False)
 
     def _checked_input(self, X):
         X = self._checked(X)
@@ -689,7 +501,7 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
         """A sample of h ~ p(h | v = X) (0/1 values, shape (n_samples, n_components), in X's float dtype) from the
         fitted model's private generator; :meth:`transform` gives its mean."""
         X, Xt = self._checked_input(X)
-        _, h = ops.sample_hidden(Xt, self._W, self._c, self._sigma(), self._rng)
+        _, h = self._sample_hidden(Xt, self._rng)
         return h.cpu().numpy().astype(X.dtype, copy=False)
 
     @torch.no_grad()
@@ -718,6 +530,25 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
         if self._gaussian and self.standardize:
             out = out * self.scale_ + self.mean_
         return out.astype(X.dtype, copy=False)
+
+    # ---- what a stack of RBMs (DBN, DBNClassifier) needs of a layer -----------------------------------------------
+
+    def _sample_hidden(self, v: torch.Tensor, generator: torch.Generator):
+        """(p(h | v), a sample of h) for standardised v."""
+        return ops.sample_hidden(v, self._W, self._c, self._sigma(), generator)
+
+    def _sample_visible(self, h: torch.Tensor, generator: torch.Generator):
+        """(E[v | h], a sample of v), in standardised units."""
+        return ops.sample_visible(h, self._W, self._b, self._sigma(), self.visible, generator)
+
+    def _unstandardize(self, x: np.ndarray) -> np.ndarray:
+        return x * self.scale_ + self.mean_ if self._gaussian and self.standardize else x
+
+    def _affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """p(h | v) = sigmoid(v @ weight.T + bias) for standardised v: (weight (H, V) with 1/sigma folded in,
+        bias (H,)), the initial weights of a fine-tuned network."""
+        s = self._sigma()
+        return (self._W if s is None else self._W / s.unsqueeze(1)).t(), self._c
 
     # ---- partition function and likelihood -------------------------------------------------------------------
 
@@ -749,27 +580,19 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
 
     # ---- checkpoint state --------------------------------------------------------------------------------
 
-    _STATE_TENSORS = ("_W", "_b", "_c", "_W_vel", "_b_vel", "_c_vel", "_base_b", "_log_sigma", "_chains",
-                      "_W_fast", "_b_fast", "_c_fast")
-
     def _get_state(self):
         self._require_fitted()
-        tensors = {name[1:]: self.__dict__[name] for name in self._STATE_TENSORS
-                   if self.__dict__.get(name) is not None}
-        tensors["rng_state"] = self._rng.get_state()
-        tensors["shuffle_rng_state"] = self._shuffle_rng.get_state()
-        if self._gaussian and self.standardize:
-            tensors["mean_"] = torch.from_numpy(np.asarray(self.mean_, dtype=np.float64))
-            tensors["scale_"] = torch.from_numpy(np.asarray(self.scale_, dtype=np.float64))
-        state = {"n_iter_": self.n_iter_, "seed": self._seed, "n_features_in_": self.n_features_in_,
-                 "history_": self.history_, "rng_device": str(self._rng.device)}
-        return tensors, state
+        state = {"seed": self._seed, "n_features_in_": self.n_features_in_, "rng_device": str(self._rng.device),
+                 **self._training_state()}
+        return self._state_tensors(), state
 
-    def _set_state(self, tensors: dict, state: dict, check_against: int | None = None):
+    def _set_state(self, tensors: dict, state: dict, check_against=None):
+        """Restore a checkpoint's state; ``check_against``: the (validated) X a resumed fit continues on."""
         self._check_params()
         V = int(state["n_features_in_"])
-        if check_against is not None and check_against != V:
-            raise ValueError(f"resume: the checkpoint was trained on {V} features but X has {check_against}")
+        if check_against is not None and check_against.shape[1] != V:
+            raise ValueError(f"resume: the checkpoint was trained on {V} features but X has "
+                             f"{check_against.shape[1]}")
         needs = {"W", "b", "c", "W_vel", "b_vel", "c_vel", "base_b", "rng_state", "shuffle_rng_state"}
         needs |= {"mean_", "scale_"} if self._gaussian and self.standardize else set()
         needs |= {"chains"} if self.persistent else set()
@@ -791,17 +614,6 @@ class RBM(CheckpointMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
                                  f"n_components={H} and {V} features need {shape}")
         if self._dtype is None:  # dtype=None: the checkpoint's precision
             self._dtype = tensors["W"].dtype
-        for name in self._STATE_TENSORS:
-            t = tensors.get(name[1:])
-            self.__dict__[name] = None if t is None else t.to(device=self._device, dtype=self._dtype).contiguous()
-        self._seed = int(state["seed"])
-        self._rng = torch.Generator(device=self._device)
-        self._rng.set_state(tensors["rng_state"])
-        self._shuffle_rng = torch.Generator()
-        self._shuffle_rng.set_state(tensors["shuffle_rng_state"])
-        if self._gaussian and self.standardize:
-            self.mean_ = tensors["mean_"].double().numpy()
-            self.scale_ = tensors["scale_"].double().numpy()
+        self._load_state_tensors(tensors, state["seed"])
         self.n_features_in_ = V
-        self.n_iter_ = int(state["n_iter_"])
-        self.history_ = {k: list(v) for k, v in state.get("history_", {}).items()}
+        self._restore_training_state(state)

@@ -7,25 +7,27 @@ log-likelihood and the balance with the KL term does not depend on the dB scale 
 """
 from __future__ import annotations
 
-import copy
 import math
+import warnings
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.base import TransformerMixin
 from torch import nn
-from tqdm.auto import tqdm
 
-from .checkpoint import load_state, save_state
+from ._base import COMMON_CONSTRAINTS, Interval, TrainedEstimator
+from ._utils import draw_seed, split_indices
+from .checkpoint import load_state
 
 __all__ = ["ConvVAE", "cut_excerpts", "receptive_field"]
 
 _KERNEL, _STRIDE = 4, 2
-_TRAIN_FORMAT = "pymusicrbm.ConvVAE.training"
-_MODEL_FORMAT = "pymusicrbm.ConvVAE"
-# Hyper-parameters that must match for a checkpoint to be resumed (the run would differ otherwise).
-_RESUME_KEYS = ("n_mels", "n_frames", "latent_dim", "channels", "beta", "kl_warmup_epochs", "lr", "batch_size",
-                "validation_fraction", "weight_decay", "random_state")
+# The formats of pymusicrbm 0.1 (checkpoint version 1), before ConvVAE used the shared CheckpointMixin: a saved
+# model still loads; a training checkpoint cannot be resumed (its validation split was drawn differently).
+_V1_TRAIN_FORMAT = "pymusicrbm.ConvVAE.training"
+_V1_MODEL_FORMAT = "pymusicrbm.ConvVAE"
 
 
 def receptive_field(n_layers: int) -> int:
@@ -91,14 +93,14 @@ class _Net(nn.Module):
 
 
 def _to_state(d: dict, prefix: str) -> dict:
-    return {prefix + k: v.detach().to("cpu", copy=True).contiguous() for k, v in d.items()}
+    return {prefix + k: v.detach() for k, v in d.items()}
 
 
 def _from_state(tensors: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-class ConvVAE:
+class ConvVAE(TransformerMixin, TrainedEstimator):
     """Convolutional VAE on mel-spectrogram excerpts of shape (n_mels, n_frames), in dB.
 
     Parameters
@@ -115,62 +117,98 @@ class ConvVAE:
     kl_warmup_epochs : int
         The KL weight rises linearly from beta/kl_warmup_epochs to beta over these epochs (0: no warm-up).
         Early stopping does not count epochs inside the warm-up.
-    lr, batch_size, weight_decay : Adam settings.
-    n_epochs, patience : int
-        At most ``n_epochs`` epochs; stop after ``patience`` epochs without improvement of the validation
-        objective (the negative ELBO with the target beta: the ELBO itself when beta=1). The weights of the best
-        epoch are kept. ``patience=None`` disables early stopping.
+    learning_rate, batch_size, weight_decay : Adam settings (``learning_rate`` was ``lr``).
+    n_iter, n_iter_no_change : int
+        At most ``n_iter`` epochs (was ``n_epochs``); stop after ``n_iter_no_change`` epochs (was ``patience``)
+        without improvement of the validation objective (the negative ELBO with the target beta: the ELBO itself
+        when beta=1). The weights of the best epoch are kept. ``n_iter_no_change=None`` disables early stopping.
     validation_fraction : float
         Fraction of the excerpts held out for validation when ``fit`` gets no ``X_valid``.
-    device : str or None
-        'cpu', 'cuda', ...; None picks cuda when available.
-    random_state : int
+    device : str, torch.device or None
+        'cpu' (default), 'cuda', ...; None picks cuda when available.
+    dtype : 'float32' or 'float64'
+    random_state : int, RandomState or None
         Seeds initialisation, shuffling, the validation split and the reparameterisation noise.
     verbose : int
         0 silent, 1 a progress bar over epochs.
 
-    Attributes after ``fit``: ``history_`` (per epoch, in nats per excerpt: ``elbo``, ``recon`` (Gaussian negative
-    log-likelihood) and ``kl`` on the training excerpts, the same with ``_valid`` on the validation excerpts (NaN
-    without any), and the ``kl_weight`` used), ``best_epoch_``, ``n_epochs_`` (epochs run), ``mean_``/``std_`` (per-band
-    standardisation statistics, dB), ``range_`` (min and max dB of the training data; decoded spectrograms
-    are clipped to it).
+    Attributes
+    ----------
+    history_ : dict of lists
+        Per epoch, in nats per excerpt: ``elbo``, ``recon`` (Gaussian negative log-likelihood) and ``kl`` on the
+        training excerpts, the same with ``_valid`` on the validation excerpts (NaN without any), the
+        ``kl_weight`` used, and ``epoch``, ``time``.
+    n_iter_ : int
+        Epochs run.
+    best_epoch_ : int
+        The epoch (1-based, as ``n_iter_``) whose weights are kept.
+    mean_, std_ : ndarray (n_mels,)
+        Per-band standardisation statistics, dB.
+    range_ : ndarray (2,)
+        Min and max dB of the training data; decoded spectrograms are clipped to it.
+
+    Examples
+    --------
+    >>> vae = ConvVAE(n_mels=64, n_frames=64, channels=(8, 16, 16), n_iter=5).fit(X)   # doctest: +SKIP
+    >>> Z = vae.transform(X)                                                           # doctest: +SKIP
     """
 
+    _tuple_params = ("channels",)
+    _renamed_params = {"lr": "learning_rate", "n_epochs": "n_iter", "patience": "n_iter_no_change"}
+    _parameter_constraints = {
+        **COMMON_CONSTRAINTS,
+        "n_mels": [Interval(Integral, 1, None, closed="left")],
+        "n_frames": [Interval(Integral, 1, None, closed="left")],
+        "latent_dim": [Interval(Integral, 1, None, closed="left")],
+        "channels": ["array-like"],
+        "beta": [Interval(Real, 0, None, closed="left")],
+        "kl_warmup_epochs": [Interval(Integral, 0, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), None],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "device": [str, torch.device, None],
+    }
+    # settings a resumed fit must share with its checkpoint (the run would differ otherwise)
+    _structural_params = ("n_mels", "n_frames", "latent_dim", "channels", "beta", "kl_warmup_epochs",
+                          "learning_rate", "batch_size", "validation_fraction", "weight_decay")
+    _progress_keys = ("elbo", "elbo_valid")
+
     def __init__(self, n_mels=64, n_frames=128, latent_dim=32, channels=(32, 64, 128, 256), beta=1.0,
-                 kl_warmup_epochs=10, lr=1e-3, batch_size=64, n_epochs=100, patience=10,
-                 validation_fraction=0.1, weight_decay=0.0, device=None, random_state=0, verbose=1):
-        self.n_mels, self.n_frames, self.latent_dim = n_mels, n_frames, latent_dim
-        self.channels = tuple(int(c) for c in channels)
-        self.beta, self.kl_warmup_epochs = beta, kl_warmup_epochs
-        self.lr, self.batch_size, self.n_epochs, self.patience = lr, batch_size, n_epochs, patience
-        self.validation_fraction, self.weight_decay = validation_fraction, weight_decay
-        self.device, self.random_state, self.verbose = device, random_state, verbose
-        self._check_params()
-        self.net_ = None
+                 kl_warmup_epochs=10, learning_rate=1e-3, batch_size=64, n_iter=100, n_iter_no_change=10,
+                 validation_fraction=0.1, weight_decay=0.0, device="cpu", dtype="float32", random_state=None,
+                 verbose=0, **renamed):
+        self.n_mels = n_mels
+        self.n_frames = n_frames
+        self.latent_dim = latent_dim
+        self.channels = channels
+        self.beta = beta
+        self.kl_warmup_epochs = kl_warmup_epochs
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.n_iter = n_iter
+        self.n_iter_no_change = n_iter_no_change
+        self.validation_fraction = validation_fraction
+        self.weight_decay = weight_decay
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+        self.verbose = verbose
+        self._apply_renamed(renamed)
 
     # ------------------------------------------------------------------ checks
-    def _check_params(self):
-        if not isinstance(self.latent_dim, (int, np.integer)) or self.latent_dim < 1:
-            raise ValueError(f"latent_dim must be an integer >= 1, got {self.latent_dim!r}")
-        if not self.channels or min(self.channels) < 1:
-            raise ValueError(f"channels must be a non-empty tuple of positive ints, got {self.channels!r}")
-        rf = receptive_field(len(self.channels))
+    def _check_combinations(self):
+        channels = self.channels
+        if (len(channels) == 0 or not all(isinstance(c, Integral) and not isinstance(c, bool) and c >= 1
+                                          for c in channels)):
+            raise ValueError(f"channels must be a non-empty tuple of positive ints, got {channels!r}")
+        self._channels = tuple(int(c) for c in channels)
+        rf = receptive_field(len(channels))
         for name in ("n_mels", "n_frames"):
             v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or v < rf:
-                raise ValueError(f"{name}={v!r} is smaller than the receptive field of the {len(self.channels)}-"
+            if v < rf:
+                raise ValueError(f"{name}={v!r} is smaller than the receptive field of the {len(channels)}-"
                                  f"layer encoder ({rf}); use longer excerpts / more mel bands or fewer layers")
-        if self.beta < 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta}")
-        if self.kl_warmup_epochs < 0:
-            raise ValueError(f"kl_warmup_epochs must be >= 0, got {self.kl_warmup_epochs}")
-        if self.lr <= 0 or self.batch_size < 1 or self.n_epochs < 1:
-            raise ValueError(f"need lr > 0, batch_size >= 1, n_epochs >= 1; got lr={self.lr}, "
-                             f"batch_size={self.batch_size}, n_epochs={self.n_epochs}")
-        if self.patience is not None and self.patience < 1:
-            raise ValueError(f"patience must be None or >= 1, got {self.patience}")
-        if not 0.0 <= self.validation_fraction < 1.0:
-            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
 
     def _check_X(self, X, name="X"):
         X = np.asarray(X, dtype=np.float32)
@@ -189,20 +227,14 @@ class ConvVAE:
             raise ValueError(f"{name} contains NaN or infinite values (spectrograms must be finite dB values)")
         return X
 
-    def _check_fitted(self):
-        if self.net_ is None:
-            raise RuntimeError("this ConvVAE is not fitted yet: call fit() or ConvVAE.load()")
-
-    def _config(self):
-        return {k: getattr(self, k) for k in ("n_mels", "n_frames", "latent_dim", "beta", "kl_warmup_epochs",
-                                              "lr", "batch_size", "n_epochs", "patience", "validation_fraction",
-                                              "weight_decay", "random_state")} | {"channels": list(self.channels)}
+    def __sklearn_is_fitted__(self):
+        return "net_" in self.__dict__
 
     @property
-    def device_(self):
-        if self.device is not None:
-            return torch.device(self.device)
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    def n_epochs_(self) -> int:
+        warnings.warn("ConvVAE.n_epochs_ was renamed n_iter_; n_epochs_ will stop working in the next release",
+                      FutureWarning, stacklevel=2)
+        return self.n_iter_
 
     # ------------------------------------------------------------------ core
     def _standardise(self, xb):
@@ -223,228 +255,225 @@ class ConvVAE:
             return float(self.beta)
         return float(self.beta) * min(1.0, (epoch + 1) / self.kl_warmup_epochs)
 
-    def _batches(self, X, order):
-        dev = self.device_
-        for s in range(0, len(order), self.batch_size):
-            idx = order[s:s + self.batch_size]
-            yield self._standardise(torch.from_numpy(X[idx]).to(dev, non_blocking=True))
+    def _batch_tensor(self, X: np.ndarray, idx) -> torch.Tensor:
+        x = torch.from_numpy(X[idx]).to(self._device, self._dtype, non_blocking=True)
+        return self._standardise(x)
+
+    def _batches(self, X, perm):
+        # the excerpts stay on the host; each batch goes to the device on its own
+        for idx in torch.split(perm, self.batch_size):
+            yield len(idx), self._batch_tensor(X, idx.numpy())
 
     @torch.no_grad()
     def _evaluate(self, X):
         """Single-sample ELBO estimate with fixed noise, so successive epochs are compared on equal terms."""
         self.net_.eval()
-        g = torch.Generator(device=self.device_).manual_seed(int(self.random_state) + 7919)
-        nll_sum = kl_sum = 0.0
-        for xb in self._batches(X, np.arange(len(X))):
-            eps = torch.randn((len(xb), self.latent_dim), generator=g, device=self.device_)
+        g = torch.Generator(device=self._device).manual_seed(self._seed + 7919)
+        total = torch.zeros(2, dtype=torch.float64, device=self._device)
+        for rows, xb in self._batches(X, torch.arange(len(X))):
+            eps = torch.randn((rows, self.latent_dim), generator=g, device=self._device, dtype=self._dtype)
             nll, kl = self._terms(xb, eps)
-            nll_sum += nll.sum().item()
-            kl_sum += kl.sum().item()
-        return nll_sum / len(X), kl_sum / len(X)
+            total += torch.stack([nll.sum(), kl.sum()]).double()
+        nll, kl = (total / len(X)).tolist()
+        return nll, kl
 
-    def fit(self, X, y=None, X_valid=None, checkpoint=None, resume=False):
-        """Train on excerpts X (n, n_mels, n_frames) in dB. ``y`` is ignored (sklearn compatibility).
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X, y=None, *, X_valid=None, resume=None, checkpoint=None):
+        """Train on excerpts X (n, n_mels, n_frames) in dB. ``y`` is ignored (scikit-learn compatibility).
 
         X_valid : held-out excerpts for early stopping (better: excerpts of other clips than X). When None, a
             random ``validation_fraction`` of X is held out.
-        checkpoint : path of a safetensors file rewritten (atomically) after every epoch with the whole training
-            state; with ``resume=True`` and an existing file, training continues from it and ends exactly as an
-            uninterrupted run would.
+        resume : a checkpoint (``save`` or ``checkpoint=``) to continue from: training ends exactly as an
+            uninterrupted run would. (``resume=True`` with ``checkpoint=path``: continue from that path if it
+            exists; accepted for one release.)
+        checkpoint : path rewritten (atomically) after every epoch with the whole training state.
         """
+        if isinstance(resume, bool):
+            if resume:
+                warnings.warn("ConvVAE.fit(resume=True, checkpoint=path) is deprecated: pass resume=path",
+                              FutureWarning, stacklevel=2)
+            resume = checkpoint if resume and checkpoint is not None and Path(checkpoint).exists() else None
+        self._check_params()
         X = self._check_X(X)
-        if X_valid is None and self.validation_fraction > 0:
-            perm = np.random.default_rng(self.random_state).permutation(len(X))
-            n_val = max(1, int(round(self.validation_fraction * len(X))))
-            if n_val >= len(X):
-                raise ValueError(f"X has {len(X)} excerpts: too few to hold out a validation set")
-            X, X_valid = X[np.sort(perm[n_val:])], X[np.sort(perm[:n_val])]
-        elif X_valid is not None:
+        if X_valid is not None:
             X_valid = self._check_X(X_valid, "X_valid")
+        tensors = state = None
+        if resume is not None:
+            tensors, state = self._read_resume(resume)
+        seed = draw_seed(self.random_state) if state is None else int(state["seed"])
+        if X_valid is None and self.validation_fraction > 0:
+            if len(X) < 2:
+                raise ValueError(f"X has {len(X)} excerpts: too few to hold out a validation set")
+            tr, va = split_indices(len(X), self.validation_fraction, seed)
+            X, X_valid = X[np.sort(tr.numpy())], X[np.sort(va.numpy())]
         X = np.ascontiguousarray(X)
-        dev = self.device_
-        seed = int(self.random_state)
+        if state is None:
+            self._initialize(X, seed)
+        else:
+            self._set_state(tensors, state, check_against=X)
+        self._run_epochs(X, X_valid, self.n_iter - self.n_iter_, self._checkpointer(checkpoint))
+        return self
 
-        # Per-band statistics over all training excerpts and frames (float64 to avoid cancellation).
+    def _initialize(self, X: np.ndarray, seed: int):
+        # per-band statistics over all training excerpts and frames (float64 against cancellation)
         self.mean_ = X.mean(axis=(0, 2), dtype=np.float64).astype(np.float32)
         self.std_ = np.maximum(X.std(axis=(0, 2), dtype=np.float64), 1e-3).astype(np.float32)
         self.range_ = np.array([X.min(), X.max()], dtype=np.float32)
-        self._set_norm()
+        self._seed_generators(seed)
+        self._build(seed)
+        self._fingerprint = self._fingerprint_of(X)
+        self._reset_training()
+        self.best_epoch_ = 0
+        self._best = self._snapshot()
+
+    def _build(self, seed: int):
+        """The network (initialised from ``seed``), its optimizer and the standardisation tensors."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.net_ = _Net(self.n_mels, self.n_frames, self.latent_dim, self.channels).to(dev)
-        opt = torch.optim.Adam(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        g_shuffle = torch.Generator().manual_seed(seed)
-        g_noise = torch.Generator(device=dev).manual_seed(seed + 1)
-        keys = ("elbo", "recon", "kl", "elbo_valid", "recon_valid", "kl_valid", "kl_weight")
-        self.history_ = {k: [] for k in keys}
-        state = {"epoch": 0, "best_score": math.inf, "best_epoch": -1, "bad_epochs": 0}
-        best = copy.deepcopy(self.net_.state_dict())
-        fingerprint = [len(X), float(X.sum(dtype=np.float64))]
+            self.net_ = _Net(self.n_mels, self.n_frames, self.latent_dim, self._channels).to(self._device,
+                                                                                             self._dtype)
+        self._optimizer = torch.optim.Adam(self.net_.parameters(), lr=self.learning_rate,
+                                           weight_decay=self.weight_decay)
+        self._mean_t = torch.as_tensor(self.mean_, device=self._device, dtype=self._dtype)
+        self._std_t = torch.as_tensor(self.std_, device=self._device, dtype=self._dtype)
 
-        if checkpoint is not None and resume and Path(checkpoint).exists():
-            best, state = self._restore_training(checkpoint, opt, g_shuffle, g_noise, fingerprint)
+    @staticmethod
+    def _fingerprint_of(X) -> list:
+        return [len(X), float(X.sum(dtype=np.float64))]
 
-        bar = tqdm(range(state["epoch"], self.n_epochs), desc="ConvVAE", unit="epoch", disable=not self.verbose,
-                   initial=state["epoch"], total=self.n_epochs)
-        for epoch in bar:
-            if self.patience is not None and state["bad_epochs"] >= self.patience:
-                break
-            w = self._kl_weight(epoch)
-            self.net_.train()
-            order = torch.randperm(len(X), generator=g_shuffle).numpy()
-            nll_sum = kl_sum = 0.0
-            for xb in self._batches(X, order):
-                eps = torch.randn((len(xb), self.latent_dim), generator=g_noise, device=dev)
-                nll, kl = self._terms(xb, eps)
-                loss = (nll + w * kl).mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                nll_sum += nll.detach().sum().item()
-                kl_sum += kl.detach().sum().item()
-            if not math.isfinite(nll_sum):
-                raise FloatingPointError(f"ConvVAE: training diverged at epoch {epoch} (non-finite loss); "
-                                         f"lower lr (now {self.lr})")
-            h = self.history_
-            h["recon"].append(nll_sum / len(X))
-            h["kl"].append(kl_sum / len(X))
-            h["elbo"].append(-(nll_sum + kl_sum) / len(X))
-            h["kl_weight"].append(w)
-            if X_valid is not None:
-                v_nll, v_kl = self._evaluate(X_valid)
-                score = v_nll + self.beta * v_kl
-            else:
-                v_nll = v_kl = math.nan
-                score = (nll_sum + self.beta * kl_sum) / len(X)
-            h["recon_valid"].append(v_nll)
-            h["kl_valid"].append(v_kl)
-            h["elbo_valid"].append(-(v_nll + v_kl))
-            in_warmup = epoch + 1 < self.kl_warmup_epochs
-            if score < state["best_score"] or in_warmup:
-                # During warm-up the objective is still moving, so the latest epoch is the best so far.
-                state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
-                best = copy.deepcopy(self.net_.state_dict())
-            else:
-                state["bad_epochs"] += 1
-            state["epoch"] = epoch + 1
-            bar.set_postfix(elbo=f"{h['elbo'][-1]:.1f}", elbo_valid=f"{h['elbo_valid'][-1]:.1f}")
-            if checkpoint is not None:
-                self._save_training(checkpoint, opt, g_shuffle, g_noise, best, state, fingerprint)
-        bar.close()
+    # ---- the epoch loop's hooks ----
+
+    def _progress_desc(self) -> str:
+        return "ConvVAE"
+
+    def _batch_update(self, xb, lr: float, epoch: int) -> torch.Tensor:
+        self.net_.train()
+        w = self._kl_weight(epoch)
+        eps = torch.randn((len(xb), self.latent_dim), generator=self._rng, device=self._device, dtype=self._dtype)
+        nll, kl = self._terms(xb, eps)
+        loss = (nll + w * kl).mean()
+        self._optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self._optimizer.step()
+        return torch.stack([nll.mean(), kl.mean()]).detach()
+
+    def _epoch_record(self, loss, lr, X, X_valid) -> dict:
+        nll, kl = loss
+        v_nll, v_kl = self._evaluate(X_valid) if X_valid is not None else (math.nan, math.nan)
+        return {"elbo": -(nll + kl), "recon": nll, "kl": kl, "elbo_valid": -(v_nll + v_kl), "recon_valid": v_nll,
+                "kl_valid": v_kl, "kl_weight": self._kl_weight(self.n_iter_ - 1),
+                # the objective early stopping watches: the negative ELBO with the target beta
+                "_score": (v_nll + self.beta * v_kl) if X_valid is not None else (nll + self.beta * kl)}
+
+    def _early_stopping_score(self, record: dict):
+        return record["_score"]
+
+    def _improved(self, score: float) -> bool:
+        # during warm-up the objective is still moving, so the latest epoch is the best so far
+        return score < self._best_score or self.n_iter_ < self.kl_warmup_epochs
+
+    def _snapshot(self):
+        return {k: v.detach().clone() for k, v in self.net_.state_dict().items()}
+
+    def _restore_snapshot(self, best):
         self.net_.load_state_dict(best)
+
+    def _end_training(self):
+        super()._end_training()
         self.net_.eval()
-        self.best_epoch_ = state["best_epoch"]
-        self.n_epochs_ = state["epoch"]
-        return self
 
-    def _norm_from(self, tensors):
-        self.mean_, self.std_ = tensors["norm.mean"].numpy(), tensors["norm.std"].numpy()
-        self.range_ = tensors["norm.range"].numpy()
-        self._set_norm()
-
-    def _set_norm(self):
-        dev = self.device_
-        self._mean_t = torch.as_tensor(self.mean_, device=dev)
-        self._std_t = torch.as_tensor(self.std_, device=dev)
+    def _divergence_advice(self, lr: float) -> list[str]:
+        return [f"lower learning_rate (now {lr:.3g})"]
 
     # ------------------------------------------------------------------ checkpoints
-    def _save_training(self, path, opt, g_shuffle, g_noise, best, state, fingerprint):
-        tensors = _to_state(self.net_.state_dict(), "model.") | _to_state(best, "best.")
-        params = list(self.net_.parameters())
-        for i, p in enumerate(params):
-            for k, v in opt.state.get(p, {}).items():
-                tensors[f"opt.{i}.{k}"] = v.detach().to("cpu", copy=True).reshape(v.shape).contiguous()
-        tensors["rng.shuffle"] = g_shuffle.get_state()
-        tensors["rng.noise"] = g_noise.get_state()
-        tensors["norm.mean"] = torch.from_numpy(self.mean_.copy())
-        tensors["norm.std"] = torch.from_numpy(self.std_.copy())
-        tensors["norm.range"] = torch.from_numpy(self.range_.copy())
-        meta = {"format": _TRAIN_FORMAT, "config": self._config(), "state": state,
-                "history": self.history_, "fingerprint": fingerprint}
-        save_state(path, tensors, meta)
-
-    def _restore_training(self, path, opt, g_shuffle, g_noise, fingerprint):
-        tensors, meta = load_state(path)
-        if meta.get("format") != _TRAIN_FORMAT:
-            raise ValueError(f"{path} is not a ConvVAE training checkpoint (format {meta.get('format')!r})")
-        mine = self._config()
-        diff = [k for k in _RESUME_KEYS if meta["config"].get(k) != mine[k]]
-        if diff:
-            theirs = ", ".join(f"{k}={meta['config'].get(k)!r}" for k in diff)
-            raise ValueError(f"{path} was written with other settings ({theirs}); resume with the same settings "
-                             f"or use another checkpoint path")
-        if meta.get("fingerprint") != fingerprint:
-            raise ValueError(f"{path} was written for other training data ({meta.get('fingerprint')} vs "
-                             f"{fingerprint} [n_excerpts, sum]); cannot resume")
-        self.net_.load_state_dict(_from_state(tensors, "model."))
-        best = {k: v.to(self.device_) for k, v in _from_state(tensors, "best.").items()}
-        params = list(self.net_.parameters())
-        opt_state = {}
-        for k, v in tensors.items():
-            if k.startswith("opt."):
-                _, i, name = k.split(".", 2)
-                # Adam keeps 'step' on the CPU unless capturable/fused; the other moments live with the params.
-                opt_state.setdefault(int(i), {})[name] = v if name == "step" else v.to(self.device_)
-        sd = opt.state_dict()
-        sd["state"] = opt_state
-        opt.load_state_dict(sd)
-        g_shuffle.set_state(tensors["rng.shuffle"])
-        g_noise.set_state(tensors["rng.noise"])
-        self._norm_from(tensors)
-        self.history_ = meta["history"]
-        return best, dict(meta["state"])
-
-    def save(self, path):
-        """Write the fitted model (weights, normalisation, settings, history) to a safetensors file, atomically."""
-        self._check_fitted()
+    def _get_state(self):
+        self._require_fitted()
         tensors = _to_state(self.net_.state_dict(), "model.")
-        tensors["norm.mean"] = torch.from_numpy(self.mean_.copy())
-        tensors["norm.std"] = torch.from_numpy(self.std_.copy())
-        tensors["norm.range"] = torch.from_numpy(self.range_.copy())
-        meta = {"format": _MODEL_FORMAT, "config": self._config(), "history": self.history_,
-                "best_epoch": self.best_epoch_, "n_epochs_run": self.n_epochs_}
-        save_state(path, tensors, meta)
+        if self.__dict__.get("_best") is not None:
+            tensors |= _to_state(self._best, "best.")
+        tensors |= self._optimizer_tensors(self._optimizer)
+        tensors |= self._generator_tensors()
+        tensors |= {"norm.mean": torch.from_numpy(self.mean_.copy()), "norm.std": torch.from_numpy(self.std_.copy()),
+                    "norm.range": torch.from_numpy(self.range_.copy())}
+        state = {"seed": self._seed, "fingerprint": self._fingerprint, **self._training_state()}
+        return tensors, state
+
+    def _set_state(self, tensors: dict, state: dict, check_against=None):
+        """Restore a checkpoint: to continue training on ``check_against`` (resume), or to predict (load: with
+        the best epoch's weights when the checkpoint was written during training)."""
+        self._check_params()
+        if check_against is not None and state.get("fingerprint") != self._fingerprint_of(check_against):
+            raise ValueError(f"resume: the checkpoint was written for other training data ({state.get('fingerprint')}"
+                             f" vs {self._fingerprint_of(check_against)} [n_excerpts, sum]); cannot resume")
+        self.mean_, self.std_ = tensors["norm.mean"].numpy(), tensors["norm.std"].numpy()
+        self.range_ = tensors["norm.range"].numpy()
+        seed = int(state["seed"])
+        self._build(seed)
+        self.net_.load_state_dict(_from_state(tensors, "model."))
+        self._fingerprint = state.get("fingerprint")
+        self._restore_training_state(state)
+        best = _from_state(tensors, "best.")
+        self._best = {k: v.to(self._device) for k, v in best.items()} if best else None
+        if "rng_state" in tensors:
+            self._load_optimizer(self._optimizer, tensors)
+            self._restore_generators(tensors, seed)
+        else:
+            self._seed_generators(seed)
+        if check_against is None:
+            self._end_training()
 
     @classmethod
-    def load(cls, path, device=None, verbose=0):
-        """Load a model written by ``save``."""
+    def _params_from_meta(cls, meta: dict, path) -> dict:
+        if meta.get("format") == _V1_TRAIN_FORMAT:
+            raise ValueError(f"{path} is a ConvVAE training checkpoint of pymusicrbm 0.1 (checkpoint format "
+                             f"version 1, {_V1_TRAIN_FORMAT!r}); it can be neither loaded nor resumed by this "
+                             "version: train again")
+        return super()._params_from_meta(meta, path)
+
+    @classmethod
+    def load(cls, path, device=None, verbose=None):
+        """Load a model written by ``save`` (or a per-epoch checkpoint: the best epoch's weights).
+        ``device`` / ``verbose`` override the saved settings."""
         tensors, meta = load_state(path)
-        if meta.get("format") != _MODEL_FORMAT:
-            raise ValueError(f"{path} is not a saved ConvVAE (format {meta.get('format')!r})")
-        cfg = dict(meta["config"])
-        model = cls(**cfg, device=device, verbose=verbose)
-        model._norm_from(tensors)
-        model.net_ = _Net(model.n_mels, model.n_frames, model.latent_dim, model.channels).to(model.device_)
-        model.net_.load_state_dict(_from_state(tensors, "model."))
-        model.net_.eval()
-        model.history_, model.best_epoch_, model.n_epochs_ = meta["history"], meta["best_epoch"], meta["n_epochs_run"]
+        if meta.get("format") == _V1_MODEL_FORMAT:  # a model saved by pymusicrbm 0.1
+            params = {cls._renamed_params.get(k, k): v for k, v in meta["config"].items()}
+            state = {"seed": draw_seed(params.get("random_state")), "n_iter_": meta["n_epochs_run"],
+                     "history_": meta["history"], "best_epoch_": meta["best_epoch"] + 1}
+        elif meta.get("class") == cls.__name__ or meta.get("format") == _V1_TRAIN_FORMAT:
+            params, state = cls._params_from_meta(meta, path), meta.get("state", {})
+        else:
+            raise ValueError(f"{path} is not a saved ConvVAE (format {meta.get('format')!r}, class "
+                             f"{meta.get('class')!r})")
+        params["channels"] = tuple(params["channels"])
+        if device is not None or "device" not in params:
+            params["device"] = device
+        if verbose is not None:
+            params["verbose"] = verbose
+        model = cls(**params)
+        model._set_state(tensors, state)
         return model
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def _encode(self, X):
-        self._check_fitted()
+        self._require_fitted()
         X = self._check_X(X)
         self.net_.eval()
         mus, lvs = [], []
-        for xb in self._batches(X, np.arange(len(X))):
+        for _, xb in self._batches(X, torch.arange(len(X))):
             mu, lv = self.net_.encode(xb)
             mus.append(mu.cpu())
             lvs.append(lv.cpu())
         return torch.cat(mus).numpy(), torch.cat(lvs).numpy()
-
     def transform(self, X, return_logvar=False):
         """Posterior means (n, latent_dim); with ``return_logvar`` the log-variances are appended: (n, 2*latent)."""
         mu, lv = self._encode(X)
         return np.hstack([mu, lv]) if return_logvar else mu
 
-    def fit_transform(self, X, y=None, **fit_params):
-        return self.fit(X, **fit_params).transform(X)
-
     @torch.no_grad()
     def decode(self, z):
         """Decode latents (n, latent_dim) to mel spectrograms in dB, (n, n_mels, n_frames)."""
-        self._check_fitted()
+        self._require_fitted()
         z = np.asarray(z, dtype=np.float32)
         if z.ndim == 1:
             z = z[None]
@@ -455,7 +484,7 @@ class ConvVAE:
         self.net_.eval()
         out = []
         for s in range(0, len(z), self.batch_size):
-            xhat = self.net_.decode(torch.from_numpy(z[s:s + self.batch_size]).to(self.device_))
+            xhat = self.net_.decode(torch.from_numpy(z[s:s + self.batch_size]).to(self._device, self._dtype))
             xhat = xhat * self._std_t[:, None] + self._mean_t[:, None]
             # Never beyond the dB range seen in training (e.g. above the 0 dB reference of ref='max' spectrograms).
             out.append(xhat.clamp(float(self.range_[0]), float(self.range_[1])).cpu())
@@ -471,7 +500,7 @@ class ConvVAE:
         ``scale`` is a scalar or a per-dimension vector (e.g. the spread of one genre's latent means).
         Returns (spectrograms in dB (n, n_mels, n_frames), z (n, latent_dim)).
         """
-        self._check_fitted()
+        self._require_fitted()
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         rng = np.random.default_rng(random_state)
@@ -492,6 +521,6 @@ class ConvVAE:
     @torch.no_grad()
     def score(self, X, y=None):
         """Mean ELBO per excerpt (nats, beta=1, one fixed-seed posterior sample): higher is better."""
-        self._check_fitted()
+        self._require_fitted()
         nll, kl = self._evaluate(self._check_X(X))
         return -(nll + kl)

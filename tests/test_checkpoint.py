@@ -151,12 +151,12 @@ def test_dbn_and_classifier_save_load_identical(tmp_path, data):
     np.testing.assert_array_equal(back.transform(X, layers="all"), dbn.transform(X, layers="all"))
     np.testing.assert_array_equal(back.sample(4, 5, random_state=1), dbn.sample(4, 5, random_state=1))
 
-    clf = DBNClassifier((8,), pretrain_epochs=1, max_iter=3, dropout=0.2, random_state=0).fit(X, y)
+    clf = DBNClassifier((8,), n_iter=1, max_iter=3, dropout=0.2, random_state=0).fit(X, y)
     back = DBNClassifier.load(clf.save(tmp_path / "clf.safetensors"))
     np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
     np.testing.assert_array_equal(back.predict(X), clf.predict(X))
     strs = np.array(["a", "bb"])[(y > 4).astype(int)]
-    clf = DBNClassifier((8,), pretrain_epochs=1, max_iter=2, random_state=0).fit(X, strs)
+    clf = DBNClassifier((8,), n_iter=1, max_iter=2, random_state=0).fit(X, strs)
     back = DBNClassifier.load(clf.save(tmp_path / "clf2.safetensors"))
     np.testing.assert_array_equal(back.predict(X), clf.predict(X))
     assert back.classes_.tolist() == ["a", "bb"]
@@ -255,7 +255,7 @@ def test_dbn_resume_matches_uninterrupted(tmp_path, data, monkeypatch, n_saves):
 @pytest.mark.parametrize("n_saves", [2, 5])  # during pre-training, during fine-tuning
 def test_classifier_resume_matches_uninterrupted(tmp_path, data, monkeypatch, n_saves):
     X, y = data
-    make = lambda: DBNClassifier((8, 6), pretrain_epochs=2, max_iter=4, dropout=0.1,  # noqa: E731
+    make = lambda: DBNClassifier((8, 6), n_iter=2, max_iter=4, dropout=0.1,  # noqa: E731
                                  batch_size=32, random_state=0)
     full = make().fit(X, y)
     path = tmp_path / "clf.safetensors"

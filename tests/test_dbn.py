@@ -56,7 +56,7 @@ def test_gaussian_first_layer_and_layer_params(digits):
 
 def test_layers_are_trained_on_the_layer_below(digits):
     # the second layer of a DBN is an RBM trained on the first layer's hidden probabilities
-    from pymusicrbm.dbn import _layer_seed
+    from pymusicrbm._utils import layer_seed as _layer_seed
     from pymusicrbm.rbm import RBM
     X = digits[0][:300]
     dbn = DBN((10, 5), n_iter=2, random_state=7).fit(X)
@@ -78,7 +78,7 @@ def test_sample(digits):
 def test_classifier_accuracy_and_finetuning_gain(digits):
     X, y = digits
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
-    clf = DBNClassifier((100, 100), pretrain_epochs=10, pretrain_batch_size=20, batch_size=64,
+    clf = DBNClassifier((100, 100), n_iter=10, pretrain_batch_size=20, batch_size=64,
                         learning_rate_init=3e-3, n_iter_no_change=20, alpha=1e-4, random_state=0).fit(Xtr, ytr)
     acc = clf.score(Xte, yte)
     with threadpool_limits(1):
@@ -96,11 +96,11 @@ def test_classifier_accuracy_and_finetuning_gain(digits):
 
 
 @pytest.mark.parametrize("kw", [{"solver": "sgd", "learning_rate_init": 0.1, "dropout": 0.2},
-                                {"visible": "gaussian", "pretrain_learning_rate": 0.01, "early_stopping": False},
-                                {"pretrain_epochs": 0, "learning_rate_init": 0.01}])
+                                {"visible": "gaussian", "learning_rate": 0.01, "early_stopping": False},
+                                {"n_iter": 0, "learning_rate_init": 0.01}])
 def test_classifier_variants_are_seeded(digits, kw):
     X, y = digits[0][:400], digits[1][:400]
-    a = DBNClassifier((16,), pretrain_epochs=kw.pop("pretrain_epochs", 2), max_iter=10, batch_size=32,
+    a = DBNClassifier((16,), n_iter=kw.pop("n_iter", 2), max_iter=10, batch_size=32,
                       random_state=0, **kw)
     b = DBNClassifier(**a.get_params())
     np.testing.assert_array_equal(a.fit(X, y).predict_proba(X), b.fit(X, y).predict_proba(X))
@@ -122,7 +122,7 @@ def test_pipeline_and_grid_search(digits):
 @parametrize_with_checks([DBN((4, 3), n_iter=2, random_state=0),
                           DBN((4, 3), n_iter=2, random_state=0, visible="gaussian", learning_rate=0.01,
                               transform_layers="all"),
-                          DBNClassifier((16,), pretrain_epochs=2, max_iter=50, learning_rate_init=0.01,
+                          DBNClassifier((16,), n_iter=2, max_iter=50, learning_rate_init=0.01,
                                         random_state=0)])
 def test_sklearn_compatible(estimator, check):
     check(estimator)
@@ -133,13 +133,13 @@ def test_sklearn_compatible(estimator, check):
 @pytest.fixture(scope="module")
 def fitted(digits):
     X, y = digits[0][:100], digits[1][:100]
-    return DBN((4,), n_iter=1, random_state=0).fit(X), DBNClassifier((4,), pretrain_epochs=1, max_iter=2,
+    return DBN((4,), n_iter=1, random_state=0).fit(X), DBNClassifier((4,), n_iter=1, max_iter=2,
                                                                         random_state=0).fit(X, y)
 
 
 def test_one_class(digits):
     with pytest.raises(ValueError, match="at least 2 classes"):
-        DBNClassifier((4,), pretrain_epochs=1).fit(digits[0][:20], np.zeros(20))
+        DBNClassifier((4,), n_iter=1).fit(digits[0][:20], np.zeros(20))
 
 
 def test_wrong_feature_count(fitted):
@@ -168,14 +168,14 @@ def test_empty(digits):
 
 
 @pytest.mark.parametrize("cls, kw, msg", [
-    (DBN, {"visible": "binary"}, "visible must be one of"),
+    (DBN, {"visible": "binary"}, "'visible' parameter of DBN must be a str among"),
     (DBN, {"hidden_layer_sizes": (10, 0)}, "hidden_layer_sizes must be"),
-    (DBN, {"layer_params": [{"n_components": 3}]}, "not per-layer RBM parameters"),
-    (DBN, {"layer_params": [{}, {}]}, "one dict per hidden layer"),
-    (DBN, {"transform_layers": "middle"}, "transform_layers must be one of"),
-    (DBNClassifier, {"visible": "binary"}, "visible must be one of"),
-    (DBNClassifier, {"solver": "lbfgs"}, "solver must be one of"),
-    (DBNClassifier, {"dropout": 1.0}, "dropout must be <="),
+    (DBN, {"layer_params": [{"n_components": 3}]}, "not per-layer RBM settings"),
+    (DBN, {"layer_params": [{}, {}]}, "one dict per layer"),
+    (DBN, {"transform_layers": "middle"}, "'transform_layers' parameter of DBN must be"),
+    (DBNClassifier, {"visible": "binary"}, "'visible' parameter of DBNClassifier must be"),
+    (DBNClassifier, {"solver": "lbfgs"}, "'solver' parameter of DBNClassifier must be a str among"),
+    (DBNClassifier, {"dropout": 1.0}, "'dropout' parameter of DBNClassifier must be a float in the range"),
 ])
 def test_bad_parameters(digits, cls, kw, msg):
     X, y = digits[0][:20], digits[1][:20]
@@ -198,7 +198,7 @@ def test_plot_dbn_history(tmp_path, fitted):
 def test_classifier_pickle_with_dropout(digits, tmp_path):
     import pickle
     X, y = digits[0][:200], digits[1][:200]
-    clf = DBNClassifier((8,), pretrain_epochs=1, max_iter=2, dropout=0.3, random_state=0).fit(X, y)
+    clf = DBNClassifier((8,), n_iter=1, max_iter=2, dropout=0.3, random_state=0).fit(X, y)
     back = pickle.loads(pickle.dumps(clf))
     np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
     back.save(tmp_path / "c.safetensors")  # the optimizer state survives pickling too
@@ -208,7 +208,7 @@ def test_classifier_pickle_with_dropout(digits, tmp_path):
 def test_classifier_pretraining_only(digits, tmp_path):
     X, y = digits[0][:200], digits[1][:200]
     path = tmp_path / "c.safetensors"
-    clf = DBNClassifier((8,), pretrain_epochs=2, max_iter=0, random_state=0).fit(X, y, checkpoint=path)
+    clf = DBNClassifier((8,), n_iter=2, max_iter=0, random_state=0).fit(X, y, checkpoint=path)
     assert clf.n_iter_ == 0 and clf.dbn_.rbms_[0].n_iter_ == 2
     back = DBNClassifier.load(path)  # the final checkpoint holds the finished model
     np.testing.assert_array_equal(back.dbn_.transform(X), clf.dbn_.transform(X))

@@ -287,15 +287,18 @@ def test_empty_input():
 
 
 def test_unknown_visible(binary_digits):
-    with pytest.raises(ValueError, match="visible must be one of .*'bernoulli', 'gaussian'.*got 'poisson'"):
+    # scikit-learn's InvalidParameterError (a ValueError) names the parameter and the allowed values
+    with pytest.raises(ValueError, match="'visible' parameter of RBM must be a str among .*'bernoulli'.*"
+                                         "Got 'poisson'"):
         RBM(visible="poisson").fit(binary_digits[:10])
 
 
-@pytest.mark.parametrize("kw, msg", [({"persistent": "slow"}, "persistent must be"),
+@pytest.mark.parametrize("kw, msg", [({"persistent": "slow"}, "'persistent' parameter of RBM must be"),
                                      ({"learn_sigma": True}, "learn_sigma=True needs visible='gaussian'"),
-                                     ({"k": 0}, "k must be >= 1"),
-                                     ({"dtype": "float16"}, "dtype must be"),
-                                     ({"momentum": 1.5}, "momentum must be <=")])
+                                     ({"k": 0}, "'k' parameter of RBM must be an int in the range \\[1, inf\\)"),
+                                     ({"dtype": "float16"}, "'dtype' parameter of RBM must be"),
+                                     ({"momentum": 1.5}, "'momentum' parameter of RBM must be a float in the "
+                                                         "range \\[0.0, 0.999999\\]")])
 def test_bad_parameters(binary_digits, kw, msg):
     with pytest.raises(ValueError, match=msg):
         RBM(**kw).fit(binary_digits[:10])

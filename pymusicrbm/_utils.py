@@ -1,0 +1,99 @@
+"""Small helpers every estimator uses: dtype/device resolution, seeds and torch generators, numpy -> tensor,
+the train/held-out split."""
+from __future__ import annotations
+
+from numbers import Integral
+
+import numpy as np
+import torch
+from sklearn.utils import check_random_state
+
+__all__ = ["resolve_dtype", "input_dtype", "numpy_dtype", "randn", "resolve_device", "draw_seed", "layer_seed", "make_generator", "to_tensor",
+           "split_indices", "generator_to_state", "generator_from_state"]
+
+
+def resolve_dtype(dtype) -> torch.dtype | None:
+    """The torch dtype of a ``dtype`` parameter; None (follow the input data, where allowed) stays None."""
+    if dtype is None:
+        return None
+    if isinstance(dtype, torch.dtype) and dtype in (torch.float32, torch.float64):
+        return dtype
+    if isinstance(dtype, str) and dtype.replace("torch.", "") in ("float32", "float64"):
+        return getattr(torch, dtype.replace("torch.", ""))
+    raise ValueError(f"dtype must be 'float32' or 'float64' (or the torch dtypes), got {dtype!r}")
+
+
+def input_dtype(X) -> torch.dtype:
+    """The compute dtype that follows the data (``dtype=None``): float32 stays float32, anything else is float64."""
+    return torch.float32 if X.dtype == np.float32 else torch.float64
+
+
+def numpy_dtype(dtype: torch.dtype):
+    return np.float32 if dtype == torch.float32 else np.float64
+
+
+def randn(shape, generator: torch.Generator, dtype: torch.dtype, device: torch.device, scale=1.0) -> torch.Tensor:
+    """``scale`` * standard normals, drawn and scaled in float64, then cast: one seed gives the same numbers (up to
+    rounding to float32) in float32 and float64."""
+    return torch.randn(shape, generator=generator, dtype=torch.float64, device=device).mul_(scale).to(dtype)
+
+
+def resolve_device(device) -> torch.device:
+    """A torch.device; None means cuda when available, else the CPU."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r} ({e})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available; use device='cpu'")
+    return dev
+
+
+def draw_seed(random_state) -> int:
+    """A 63-bit seed: the int itself, or one drawn from a RandomState / fresh entropy (None)."""
+    if isinstance(random_state, Integral) and not isinstance(random_state, bool):
+        return int(random_state) & ((1 << 63) - 1)
+    return int(check_random_state(random_state).randint(0, 2**31 - 1))
+
+
+def layer_seed(seed: int, layer: int) -> int:
+    """The seed of layer ``layer`` of a stack seeded with ``seed`` (independent streams, SeedSequence)."""
+    return int(np.random.SeedSequence([seed, layer]).generate_state(1)[0])
+
+
+def make_generator(seed: int, device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def to_tensor(X: np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    # copy when the array is read-only (memmaps): torch must not alias memory it may not write
+    X = np.ascontiguousarray(X, dtype=numpy_dtype(dtype))
+    if not X.flags.writeable:
+        X = X.copy()
+    return torch.from_numpy(X).to(device)
+
+
+def generator_to_state(g: torch.Generator | None):
+    """A picklable stand-in for a torch.Generator (which does not pickle): (tag, device, state)."""
+    return None if g is None else ("torch.Generator", str(g.device), g.get_state())
+
+
+def generator_from_state(s) -> torch.Generator | None:
+    if s is None:
+        return None
+    g = torch.Generator(device=s[1])
+    g.set_state(s[2])
+    return g
+
+
+def split_indices(n: int, fraction, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, held-out) row indices; the split depends only on the seed so a resumed fit sees the same split."""
+    g = torch.Generator().manual_seed(seed + 2)
+    perm = torch.randperm(n, generator=g)
+    n_valid = 0
+    if fraction:
+        n_valid = int(round(fraction * n))
+        n_valid = min(max(n_valid, 1), n - 1) if n >= 2 else 0
+    return perm[n_valid:], perm[:n_valid]
