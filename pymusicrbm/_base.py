@@ -251,8 +251,9 @@ class TrainedEstimator(CheckpointMixin, BaseEstimator):
         return type(self).__name__
 
     def _epoch_line(self, record: dict) -> str:
-        return f"[{type(self).__name__}] Iteration {record['epoch']}, " + ", ".join(
-            f"{k} = {record[k]:.4g}" for k in self._progress_keys if k in record) + f", time = {record['time']:.2f}s"
+        """The verbose line of an epoch (``_verbose_lines``), scikit-learn's style."""
+        values = "".join(f"{k} = {record[k]:.4g}, " for k in self._progress_keys if k in record)
+        return f"[{type(self).__name__}] Iteration {record['epoch']}, {values}time = {record['time']:.2f}s"
 
     def _run_epochs(self, data, valid, n_epochs: int, on_epoch=None):
         """The epoch loop: up to ``n_epochs`` epochs continuing from ``n_iter_``."""

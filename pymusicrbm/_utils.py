@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from sklearn.utils import check_random_state
 
-__all__ = ["resolve_dtype", "input_dtype", "numpy_dtype", "randn", "resolve_device", "draw_seed", "layer_seed", "make_generator", "to_tensor",
-           "split_indices", "generator_to_state", "generator_from_state"]
+__all__ = ["resolve_dtype", "input_dtype", "numpy_dtype", "randn", "resolve_device", "draw_seed", "layer_seed",
+           "make_generator", "to_tensor", "split_indices", "generator_to_state", "generator_from_state"]
 
 
 def resolve_dtype(dtype) -> torch.dtype | None:

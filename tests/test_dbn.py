@@ -79,7 +79,8 @@ def test_classifier_accuracy_and_finetuning_gain(digits):
     X, y = digits
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
     clf = DBNClassifier((100, 100), n_iter=10, pretrain_batch_size=20, batch_size=64,
-                        learning_rate_init=3e-3, n_iter_no_change=20, alpha=1e-4, random_state=0).fit(Xtr, ytr)
+                        learning_rate_init=3e-3, early_stopping=True, n_iter_no_change=20, alpha=1e-4,
+                        random_state=0).fit(Xtr, ytr)
     acc = clf.score(Xte, yte)
     with threadpool_limits(1):
         frozen = LogisticRegression(max_iter=500).fit(clf.dbn_.transform(Xtr), ytr).score(
