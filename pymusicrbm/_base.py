@@ -45,10 +45,13 @@ COMMON_CONSTRAINTS = {
 }
 
 
+def _as_tuples(x):
+    return tuple(_as_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
 def _same(a, b) -> bool:
     """Parameters compared as JSON stores them (tuples become lists)."""
-    norm = (lambda x: tuple(norm(v) for v in x) if isinstance(x, (list, tuple)) else x)
-    return norm(a) == norm(b)
+    return _as_tuples(a) == _as_tuples(b)
 
 
 class TrainedEstimator(CheckpointMixin, BaseEstimator):
