@@ -75,6 +75,8 @@ class TrainedEstimator(CheckpointMixin, BaseEstimator):
     _generators: tuple[str, ...] = ("_rng", "_shuffle_rng")
     # history keys shown on the progress bar
     _progress_keys: tuple[str, ...] = ()
+    # verbose >= 1 prints ``_epoch_line(record)`` after every epoch (scikit-learn's style) instead of the bar
+    _verbose_lines = False
 
     # ---- parameters --------------------------------------------------------------------------------------
 
@@ -251,13 +253,18 @@ class TrainedEstimator(CheckpointMixin, BaseEstimator):
     def _progress_desc(self) -> str:
         return type(self).__name__
 
+    def _epoch_line(self, record: dict) -> str:
+        """The verbose line of an epoch (``_verbose_lines``), scikit-learn's style."""
+        values = "".join(f"{k} = {record[k]:.4g}, " for k in self._progress_keys if k in record)
+        return f"[{type(self).__name__}] Iteration {record['epoch']}, {values}time = {record['time']:.2f}s"
+
     def _run_epochs(self, data, valid, n_epochs: int, on_epoch=None):
         """The epoch loop: up to ``n_epochs`` epochs continuing from ``n_iter_``."""
         from tqdm.auto import tqdm
 
         n = (data[0] if isinstance(data, tuple) else data).shape[0]
-        bar = tqdm(range(n_epochs), desc=self._progress_desc(), disable=self.verbose < 1, leave=False,
-                   unit="epoch")
+        bar = tqdm(range(n_epochs), desc=self._progress_desc(), disable=self.verbose < 1 or self._verbose_lines,
+                   leave=False, unit="epoch")
         for _ in bar:
             if self._stop_early():
                 break
@@ -283,7 +290,9 @@ class TrainedEstimator(CheckpointMixin, BaseEstimator):
                 if not key.startswith("_"):  # "_name": for the hooks only, not history
                     self.history_.setdefault(key, []).append(val)
             self._track_best(rec)
-            if self.verbose:
+            if self.verbose and self._verbose_lines:
+                print(self._epoch_line(rec), flush=True)
+            elif self.verbose:
                 bar.set_postfix({k: f"{v:.4g}" for k, v in rec.items() if k in self._progress_keys})
             if on_epoch is not None:
                 on_epoch()

@@ -8,16 +8,34 @@ import numpy as np
 import torch
 from sklearn.utils import check_random_state
 
-__all__ = ["resolve_dtype", "resolve_device", "draw_seed", "layer_seed", "make_generator", "to_tensor",
-           "split_indices", "generator_to_state", "generator_from_state"]
+__all__ = ["resolve_dtype", "input_dtype", "numpy_dtype", "randn", "resolve_device", "draw_seed", "layer_seed",
+           "make_generator", "to_tensor", "split_indices", "generator_to_state", "generator_from_state"]
 
 
-def resolve_dtype(dtype) -> torch.dtype:
+def resolve_dtype(dtype) -> torch.dtype | None:
+    """The torch dtype of a ``dtype`` parameter; None (follow the input data, where allowed) stays None."""
+    if dtype is None:
+        return None
     if isinstance(dtype, torch.dtype) and dtype in (torch.float32, torch.float64):
         return dtype
     if isinstance(dtype, str) and dtype.replace("torch.", "") in ("float32", "float64"):
         return getattr(torch, dtype.replace("torch.", ""))
     raise ValueError(f"dtype must be 'float32' or 'float64' (or the torch dtypes), got {dtype!r}")
+
+
+def input_dtype(X) -> torch.dtype:
+    """The compute dtype that follows the data (``dtype=None``): float32 stays float32, anything else is float64."""
+    return torch.float32 if X.dtype == np.float32 else torch.float64
+
+
+def numpy_dtype(dtype: torch.dtype):
+    return np.float32 if dtype == torch.float32 else np.float64
+
+
+def randn(shape, generator: torch.Generator, dtype: torch.dtype, device: torch.device, scale=1.0) -> torch.Tensor:
+    """``scale`` * standard normals, drawn and scaled in float64, then cast: one seed gives the same numbers (up to
+    rounding to float32) in float32 and float64."""
+    return torch.randn(shape, generator=generator, dtype=torch.float64, device=device).mul_(scale).to(dtype)
 
 
 def resolve_device(device) -> torch.device:
@@ -51,7 +69,7 @@ def make_generator(seed: int, device: torch.device) -> torch.Generator:
 
 def to_tensor(X: np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     # copy when the array is read-only (memmaps): torch must not alias memory it may not write
-    X = np.ascontiguousarray(X, dtype=np.float32 if dtype == torch.float32 else np.float64)
+    X = np.ascontiguousarray(X, dtype=numpy_dtype(dtype))
     if not X.flags.writeable:
         X = X.copy()
     return torch.from_numpy(X).to(device)

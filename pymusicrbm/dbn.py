@@ -14,7 +14,7 @@ from torch import nn
 
 from . import ops
 from ._base import COMMON_CONSTRAINTS, Interval, StackEstimator, StrOptions, TrainedEstimator
-from ._utils import draw_seed, make_generator, to_tensor
+from ._utils import draw_seed, input_dtype, make_generator, to_tensor
 from .rbm import RBM
 
 __all__ = ["DBN", "DBNClassifier"]
@@ -30,6 +30,7 @@ _STACK_CONSTRAINTS = {
     "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
     "visible": [StrOptions(set(ops.VISIBLE_TYPES))],
     "layer_params": [list, tuple, None],
+    "dtype": RBM._parameter_constraints["dtype"],  # None (the default): follow the input, as the RBM
 }
 
 
@@ -77,7 +78,7 @@ class DBN(ClassNamePrefixFeaturesOutMixin, TransformerMixin, StackEstimator):
                  n_iter=10, k=1, persistent=False, momentum=0.5, weight_decay=0.0, sparsity_target=None,
                  sparsity_cost=0.1, learning_rate_decay=0.0, learn_sigma=False, layer_params=None,
                  transform_layers="top", validation_fraction=None, monitor=True, random_state=None, verbose=0,
-                 device="cpu", dtype="float32"):
+                 device="cpu", dtype=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.visible = visible
         self.learning_rate = learning_rate
@@ -153,7 +154,7 @@ class DBN(ClassNamePrefixFeaturesOutMixin, TransformerMixin, StackEstimator):
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
         top = self.layers_[-1]
         g = make_generator(draw_seed(random_state) if random_state is not None else self._seed + 5, self._device)
-        v = (torch.rand(n_samples, top.n_features_in_, generator=g, device=self._device) < 0.5).to(self._dtype)
+        v = (torch.rand(n_samples, top.n_features_in_, generator=g, device=self._device) < 0.5).to(top._dtype)
         mean = v
         for _ in range(gibbs_steps):
             _, h = top._sample_hidden(v, g)
@@ -237,10 +238,10 @@ class DBNClassifier(ClassifierMixin, TrainedEstimator):
 
     def __init__(self, hidden_layer_sizes=(50, 50, 50), *, visible="bernoulli", n_iter=10, learning_rate=0.1,
                  pretrain_batch_size=10, pretrain_momentum=0.5, k=1, persistent=False, weight_decay=0.0,
-                 sparsity_target=None, sparsity_cost=0.1, layer_params=None, solver="adam", learning_rate_init=1e-3,
-                 momentum=0.9, alpha=0.0, dropout=0.0, batch_size=256, max_iter=100, early_stopping=True,
+                 sparsity_target=None, sparsity_cost=0.1, layer_params=None, solver="adam", learning_rate_init=1e-2,
+                 momentum=0.9, alpha=0.0, dropout=0.0, batch_size=32, max_iter=100, early_stopping=False,
                  validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, random_state=None, verbose=0,
-                 device="cpu", dtype="float32", **renamed):
+                 device="cpu", dtype=None, **renamed):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.visible = visible
         self.n_iter = n_iter
@@ -316,6 +317,8 @@ class DBNClassifier(ClassifierMixin, TrainedEstimator):
         pre-training and of fine-tuning, and resuming gives the same model as an uninterrupted fit."""
         self._check_params()
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=True)
+        if self._dtype is None:  # dtype=None: follow the input, as the RBM layers do
+            self._dtype = input_dtype(X)
         check_classification_targets(y)
         classes, y_idx = np.unique(y, return_inverse=True)
         if len(classes) < 2:
@@ -360,7 +363,10 @@ class DBNClassifier(ClassifierMixin, TrainedEstimator):
         return self
 
     def _input(self, X) -> torch.Tensor:
-        return self.dbn_._input(X) if "dbn_" in self.__dict__ else to_tensor(X, self._dtype, self._device)
+        # the network's first layer is linear in v, so it takes X as given: only pre-training (a Bernoulli RBM)
+        # needs X in [0, 1]
+        return self.dbn_.layers_[0]._input(X, clip=False) if "dbn_" in self.__dict__ else \
+            to_tensor(X, self._dtype, self._device)
 
     def _build_network(self, n_classes: int):
         self._seed_generators(self._seed)
@@ -509,6 +515,8 @@ class DBNClassifier(ClassifierMixin, TrainedEstimator):
         self.dbn_ = self._make_dbn()
         self.dbn_._set_state({k[4:]: v for k, v in tensors.items() if k.startswith("dbn.")},
                              {"seed": self._seed, "n_features_in_": self.n_features_in_, "layers": state["layers"]})
+        if self._dtype is None:  # dtype=None: the checkpoint's precision
+            self._dtype = self.dbn_.layers_[0]._dtype
         self._phase = "finetune"
         self._build_network(len(self.classes_))
         self._restore_finetune(tensors, state)

@@ -4,16 +4,19 @@ estimator trained by the fused ``pymusicrbm.ops.cd_step_`` op (CD-k, PCD-k) or, 
 from __future__ import annotations
 
 import math
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils.sparsefuncs import mean_variance_axis
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import ops
 from ._base import COMMON_CONSTRAINTS, Interval, StrOptions, TrainedEstimator, TrainingDivergedError
-from ._utils import draw_seed, make_generator, to_tensor
+from ._utils import draw_seed, input_dtype, make_generator, numpy_dtype, randn, to_tensor
 from .ais import AISResult, ais_log_partition, exact_log_partition
 
 __all__ = ["RBM", "TrainingDivergedError"]
@@ -21,6 +24,14 @@ __all__ = ["RBM", "TrainingDivergedError"]
 _N_MONITOR = 1000          # rows of training (and held-out) data used for the per-epoch monitors
 _SIGMA_BOUNDS = (0.1, 10.0)
 _CHUNK = 1 << 16           # rows per chunk in transform / scoring
+_CHUNK_ELEMENTS = 1 << 22  # values per chunk when data are converted (densified, clipped, standardised)
+_ACCEPT_SPARSE = ("csr", "csc")  # other sparse formats (LIL, COO, ...) are converted to CSR by validation
+
+
+def row_chunks(X, n_columns: int) -> list[slice]:
+    """Row slices of about ``_CHUNK_ELEMENTS`` values: bounded memory when X is densified or converted."""
+    rows = max(1, _CHUNK_ELEMENTS // max(1, n_columns))
+    return [slice(i, min(i + rows, X.shape[0])) for i in range(0, X.shape[0], rows)]
 
 
 class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
@@ -39,8 +50,14 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
 
     Parameters follow scikit-learn's ``BernoulliRBM`` where they overlap (``n_components``, ``learning_rate``,
     ``batch_size``, ``n_iter``, ``verbose``, ``random_state``). All sampling and shuffling draw from a private
-    ``torch.Generator`` seeded from ``random_state``, so a seed fixes the result. ``dtype`` is 'float32' or
-    'float64' (strings, so the defaults stay plain values for scikit-learn; torch dtypes are accepted too).
+    ``torch.Generator`` seeded from ``random_state``, so a seed fixes the result (and the same initial weights in
+    float32 and float64). ``dtype``: None (default) computes in the input's precision (float32 data -> float32,
+    anything else -> float64); 'float32' or 'float64' (or the torch dtypes) fix it. ``verbose=1`` prints a line
+    per epoch, as scikit-learn does; ``verbose=2`` adds a progress bar over the mini-batches.
+
+    Input: dense arrays or sparse matrices (CSR, CSC; other formats are converted), densified in chunks of rows.
+    Bernoulli visible units read X as probabilities of being on: values outside [0, 1] are clipped into it, with
+    a warning (scale X, e.g. with ``MinMaxScaler``, or use ``visible='gaussian'`` for real-valued data).
 
     Fitted attributes: ``components_`` (n_components, n_features), ``intercept_hidden_``, ``intercept_visible_``,
     ``sigma_`` (Gaussian), ``mean_``/``scale_`` (Gaussian, standardize), ``n_features_in_``, ``n_iter_`` (epochs
@@ -48,14 +65,15 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
     reconstruction during training, standardised units for Gaussian), ``pseudo_likelihood`` (Bernoulli; mean log
     pseudo-likelihood on up to 1000 training rows), and with ``validation_fraction``: ``free_energy_train``,
     ``free_energy_valid``, ``free_energy_gap`` (valid - train; growing = overfitting), ``pseudo_likelihood_valid``;
-    plus ``learning_rate``, ``time``, ``sigma_mean`` when learned).
+    plus ``learning_rate``, ``time``, ``sigma_mean`` when learned), ``h_samples_`` (persistent chains only: a
+    sample of the chains' hidden states, as scikit-learn's PCD keeps).
     """
 
     def __init__(self, n_components=256, *, learning_rate=0.1, batch_size=10, n_iter=10, verbose=0,
                  random_state=None, visible="bernoulli", k=1, persistent=False, n_chains=None, momentum=0.5,
                  weight_decay=0.0, sparsity_target=None, sparsity_cost=0.1, learning_rate_decay=0.0,
                  learn_sigma=False, sigma_learning_rate=None, standardize=True, fast_learning_rate=None,
-                 fast_decay=0.95, validation_fraction=None, monitor=True, device="cpu", dtype="float32"):
+                 fast_decay=0.95, validation_fraction=None, monitor=True, device="cpu", dtype=None):
         self.n_components = n_components
         self.learning_rate = learning_rate
         self.batch_size = batch_size
@@ -85,6 +103,7 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
 
     _parameter_constraints = {
         **COMMON_CONSTRAINTS,
+        "dtype": [*COMMON_CONSTRAINTS["dtype"], None],  # None: follow the input
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "learning_rate": [Interval(Real, 0, None, closed="left")],
         "visible": [StrOptions(set(ops.VISIBLE_TYPES))],
@@ -106,6 +125,7 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
     _structural_params = ("visible", "n_components", "persistent", "learn_sigma", "standardize")
     _progress_keys = ("recon_error", "pseudo_likelihood", "free_energy_gap")
     _loss_name = "the reconstruction error"
+    _verbose_lines = True
     _weights = ("_W", "weights")
     _STATE_TENSORS = ("_W", "_b", "_c", "_W_vel", "_b_vel", "_c_vel", "_base_b", "_log_sigma", "_chains",
                       "_W_fast", "_b_fast", "_c_fast")
@@ -155,7 +175,26 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        tags.input_tags.sparse = True
         return tags
+
+    @property
+    def h_samples_(self) -> np.ndarray:
+        """Hidden states of the persistent chains (``persistent=True`` or ``'fast'``), shape (n_chains,
+        n_components): a sample of p(h | chains) (on ``W + W_fast`` for fast PCD) from a generator seeded by the
+        model's seed and ``n_iter_``, so it is reproducible and leaves training's random stream alone. CD-k keeps
+        no chains, so the attribute does not exist then."""
+        self._require_fitted()
+        if self._chains is None:
+            raise AttributeError("h_samples_ exists only for persistent chains (persistent=True or 'fast'); "
+                                 "CD-k (persistent=False) keeps none")
+        W, c = self._W, self._c
+        if self.persistent == "fast":
+            W, c = W + self._W_fast, c + self._c_fast
+        seed = int(np.random.SeedSequence([self._seed, 4, self.n_iter_]).generate_state(1, np.uint64)[0] >> 1)
+        with torch.no_grad():
+            _, h = ops.sample_hidden(self._chains, W, c, self._sigma(), make_generator(seed, self._device))
+        return h.cpu().numpy()
 
     def _sigma(self) -> torch.Tensor | None:
         ls = self.__dict__.get("_log_sigma")
@@ -163,25 +202,69 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
 
     # ---- data --------------------------------------------------------------------------------------------
 
-    def _input(self, X) -> torch.Tensor:
-        """Validated, standardised (Gaussian) data as a tensor of the model's dtype on its device."""
-        if self._gaussian and self.standardize:
-            # in the model's precision: a float64 copy of a large float32 data set would double its memory
-            dt = np.float32 if self._dtype == torch.float32 else np.float64
-            X = (np.asarray(X, dtype=dt) - self.mean_.astype(dt)) / self.scale_.astype(dt)
-        return to_tensor(X, self._dtype, self._device)
+    def _input(self, X, clip=True) -> torch.Tensor:
+        """Validated X (dense or sparse) as one tensor of the model's dtype on its device (see :meth:`_chunks`)."""
+        parts = self._chunks(X, clip)
+        if len(parts) == 1 and not sp.issparse(X):
+            return parts[0][1]()
+        out = torch.empty(X.shape, dtype=self._dtype, device=self._device)
+        for rows, convert in parts:
+            out[rows] = convert()
+        return out
+
+    def _chunks(self, X, clip=True) -> list:
+        """(rows, convert) pairs; ``convert()`` gives those rows of X as a tensor of the model's dtype on its
+        device: densified (sparse X), standardised (Gaussian units) or clipped to [0, 1] (Bernoulli units, with a
+        warning; ``clip=False`` for a network that takes any real input), in the model's precision (a float64 copy
+        of a large float32 data set would double its memory). Dense X that needs no conversion is one chunk,
+        without a copy where its dtype is the model's."""
+        dt = numpy_dtype(self._dtype)
+        standardize = self._gaussian and self.standardize
+        clip = clip and not self._gaussian and self._out_of_range(X)
+        if not (sp.issparse(X) or standardize or clip):
+            return [(slice(None), lambda: to_tensor(X, self._dtype, self._device))]
+        if sp.issparse(X) and X.format != "csr":
+            X = X.tocsr()  # row slices of CSR are cheap
+
+        def convert(rows):
+            x = X[rows]
+            x = x.toarray() if sp.issparse(x) else x
+            x = np.array(x, dtype=dt)  # a copy: X stays untouched
+            if standardize:
+                x -= self.mean_.astype(dt)
+                x /= self.scale_.astype(dt)
+            elif clip:
+                np.clip(x, 0.0, 1.0, out=x)
+            return torch.from_numpy(x).to(self._device)
+
+        return [(rows, lambda rows=rows: convert(rows)) for rows in row_chunks(X, X.shape[1])]
+
+    def _out_of_range(self, X) -> bool:
+        values = X.data if sp.issparse(X) else X
+        if values.size == 0 or (values.min() >= 0 and values.max() <= 1):
+            return False
+        warnings.warn(f"{type(self).__name__}: X has values outside [0, 1]; Bernoulli visible units read X as "
+                      "probabilities and clip it to [0, 1] (scale X into [0, 1], e.g. with MinMaxScaler, or use "
+                      "visible='gaussian' for real-valued data)", UserWarning, stacklevel=4)
+        return True
 
     # ---- initialisation ----------------------------------------------------------------------------------
 
-    def _initialize(self, X: np.ndarray):
+    def _initialize(self, X):
         V, H = X.shape[1], self.n_components
+        if self._dtype is None:
+            self._dtype = input_dtype(X)
         self._seed_generators()
         if self._gaussian and self.standardize:
-            self.mean_ = X.mean(0, dtype=np.float64)
-            scale = X.std(0, dtype=np.float64)
+            if sp.issparse(X):
+                self.mean_, var = mean_variance_axis(X.astype(np.float64), axis=0)
+                scale = np.sqrt(var)
+            else:
+                self.mean_ = X.mean(0, dtype=np.float64)
+                scale = X.std(0, dtype=np.float64)
             self.scale_ = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(self.mean_)), scale, 1.0)
         opts = dict(dtype=self._dtype, device=self._device)
-        self._W = torch.randn(V, H, generator=self._rng, **opts).mul_(0.01)
+        self._W = randn((V, H), self._rng, scale=0.01, **opts)
         Xt = self._input(X)
         if self._gaussian:
             self._b = Xt.mean(0).contiguous()
@@ -209,8 +292,8 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
 
     # ---- fitting -----------------------------------------------------------------------------------------
 
-    def _validate_input(self, X, reset: bool) -> np.ndarray:
-        return validate_data(self, X, dtype=(np.float64, np.float32), reset=reset)
+    def _validate_input(self, X, reset: bool):
+        return validate_data(self, X, dtype=(np.float64, np.float32), accept_sparse=_ACCEPT_SPARSE, reset=reset)
 
     def partial_fit(self, X, y=None):
         """One epoch over X (in mini-batches), starting from the current parameters; the first call initialises
@@ -235,7 +318,18 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
             rec.update(self._monitor(X[:_N_MONITOR], X_valid))
         if self.learn_sigma:
             rec["sigma_mean"] = float(self._sigma().mean())
+        if self.verbose and not self.monitor and not self._gaussian:  # for the verbose line only
+            rec["_pseudo_likelihood"] = float(self._pseudo_likelihood(X[:_N_MONITOR]).mean())
         return rec
+
+    def _epoch_line(self, rec: dict) -> str:
+        """scikit-learn's verbose line (``[BernoulliRBM] Iteration 1, pseudo-likelihood = -21.32, time = 0.05s``),
+        with this class's name; Gaussian units report the reconstruction error instead."""
+        if self._gaussian:
+            value = f"reconstruction error = {rec['recon_error']:.4f}"
+        else:
+            value = f"pseudo-likelihood = {rec.get('pseudo_likelihood', rec.get('_pseudo_likelihood')):.2f}"
+        return f"[{type(self).__name__}] Iteration {rec['epoch']}, {value}, time = {rec['time']:.2f}s"
 
     def _batch_update(self, v: torch.Tensor, lr: float, epoch: int) -> torch.Tensor:
         if self.persistent == "fast":
@@ -376,10 +470,18 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
 
     # ---- inference ---------------------------------------------------------------------------------------
 
-    def _checked_input(self, X):
+    def _checked(self, X):
         check_is_fitted(self)
-        X = self._validate_input(X, reset=False)
+        return self._validate_input(X, reset=False)
+
+    def _checked_input(self, X):
+        X = self._checked(X)
         return X, self._input(X)
+
+    def _map_chunks(self, X, fn) -> np.ndarray:
+        """``fn`` over X's rows chunk by chunk (bounded memory for large or sparse X), concatenated (numpy)."""
+        X = self._checked(X)
+        return np.concatenate([fn(convert()).cpu().numpy() for _, convert in self._chunks(X)])
 
     @torch.no_grad()
     def _hidden_probs(self, v: torch.Tensor) -> torch.Tensor:
@@ -389,9 +491,18 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
                           for i in range(0, x.shape[0], _CHUNK)]) if x.shape[0] else x.new_empty(0, self._W.shape[1])
 
     def transform(self, X):
-        """Hidden unit probabilities p(h = 1 | v = X), shape (n_samples, n_components), in X's float dtype."""
+        """Hidden unit probabilities p(h = 1 | v = X), shape (n_samples, n_components), in X's float dtype
+        (float64 for integer X)."""
+        out = self._map_chunks(X, self._hidden_probs)
+        return out.astype(np.float32 if getattr(X, "dtype", None) == np.float32 else np.float64, copy=False)
+
+    @torch.no_grad()
+    def sample_hidden(self, X):
+        """A sample of h ~ p(h | v = X) (0/1 values, shape (n_samples, n_components), in X's float dtype) from the
+        fitted model's private generator; :meth:`transform` gives its mean."""
         X, Xt = self._checked_input(X)
-        return self._hidden_probs(Xt).cpu().numpy().astype(X.dtype, copy=False)
+        _, h = self._sample_hidden(Xt, self._rng)
+        return h.cpu().numpy().astype(X.dtype, copy=False)
 
     @torch.no_grad()
     def score_samples(self, X):
@@ -400,11 +511,10 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
         ``n_features * log p(x_i | x_-i)`` with a random i, which has the same expectation).
         Gaussian visible units: the unnormalised log-density ``-F(x) - sum(log scale_)`` of each row in the
         original units (add ``-log Z``, e.g. from :meth:`ais_log_partition`, for the log-likelihood)."""
-        X, Xt = self._checked_input(X)
         # float64, so that a row's score does not depend on its position in the batch (GEMM blocking)
         if self._gaussian:
-            return -self._free_energy(Xt, double=True).cpu().numpy() - self._log_jacobian()
-        return self._pseudo_likelihood(Xt, double=True).cpu().numpy()
+            return -self._map_chunks(X, lambda v: self._free_energy(v, double=True)) - self._log_jacobian()
+        return self._map_chunks(X, lambda v: self._pseudo_likelihood(v, double=True))
 
     def _log_jacobian(self) -> float:
         return float(np.log(self.scale_).sum()) if self._gaussian and self.standardize else 0.0
@@ -463,10 +573,10 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
     def log_likelihood(self, X, log_z=None, **ais_kwargs) -> float:
         """Average log-likelihood per row, ``mean(-F(x)) - log Z`` (log-density in X's units for Gaussian units).
         ``log_z`` defaults to an AIS estimate (``ais_kwargs`` go to :meth:`ais_log_partition`)."""
-        X, Xt = self._checked_input(X)
+        free_energy = self._map_chunks(X, lambda v: self._free_energy(v, double=True))
         if log_z is None:
             log_z = self.ais_log_partition(**ais_kwargs).log_z
-        return float(-self._free_energy(Xt, double=True).mean()) - float(log_z) - self._log_jacobian()
+        return float(-free_energy.mean()) - float(log_z) - self._log_jacobian()
 
     # ---- checkpoint state --------------------------------------------------------------------------------
 
@@ -502,6 +612,8 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
             if name in tensors and tuple(tensors[name].shape) != shape:
                 raise ValueError(f"checkpoint tensor {name!r} has shape {tuple(tensors[name].shape)}, but "
                                  f"n_components={H} and {V} features need {shape}")
+        if self._dtype is None:  # dtype=None: the checkpoint's precision
+            self._dtype = tensors["W"].dtype
         self._load_state_tensors(tensors, state["seed"])
         self.n_features_in_ = V
         self._restore_training_state(state)
