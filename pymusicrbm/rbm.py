@@ -63,7 +63,8 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
     ``sigma_`` (Gaussian), ``mean_``/``scale_`` (Gaussian, standardize), ``n_features_in_``, ``n_iter_`` (epochs
     done), ``history_`` (per-epoch monitors: ``recon_error`` (mean squared error of the first mean-field
     reconstruction during training, standardised units for Gaussian), ``pseudo_likelihood`` (Bernoulli; mean log
-    pseudo-likelihood on up to 1000 training rows), and with ``validation_fraction``: ``free_energy_train``,
+    pseudo-likelihood of up to 1000 training rows: scikit-learn's one-flip estimate with ``monitor=True``, cheap
+    beside an epoch; exact with ``monitor='exact'``; no monitors with ``monitor=False``), and with ``validation_fraction``: ``free_energy_train``,
     ``free_energy_valid``, ``free_energy_gap`` (valid - train; growing = overfitting), ``pseudo_likelihood_valid``;
     plus ``learning_rate``, ``time``, ``sigma_mean`` when learned), ``h_samples_`` (persistent chains only: a
     sample of the chains' hidden states, as scikit-learn's PCD keeps).
@@ -120,7 +121,7 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
         "standardize": ["boolean"],
         "fast_learning_rate": [Interval(Real, 0, None, closed="left"), None],
         "fast_decay": [Interval(Real, 0, 1, closed="both")],
-        "monitor": ["boolean"],
+        "monitor": ["boolean", StrOptions({"exact"})],
     }
     _structural_params = ("visible", "n_components", "persistent", "learn_sigma", "standardize")
     _progress_keys = ("recon_error", "pseudo_likelihood", "free_energy_gap")
@@ -319,7 +320,7 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
         if self.learn_sigma:
             rec["sigma_mean"] = float(self._sigma().mean())
         if self.verbose and not self.monitor and not self._gaussian:  # for the verbose line only
-            rec["_pseudo_likelihood"] = float(self._pseudo_likelihood(X[:_N_MONITOR]).mean())
+            rec["_pseudo_likelihood"] = float(self._monitor_pseudo_likelihood(X[:_N_MONITOR]))
         return rec
 
     def _epoch_line(self, rec: dict) -> str:
@@ -429,15 +430,32 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
     def _monitor(self, X_mon: torch.Tensor, X_valid: torch.Tensor | None) -> dict:
         out = {}
         if not self._gaussian:
-            out["pseudo_likelihood"] = float(self._pseudo_likelihood(X_mon).mean())
+            out["pseudo_likelihood"] = float(self._monitor_pseudo_likelihood(X_mon))
         if X_valid is not None:
             Xv = X_valid[:_N_MONITOR]
             fe_t = float(self._free_energy(X_mon).mean())
             fe_v = float(self._free_energy(Xv).mean())
             out.update(free_energy_train=fe_t, free_energy_valid=fe_v, free_energy_gap=fe_v - fe_t)
             if not self._gaussian:
-                out["pseudo_likelihood_valid"] = float(self._pseudo_likelihood(Xv).mean())
+                out["pseudo_likelihood_valid"] = float(self._monitor_pseudo_likelihood(Xv))
         return out
+
+    def _monitor_pseudo_likelihood(self, v: torch.Tensor) -> torch.Tensor:
+        """Mean log pseudo-likelihood of v for the history: exact with ``monitor='exact'`` (n_features flips per row,
+        which can cost more than the epoch it monitors), else scikit-learn's unbiased one-flip estimate
+        ``n_features * log p(v_i | v_-i)`` with one random feature i per row, the same features every epoch (a
+        generator of their own, so training's random stream is untouched) so that epochs compare on equal terms."""
+        if self.monitor == "exact":
+            return self._pseudo_likelihood(v).mean()
+        sp = torch.nn.functional.softplus
+        W, b, c, _ = self._params()
+        v = v.to(W.dtype)
+        i = torch.randint(W.shape[0], (v.shape[0],), generator=torch.Generator().manual_seed(self._seed + 4))
+        i = i.to(v.device)
+        a = torch.addmm(c, v, W)                                        # (r, H)
+        d = 1.0 - 2.0 * v.gather(1, i.unsqueeze(1))                     # (r, 1): +1 turns a 0 on, -1 a 1 off
+        delta = -b[i] * d.squeeze(1) - (sp(a + d * W[i]) - sp(a)).sum(1)  # F(v with unit i flipped) - F(v)
+        return W.shape[0] * torch.nn.functional.logsigmoid(delta).mean()
 
     def _params(self, double=False):
         W, b, c, s = self._W, self._b, self._c, self._sigma()

@@ -179,6 +179,24 @@ def test_history_and_validation_monitors(binary_digits):
     np.testing.assert_allclose(h["free_energy_gap"], np.subtract(h["free_energy_valid"], h["free_energy_train"]))
 
 
+def test_default_monitor_is_an_unbiased_one_flip_estimate(binary_digits):
+    """monitor=True records scikit-learn's one-flip pseudo-likelihood estimate (cheap), monitor='exact' the exact
+    value: training is the same either way, and the estimate agrees with the exact one within its sampling error."""
+    kw = dict(n_components=16, n_iter=3, random_state=0)
+    cheap, exact = RBM(**kw).fit(binary_digits), RBM(monitor="exact", **kw).fit(binary_digits)
+    np.testing.assert_array_equal(cheap.components_, exact.components_)
+    assert cheap.history_["recon_error"] == exact.history_["recon_error"]
+    X = binary_digits[:1000]                               # the monitor's rows
+    W, b, c = params(exact)
+    F = ref_free_energy(X, W, b, c)
+    log_p = np.stack([-np.logaddexp(0, -(ref_free_energy(np.where(np.arange(64) == i, 1 - X, X), W, b, c) - F))
+                      for i in range(64)], 1)              # log p(x_i | x_-i), (rows, features)
+    assert exact.history_["pseudo_likelihood"][-1] == pytest.approx(log_p.sum(1).mean(), rel=1e-4)
+    se = 64 * log_p.std() / np.sqrt(len(X))                # one random feature per row, scaled by n_features
+    assert abs(cheap.history_["pseudo_likelihood"][-1] - log_p.sum(1).mean()) < 4 * se
+    assert cheap.history_["pseudo_likelihood"][-1] > cheap.history_["pseudo_likelihood"][0]
+
+
 def test_learning_rate_decay_schedule(binary_digits):
     rbm = RBM(n_components=4, n_iter=3, learning_rate=0.1, learning_rate_decay=1.0, random_state=0,
               monitor=False).fit(binary_digits[:100])
