@@ -6,6 +6,10 @@ same frames, and they must agree within a tolerance before any time is reported.
 
     python benchmarks/bench_rbm_fit.py                      # 200k frames, 5 epochs a layer, batch 100
     python benchmarks/bench_rbm_fit.py --frames 50000 --json out.json
+    python benchmarks/bench_rbm_fit.py --device cuda --skip-sklearn
+
+Besides the like-for-like rows (``monitor=False``), the RBM is also timed with every monitor at its default, as a
+user fits it.
 """
 from __future__ import annotations
 
@@ -51,19 +55,20 @@ def standardise(X: np.ndarray) -> np.ndarray:
 
 def eager_rbm_fit(X: torch.Tensor, H: int, epochs: int, B: int, lr: float, momentum: float, gaussian: bool,
                   seed: int):
-    g = torch.Generator().manual_seed(seed)
+    dev = X.device
+    g = torch.Generator(device=dev).manual_seed(seed)
     n, nv = X.shape
-    W = torch.randn(nv, H, generator=g) * 0.01
+    W = torch.randn(nv, H, generator=g, device=dev) * 0.01
     if gaussian:
         b = X.mean(0)
     else:
         p = X.mean(0).clamp(0.01, 0.99)
         b = torch.log(p / (1 - p))
-    c = torch.zeros(H)
+    c = torch.zeros(H, device=dev)
     W_vel, b_vel, c_vel = torch.zeros_like(W), torch.zeros_like(b), torch.zeros_like(c)
     for _ in range(epochs):
-        perm = torch.randperm(n, generator=g)
-        err = torch.zeros(())
+        perm = torch.randperm(n, generator=g, device=dev)
+        err = torch.zeros((), device=dev)
         for i in range(0, n, B):
             v0 = X[perm[i:i + B]]
             ph0 = torch.sigmoid(v0 @ W + c)
@@ -101,7 +106,7 @@ def eager_dbn_fit(X: torch.Tensor, epochs, B, lrs, momentum, seed):
 
 def recon_error(W, b, c, X, gaussian):
     """Mean squared error of the mean-field reconstruction v -> p(h|v) -> E[v|h] (numpy, float64)."""
-    W, b, c, X = (np.asarray(t, dtype=np.float64) for t in (W, b, c, X))
+    W, b, c, X = (np.asarray(t.cpu() if torch.is_tensor(t) else t, dtype=np.float64) for t in (W, b, c, X))
     h = 1 / (1 + np.exp(-(X @ W + c)))
     m = h @ W.T + b
     if not gaussian:
@@ -114,6 +119,8 @@ def timed(fn, repeats):
     for _ in range(repeats):
         t0 = time.perf_counter()
         out = fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     return statistics.median(times), out
 
@@ -127,7 +134,10 @@ def main(argv=None):
     ap.add_argument("--skip-sklearn", action="store_true")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (scikit-learn runs on the CPU only: skipped)")
     args = ap.parse_args(argv)
+    dev = torch.device(args.device)
+    args.skip_sklearn = args.skip_sklearn or dev.type != "cpu"
     if args.threads:
         torch.set_num_threads(args.threads)
     E, B, mom = args.epochs, args.batch_size, 0.5
@@ -137,11 +147,11 @@ def main(argv=None):
     check = slice(0, min(5000, len(X)))
     results = {"frames": args.frames, "epochs": E, "batch_size": B, "threads": torch.get_num_threads(),
                "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-               "loadavg_start": os.getloadavg(), "cases": []}
+               "loadavg_start": os.getloadavg(), "device": str(dev), "cases": []}
 
     # warm-up: one small fit each, so that first-call costs (allocation, MKL init) are not timed
-    RBM(8, n_iter=1, batch_size=B, monitor=False, random_state=0).fit(Xu[:2000])
-    eager_rbm_fit(torch.from_numpy(Xu[:2000]), 8, 1, B, lr_b, mom, False, 0)
+    RBM(8, n_iter=1, batch_size=B, monitor=False, random_state=0, device=dev).fit(Xu[:2000])
+    eager_rbm_fit(torch.from_numpy(Xu[:2000]).to(dev), 8, 1, B, lr_b, mom, False, 0)
 
     def record(case, impl, seconds, err, n_layers=1):
         row = dict(case=case, impl=impl, seconds=seconds, frames_per_s=args.frames * E * n_layers / seconds,
@@ -154,10 +164,13 @@ def main(argv=None):
     # 1. Bernoulli RBM 513 -> 50 (data scaled to [0, 1])
     print(f"RBM bernoulli {V}->50, {args.frames} frames, {E} epochs, batch {B}")
     t, ours = timed(lambda: RBM(50, learning_rate=lr_b, batch_size=B, n_iter=E, momentum=mom, monitor=False,
-                                random_state=0).fit(Xu), args.repeats)
+                                random_state=0, device=dev).fit(Xu), args.repeats)
     e_ours = recon_error(ours.components_.T, ours.intercept_visible_, ours.intercept_hidden_, Xu[check], False)
     r_ours = record("rbm_bernoulli", "pymusicrbm RBM (CD-1)", t, e_ours)
-    Xt = torch.from_numpy(Xu)
+    t, _ = timed(lambda: RBM(50, learning_rate=lr_b, batch_size=B, n_iter=E, momentum=mom, random_state=0,
+                             device=dev).fit(Xu), args.repeats)
+    r_default = record("rbm_bernoulli", "pymusicrbm RBM (CD-1, default monitors)", t, e_ours)
+    Xt = torch.from_numpy(Xu).to(dev)
     t, (W, b, c) = timed(lambda: eager_rbm_fit(Xt, 50, E, B, lr_b, mom, False, 0), args.repeats)
     e_eager = recon_error(W, b, c, Xu[check], False)
     r_eager = record("rbm_bernoulli", "eager PyTorch (CD-1)", t, e_eager)
@@ -165,7 +178,8 @@ def main(argv=None):
         from sklearn.neural_network import BernoulliRBM
         # like for like with scikit-learn's algorithm: PCD-1, batch_size chains, no momentum
         t, ours_pcd = timed(lambda: RBM(50, learning_rate=lr_b, batch_size=B, n_iter=E, momentum=0.0,
-                                        persistent=True, monitor=False, random_state=0).fit(Xu), args.repeats)
+                                        persistent=True, monitor=False, random_state=0, device=dev).fit(Xu),
+                            args.repeats)
         e_pcd = recon_error(ours_pcd.components_.T, ours_pcd.intercept_visible_, ours_pcd.intercept_hidden_,
                             Xu[check], False)
         r_pcd = record("rbm_bernoulli", "pymusicrbm RBM (PCD-1, no momentum)", t, e_pcd)
@@ -179,14 +193,15 @@ def main(argv=None):
         results["ratio_sklearn_over_ours_pcd"] = r_sk["seconds"] / r_pcd["seconds"]
     assert abs(e_ours - e_eager) < 0.15 * max(e_ours, e_eager), (e_ours, e_eager)
     results["ratio_eager_over_ours_rbm_bernoulli"] = r_eager["seconds"] / r_ours["seconds"]
+    results["ratio_eager_over_ours_rbm_bernoulli_default_monitors"] = r_eager["seconds"] / r_default["seconds"]
 
     # 2. Gaussian RBM 513 -> 50 (standardised data)
     print(f"RBM gaussian {V}->50")
     t, ours = timed(lambda: RBM(50, visible="gaussian", learning_rate=lr_g, batch_size=B, n_iter=E, momentum=mom,
-                                monitor=False, random_state=0).fit(X), args.repeats)
+                                monitor=False, random_state=0, device=dev).fit(X), args.repeats)
     e_ours = recon_error(ours.components_.T, ours.intercept_visible_, ours.intercept_hidden_, Xs[check], True)
     r_ours = record("rbm_gaussian", "pymusicrbm RBM (CD-1)", t, e_ours)
-    Xt = torch.from_numpy(Xs)
+    Xt = torch.from_numpy(Xs).to(dev)
     t, (W, b, c) = timed(lambda: eager_rbm_fit(Xt, 50, E, B, lr_g, mom, True, 0), args.repeats)
     e_eager = recon_error(W, b, c, Xs[check], True)
     r_eager = record("rbm_gaussian", "eager PyTorch (CD-1)", t, e_eager)
@@ -198,11 +213,11 @@ def main(argv=None):
     lrs = [lr_g, lr_b, lr_b]
     t, dbn = timed(lambda: DBN(LAYERS, visible="gaussian", learning_rate=lr_b, batch_size=B, n_iter=E, momentum=mom,
                                monitor=False, layer_params=[{"learning_rate": lr_g}, {}, {}],
-                               random_state=0).fit(X), args.repeats)
+                               random_state=0, device=dev).fit(X), args.repeats)
     r0 = dbn.rbms_[0]
     e_ours = recon_error(r0.components_.T, r0.intercept_visible_, r0.intercept_hidden_, Xs[check], True)
     r_ours = record("dbn", "pymusicrbm DBN", t, e_ours, len(LAYERS))
-    Xt = torch.from_numpy(Xs)
+    Xt = torch.from_numpy(Xs).to(dev)
     t, layers = timed(lambda: eager_dbn_fit(Xt, E, B, lrs, mom, 0), args.repeats)
     e_eager = recon_error(*layers[0], Xs[check], True)
     r_eager = record("dbn", "eager PyTorch DBN", t, e_eager, len(LAYERS))
