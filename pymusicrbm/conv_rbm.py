@@ -543,13 +543,13 @@ class ConvDBN(TransformerMixin, StackEstimator):
     persistent : bool, default=False
         Persistent CD (needs ``training='cd'``).
     momentum : float, default=0.5
-        Momentum of the CD updates.
+        Momentum of each layer's CD updates.
     weight_decay : float, default=1e-4
-        L2 penalty on the filters.
+        L2 penalty on each layer's filters.
     sparsity_target : float or None, default=0.05
-        Target mean pooled-unit probability; None: no sparsity term.
+        Target mean pooled-unit probability of each layer; None: no sparsity term.
     sparsity_cost : float, default=1.0
-        Weight of the sparsity term.
+        Weight of each layer's sparsity term.
     standardize : {'channel', 'row'} or None, default='channel'
         Standardisation of a Gaussian first layer's inputs, as in :class:`ConvRBM`.
     validation_fraction : float or None, default=0.1
