@@ -77,12 +77,93 @@ class ConvRBM(TransformerMixin, TrainedEstimator):
     channel, ``'row'``: per channel and row, i.e. per mel band; None: as given) and sigma is 1 in standardised
     units. ``visible='bernoulli'``: inputs must lie in [0, 1] (e.g. the pooled probabilities of a lower layer).
 
-    Fitted attributes: ``filters_`` (n_filters, channels, fh, fw), ``intercept_hidden_`` (n_filters,),
-    ``intercept_visible_`` (channels,), ``input_shape_`` (channels, height, width), ``crop_shape_`` (the
-    height, width the model uses), ``output_shape_`` (n_filters, pooled height, pooled width), ``mean_``/
-    ``scale_``, ``n_iter_``, ``history_`` (per epoch: ``recon_error`` (the CD step's, during training),
-    ``train_loss`` and, with ``validation_fraction``, ``valid_loss`` (mean-field reconstruction MSE, standardised
-    units, on up to 256 maps), ``sparsity`` (mean pooled probability), ``learning_rate``, ``time``).
+    Inputs are batches of maps, (n, height, width) (one channel) or (n, channels, height, width); the last
+    rows/columns that do not fit the pooling are cropped (``crop_shape_``).
+
+    Parameters
+    ----------
+    n_filters : int, default=32
+        Number of filters (hidden maps).
+    filter_shape : tuple of int, default=(5, 5)
+        Filter height and width.
+    pool : int, default=2
+        Side of the probabilistic max-pooling blocks (``pool`` x ``pool``); 1: independent sigmoid units.
+    visible : {'gaussian', 'bernoulli'}, default='gaussian'
+        Type of the visible units: 'gaussian' for real-valued maps (standardised), 'bernoulli' for maps in [0, 1].
+    training : {'cd', 'reconstruction'}, default='cd'
+        Contrastive divergence, or Adam on the reconstruction error (see above).
+    learning_rate : float or None, default=None
+        Step size of the model's own (unsupervised) training: of CD, or of Adam; None picks 0.5 for
+        ``training='cd'`` and 0.01 for ``'reconstruction'``.
+    batch_size : int, default=16
+        Maps per mini-batch.
+    n_iter : int, default=10
+        Unsupervised training epochs.
+    k : int, default=1
+        Gibbs steps per CD update (CD-k / PCD-k).
+    persistent : bool, default=False
+        Persistent CD (PCD-k); needs ``training='cd'``.
+    momentum : float, default=0.5
+        Momentum of the CD updates.
+    weight_decay : float, default=1e-4
+        L2 penalty on the filters.
+    sparsity_target : float or None, default=0.05
+        Target mean pooled-unit probability; None: no sparsity term.
+    sparsity_cost : float, default=1.0
+        Weight of the sparsity term.
+    standardize : {'channel', 'row'} or None, default='channel'
+        Gaussian visible units: one mean/std per channel ('channel'), per channel and row ('row', i.e. per mel
+        band), or the inputs as given (None).
+    validation_fraction : float or None, default=0.1
+        Fraction of the maps held out (fixed by the seed) for the ``valid_loss`` monitor; None holds out nothing.
+    verbose : int, default=0
+        0 silent; 1 a progress bar over the epochs; 2 adds one over the mini-batches.
+    random_state : int, RandomState instance or None, default=None
+        The seed: None (fresh entropy), an int or a ``RandomState``; seeds initialisation, sampling, shuffling
+        and the validation split.
+    device : str or torch.device, default='cpu'
+        Device of the parameters and the computation.
+    dtype : {'float32', 'float64'} or torch dtype, default='float32'
+        Precision of the computation.
+
+    Attributes
+    ----------
+    filters_ : ndarray of shape (n_filters, channels, fh, fw)
+        The filters.
+    intercept_hidden_ : ndarray of shape (n_filters,)
+        Hidden biases, one per filter.
+    intercept_visible_ : ndarray of shape (channels,)
+        Visible biases, one per channel.
+    input_shape_ : tuple of int
+        (channels, height, width) of the maps fitted.
+    crop_shape_ : tuple of int
+        The (height, width) the model uses.
+    output_shape_ : tuple of int
+        (n_filters, pooled height, pooled width).
+    mean_, scale_ : ndarray
+        Standardisation statistics (Gaussian visible units with ``standardize``).
+    n_iter_ : int
+        Epochs done.
+    history_ : dict of lists
+        Per epoch: ``recon_error`` (the CD step's, during training), ``train_loss`` and, with
+        ``validation_fraction``, ``valid_loss`` (mean-field reconstruction MSE, standardised units, on up to 256
+        maps), ``sparsity`` (mean pooled probability), ``learning_rate``, ``time``.
+
+    See Also
+    --------
+    ConvDBN : ConvRBMs stacked and trained greedily.
+    RBM : The dense model.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pymusicrbm import ConvRBM
+    >>> X = np.random.default_rng(0).standard_normal((8, 12, 12)).astype(np.float32)
+    >>> crbm = ConvRBM(n_filters=4, filter_shape=(3, 3), batch_size=4, n_iter=2, random_state=0).fit(X)
+    >>> crbm.filters_.shape
+    (4, 1, 3, 3)
+    >>> crbm.transform(X).shape
+    (8, 4, 5, 5)
     """
 
     _tuple_params = ("filter_shape",)
@@ -439,7 +520,77 @@ class ConvDBN(TransformerMixin, StackEstimator):
     Layer i is seeded with ``layer_seed(seed, i)`` (the one scheme of every stack). ``transform(X, layers='top')``
     gives the top layer's pooled maps, ``layers='all'`` a list of every layer's.
 
-    Fitted attributes: ``layers_`` (the ConvRBMs), ``history_`` (one history dict per layer), ``n_layers_fitted_``.
+    Parameters
+    ----------
+    n_filters : tuple of int, default=(32, 32)
+        Number of filters of each layer, bottom to top.
+    filter_shapes : tuple of tuple of int, default=((5, 5), (3, 3))
+        Filter (height, width) of each layer.
+    pools : tuple of int, default=(2, 2)
+        Pooling block side of each layer.
+    visible : {'gaussian', 'bernoulli'}, default='gaussian'
+        Visible units of the first layer; the layers above are Bernoulli.
+    training : {'cd', 'reconstruction'}, default='cd'
+        Training of every layer, as in :class:`ConvRBM`.
+    learning_rate : float or None, default=None
+        Step size of each layer's own (unsupervised) training; None picks 0.5 for CD and 0.01 for Adam.
+    batch_size : int, default=16
+        Maps per mini-batch.
+    n_iter : int, default=10
+        Unsupervised training epochs of each layer.
+    k : int, default=1
+        Gibbs steps per CD update.
+    persistent : bool, default=False
+        Persistent CD (needs ``training='cd'``).
+    momentum : float, default=0.5
+        Momentum of each layer's CD updates.
+    weight_decay : float, default=1e-4
+        L2 penalty on each layer's filters.
+    sparsity_target : float or None, default=0.05
+        Target mean pooled-unit probability of each layer; None: no sparsity term.
+    sparsity_cost : float, default=1.0
+        Weight of each layer's sparsity term.
+    standardize : {'channel', 'row'} or None, default='channel'
+        Standardisation of a Gaussian first layer's inputs, as in :class:`ConvRBM`.
+    validation_fraction : float or None, default=0.1
+        Fraction of each layer's maps held out for its ``valid_loss`` monitor; None holds out nothing.
+    layer_params : list of dict or None, default=None
+        One dict per layer of :class:`ConvRBM` settings that override the shared ones for that layer; None: every
+        layer uses the shared settings.
+    verbose : int, default=0
+        Verbosity of each layer's training, as in :class:`ConvRBM`.
+    random_state : int, RandomState instance or None, default=None
+        The seed: None (fresh entropy), an int or a ``RandomState``; layer i gets ``layer_seed(seed, i)``.
+    device : str or torch.device, default='cpu'
+        Device of the parameters and the computation.
+    dtype : {'float32', 'float64'} or torch dtype, default='float32'
+        Precision of the computation.
+
+    Attributes
+    ----------
+    layers_ : list of ConvRBM
+        The ConvRBM layers, bottom to top.
+    n_layers_fitted_ : int
+        Number of layers trained so far (``len(layers_)`` after a complete fit).
+    history_ : list of dict
+        One history dict per layer (see :class:`ConvRBM`).
+
+    See Also
+    --------
+    ConvRBM : One layer.
+    DBN : The dense stack.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pymusicrbm import ConvDBN
+    >>> X = np.random.default_rng(0).standard_normal((8, 12, 12)).astype(np.float32)
+    >>> cdbn = ConvDBN(n_filters=(4, 4), filter_shapes=((3, 3), (2, 2)), pools=(2, 1), batch_size=4, n_iter=2,
+    ...                random_state=0).fit(X)
+    >>> cdbn.transform(X).shape
+    (8, 4, 4, 4)
+    >>> [maps.shape for maps in cdbn.transform(X, layers="all")]
+    [(8, 4, 5, 5), (8, 4, 4, 4)]
     """
 
     _tuple_params = ("n_filters", "filter_shapes", "pools", "layer_params")

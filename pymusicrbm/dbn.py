@@ -58,8 +58,84 @@ class DBN(ClassNamePrefixFeaturesOutMixin, TransformerMixin, StackEstimator):
     layer. ``transform`` returns the top layer's probabilities, or (``transform_layers='all'`` or
     ``transform(X, layers='all')``) those of every layer side by side, as Hamel & Eck (2010) use.
 
-    Fitted attributes: ``layers_`` (the fitted :class:`RBM` layers; also ``rbms_``), ``history_`` (one history dict per layer),
-    ``n_features_in_``.
+    Parameters
+    ----------
+    hidden_layer_sizes : int or tuple of int, default=(50, 50, 50)
+        Number of hidden units of each layer, bottom to top.
+    visible : {'bernoulli', 'gaussian'}, default='bernoulli'
+        Visible units of the first layer ('gaussian': real-valued inputs, standardised); the layers above are
+        Bernoulli.
+    learning_rate : float, default=0.1
+        Step size of each RBM's contrastive-divergence updates (the model's own, unsupervised training).
+    batch_size : int, default=10
+        Rows per mini-batch.
+    n_iter : int, default=10
+        Unsupervised training epochs of each layer.
+    k : int, default=1
+        Gibbs steps per update (CD-k / PCD-k), as in :class:`RBM`.
+    persistent : bool or 'fast', default=False
+        CD-k (False), PCD-k (True) or fast PCD ('fast'), as in :class:`RBM`.
+    momentum : float, default=0.5
+        Momentum of the parameter updates.
+    weight_decay : float, default=0.0
+        L2 penalty on the weights.
+    sparsity_target : float or None, default=None
+        Target mean hidden probability; None: no sparsity penalty.
+    sparsity_cost : float, default=0.1
+        Weight of the sparsity penalty.
+    learning_rate_decay : float, default=0.0
+        The learning rate of epoch ``e`` is ``learning_rate / (1 + learning_rate_decay * e)``.
+    learn_sigma : bool, default=False
+        Learn the sigma of a Gaussian first layer (needs ``visible='gaussian'``), as in :class:`RBM`.
+    layer_params : list of dict or None, default=None
+        One dict per layer of :class:`RBM` settings that override the shared ones for that layer (e.g.
+        ``[{"learning_rate": 0.01}, {}, {}]``); None: every layer uses the shared settings.
+    transform_layers : {'top', 'all'}, default='top'
+        What ``transform(X)`` returns by default: the top layer's hidden probabilities, or those of every layer
+        concatenated.
+    validation_fraction : float or None, default=None
+        Fraction of each layer's training rows held out for its monitors, as in :class:`RBM`; None holds out
+        nothing.
+    monitor : bool or 'exact', default=True
+        Per-epoch pseudo-likelihood monitor of each layer, as in :class:`RBM`.
+    random_state : int, RandomState instance or None, default=None
+        The seed: None (fresh entropy), an int or a ``RandomState``; layer i gets ``layer_seed(seed, i)``.
+    verbose : int, default=0
+        Verbosity of each layer's training, as in :class:`RBM`.
+    device : str or torch.device, default='cpu'
+        Device of the parameters and the computation.
+    dtype : {'float32', 'float64'}, torch dtype or None, default=None
+        Precision of the computation; None computes in the input's precision.
+
+    Attributes
+    ----------
+    layers_ : list of RBM
+        The fitted :class:`RBM` layers, bottom to top (also ``rbms_``).
+    n_layers_fitted_ : int
+        Number of layers trained so far (``len(layers_)`` after a complete fit).
+    history_ : list of dict
+        One history dict per layer (see :class:`RBM`).
+    n_features_in_ : int
+        Number of features seen during ``fit``.
+
+    See Also
+    --------
+    RBM : One layer.
+    DBNClassifier : DBN pre-training, then supervised fine-tuning with a softmax layer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_digits
+    >>> from pymusicrbm import DBN
+    >>> X = (load_digits().data[:200] > 8).astype(np.float32)
+    >>> dbn = DBN(hidden_layer_sizes=(32, 16), n_iter=2, random_state=0).fit(X)
+    >>> dbn.transform(X).shape
+    (200, 16)
+    >>> dbn.transform(X, layers="all").shape
+    (200, 48)
+    >>> len(dbn.layers_)
+    2
     """
 
     _tuple_params = ("hidden_layer_sizes",)
@@ -203,15 +279,106 @@ class DBNClassifier(ClassifierMixin, TrainedEstimator):
     restored. Without it, training stops when the training loss stalls in the same way. ``max_iter=0`` stops after
     pre-training (the softmax layer stays untrained: use ``dbn_`` for features, not ``predict``).
 
-    Pre-training settings: ``n_iter`` (epochs of each RBM; was ``pretrain_epochs``), ``learning_rate`` (was
-    ``pretrain_learning_rate``),
-    ``pretrain_batch_size``, ``pretrain_momentum``, ``k``, ``persistent``, ``weight_decay``, ``sparsity_target``,
-    ``sparsity_cost``, ``layer_params`` (per-layer overrides, as in :class:`DBN`); ``n_iter=0`` skips
-    pre-training (random initial weights, for comparison).
+    Renamed in 0.2: ``pretrain_epochs`` -> ``n_iter``, ``pretrain_learning_rate`` -> ``learning_rate`` (the old
+    keywords still work for one release, with a ``FutureWarning``).
 
-    Fitted attributes: ``classes_``, ``dbn_`` (the pre-trained :class:`DBN`, before fine-tuning), ``network_``
-    (the fine-tuned ``torch.nn.Sequential``), ``history_`` (``loss``, ``val_loss``, ``val_accuracy`` per epoch),
-    ``n_iter_`` (fine-tuning epochs run), ``best_epoch_``, ``n_features_in_``.
+    Parameters
+    ----------
+    hidden_layer_sizes : int or tuple of int, default=(50, 50, 50)
+        Number of hidden units of each layer, bottom to top.
+    visible : {'bernoulli', 'gaussian'}, default='bernoulli'
+        Visible units of the first RBM ('gaussian': real-valued inputs, standardised).
+    n_iter : int, default=10
+        Unsupervised pre-training epochs of each RBM (was ``pretrain_epochs``); ``n_iter=0`` skips pre-training
+        (random initial weights, for comparison).
+    learning_rate : float, default=0.1
+        Step size of the RBMs' pre-training (was ``pretrain_learning_rate``).
+    pretrain_batch_size : int, default=10
+        Rows per mini-batch in pre-training.
+    pretrain_momentum : float, default=0.5
+        Momentum of the RBMs' pre-training updates.
+    k : int, default=1
+        Gibbs steps per pre-training update (CD-k / PCD-k), as in :class:`RBM`.
+    persistent : bool or 'fast', default=False
+        CD-k (False), PCD-k (True) or fast PCD ('fast') in pre-training, as in :class:`RBM`.
+    weight_decay : float, default=0.0
+        L2 penalty on the RBM weights in pre-training.
+    sparsity_target : float or None, default=None
+        Target mean hidden probability in pre-training; None: no sparsity penalty.
+    sparsity_cost : float, default=0.1
+        Weight of the sparsity penalty in pre-training.
+    layer_params : list of dict or None, default=None
+        Per-layer overrides of the pre-training settings, as in :class:`DBN`.
+    solver : {'adam', 'sgd'}, default='adam'
+        Supervised optimiser: Adam, or SGD with (Nesterov-free) ``momentum``.
+    learning_rate_init : float, default=1e-2
+        Step size of the supervised optimiser.
+    momentum : float, default=0.9
+        Momentum of SGD (``solver='sgd'``) in fine-tuning.
+    alpha : float, default=0.0
+        L2 penalty in fine-tuning.
+    dropout : float, default=0.0
+        Dropout probability after each hidden layer in fine-tuning, in [0, 0.95].
+    batch_size : int, default=32
+        Rows per mini-batch in fine-tuning.
+    max_iter : int, default=100
+        Supervised (fine-tuning) epochs at most; 0 stops after pre-training.
+    early_stopping : bool, default=False
+        Hold out a stratified ``validation_fraction`` of the training data (also from pre-training) and stop
+        when the validation loss stalls, restoring the best weights; False stops when the training loss stalls.
+    validation_fraction : float, default=0.1
+        Fraction of the training data held out with ``early_stopping``.
+    n_iter_no_change : int, default=10
+        Epochs without an improvement of at least ``tol`` before fine-tuning stops.
+    tol : float, default=1e-4
+        Smallest loss improvement that counts as one.
+    random_state : int, RandomState instance or None, default=None
+        The seed: None (fresh entropy), an int or a ``RandomState``; seeds pre-training (layer i gets
+        ``layer_seed(seed, i)``), the validation split, the initialisation, dropout and shuffling.
+    verbose : int, default=0
+        0 silent; 1 a progress bar over the epochs of pre-training and fine-tuning; 2 adds one over the
+        mini-batches.
+    device : str or torch.device, default='cpu'
+        Device of the parameters and the computation.
+    dtype : {'float32', 'float64'}, torch dtype or None, default=None
+        Precision of the computation; None computes in the input's precision.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels.
+    dbn_ : DBN
+        The pre-trained :class:`DBN`, before fine-tuning.
+    network_ : torch.nn.Sequential
+        The fine-tuned network.
+    history_ : dict of lists
+        ``loss``, ``val_loss``, ``val_accuracy`` per fine-tuning epoch.
+    n_iter_ : int
+        Fine-tuning epochs run.
+    best_epoch_ : int
+        The epoch (from 1) whose weights are kept.
+    n_features_in_ : int
+        Number of features seen during ``fit``.
+
+    See Also
+    --------
+    DBN : The unsupervised stack this pre-trains.
+    sklearn.neural_network.MLPClassifier : The same network without pre-training.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_digits
+    >>> from pymusicrbm import DBNClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X, y = (X[:200] > 8).astype(np.float32), y[:200]
+    >>> clf = DBNClassifier(hidden_layer_sizes=(32,), n_iter=2, max_iter=10, random_state=0).fit(X, y)
+    >>> clf.predict_proba(X[:3]).shape
+    (3, 10)
+    >>> clf.classes_
+    array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    >>> print(clf.score(X, y) > 0.5)
+    True
     """
 
     _tuple_params = ("hidden_layer_sizes",)

@@ -51,23 +51,117 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
     Parameters follow scikit-learn's ``BernoulliRBM`` where they overlap (``n_components``, ``learning_rate``,
     ``batch_size``, ``n_iter``, ``verbose``, ``random_state``). All sampling and shuffling draw from a private
     ``torch.Generator`` seeded from ``random_state``, so a seed fixes the result (and the same initial weights in
-    float32 and float64). ``dtype``: None (default) computes in the input's precision (float32 data -> float32,
-    anything else -> float64); 'float32' or 'float64' (or the torch dtypes) fix it. ``verbose=1`` prints a line
-    per epoch, as scikit-learn does; ``verbose=2`` adds a progress bar over the mini-batches.
+    float32 and float64).
 
     Input: dense arrays or sparse matrices (CSR, CSC; other formats are converted), densified in chunks of rows.
     Bernoulli visible units read X as probabilities of being on: values outside [0, 1] are clipped into it, with
     a warning (scale X, e.g. with ``MinMaxScaler``, or use ``visible='gaussian'`` for real-valued data).
 
-    Fitted attributes: ``components_`` (n_components, n_features), ``intercept_hidden_``, ``intercept_visible_``,
-    ``sigma_`` (Gaussian), ``mean_``/``scale_`` (Gaussian, standardize), ``n_features_in_``, ``n_iter_`` (epochs
-    done), ``history_`` (per-epoch monitors: ``recon_error`` (mean squared error of the first mean-field
-    reconstruction during training, standardised units for Gaussian), ``pseudo_likelihood`` (Bernoulli; mean log
-    pseudo-likelihood of up to 1000 training rows: scikit-learn's one-flip estimate with ``monitor=True``, cheap
-    beside an epoch; exact with ``monitor='exact'``; no monitors with ``monitor=False``), and with ``validation_fraction``: ``free_energy_train``,
-    ``free_energy_valid``, ``free_energy_gap`` (valid - train; growing = overfitting), ``pseudo_likelihood_valid``;
-    plus ``learning_rate``, ``time``, ``sigma_mean`` when learned), ``h_samples_`` (persistent chains only: a
-    sample of the chains' hidden states, as scikit-learn's PCD keeps).
+    Parameters
+    ----------
+    n_components : int, default=256
+        Number of hidden units.
+    learning_rate : float, default=0.1
+        Step size of the contrastive-divergence updates (the model's own, unsupervised training). Gaussian
+        visible units usually need ``learning_rate <= 0.01``.
+    batch_size : int, default=10
+        Rows per mini-batch.
+    n_iter : int, default=10
+        Unsupervised training epochs (passes over the training data).
+    verbose : int, default=0
+        0 silent; 1 prints a line per epoch, as scikit-learn does; 2 adds a progress bar over the mini-batches.
+    random_state : int, RandomState instance or None, default=None
+        The seed: None (fresh entropy), an int or a ``RandomState``. Seeds the private ``torch.Generator`` of
+        initialisation, sampling and shuffling; an int gives reproducible results.
+    visible : {'bernoulli', 'gaussian'}, default='bernoulli'
+        Type of the visible units: 'bernoulli' for data in [0, 1], 'gaussian' for real-valued data.
+    k : int, default=1
+        Gibbs steps per update (CD-k / PCD-k).
+    persistent : bool or 'fast', default=False
+        False: CD-k; True: persistent CD (PCD-k); 'fast': fast PCD (Tieleman & Hinton 2009).
+    n_chains : int or None, default=None
+        Number of persistent chains (fantasy particles) for ``persistent=True`` or ``'fast'``; None uses
+        ``batch_size``.
+    momentum : float, default=0.5
+        Momentum of the parameter updates, in [0, 1).
+    weight_decay : float, default=0.0
+        L2 penalty on the weights.
+    sparsity_target : float or None, default=None
+        Target mean hidden probability, in [0, 1]; None: no sparsity penalty.
+    sparsity_cost : float, default=0.1
+        Weight of the sparsity penalty (used only with ``sparsity_target``).
+    learning_rate_decay : float, default=0.0
+        The learning rate of epoch ``e`` is ``learning_rate / (1 + learning_rate_decay * e)``.
+    learn_sigma : bool, default=False
+        Learn the per-unit sigma of Gaussian visible units (on log sigma, bounded to [0.1, 10]); needs
+        ``visible='gaussian'``. False fixes sigma at 1 in standardised units.
+    sigma_learning_rate : float or None, default=None
+        Step size of the log-sigma updates (``learn_sigma=True``); None uses the epoch's learning rate / 10.
+    standardize : bool, default=True
+        Gaussian visible units: standardise the inputs (``mean_``, ``scale_``) before training and inference.
+    fast_learning_rate : float or None, default=None
+        Step size of the fast weights (``persistent='fast'``); None uses ``learning_rate``.
+    fast_decay : float, default=0.95
+        Factor by which the fast weights decay every step (``persistent='fast'``), in [0, 1].
+    validation_fraction : float or None, default=None
+        Fraction of the training rows held out (fixed by the seed) for the free-energy and pseudo-likelihood
+        monitors on unseen data; None holds out nothing.
+    monitor : bool or 'exact', default=True
+        Per-epoch ``pseudo_likelihood`` monitor (Bernoulli units, up to 1000 training rows): True is
+        scikit-learn's one-flip estimate (cheap beside an epoch), 'exact' the exact form (can cost more than the
+        epoch), False none.
+    device : str or torch.device, default='cpu'
+        Device of the parameters and the computation ('cpu', 'cuda', ...).
+    dtype : {'float32', 'float64'}, torch dtype or None, default=None
+        Precision of the computation; None computes in the input's precision (float32 data -> float32, anything
+        else -> float64).
+
+    Attributes
+    ----------
+    components_ : ndarray of shape (n_components, n_features)
+        Weights, as scikit-learn's ``BernoulliRBM``.
+    intercept_hidden_ : ndarray of shape (n_components,)
+        Hidden biases.
+    intercept_visible_ : ndarray of shape (n_features,)
+        Visible biases.
+    sigma_ : ndarray of shape (n_features,) or None
+        Per-unit standard deviation of Gaussian visible units (standardised units); None for Bernoulli units.
+    mean_, scale_ : ndarray of shape (n_features,)
+        Standardisation statistics (Gaussian visible units with ``standardize=True`` only).
+    h_samples_ : ndarray of shape (n_chains, n_components)
+        Persistent chains only: a sample of the chains' hidden states, as scikit-learn's PCD keeps.
+    n_features_in_ : int
+        Number of features seen during ``fit``.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of the features seen during ``fit`` (only when X has string feature names).
+    n_iter_ : int
+        Epochs done.
+    history_ : dict of lists
+        Per-epoch monitors: ``recon_error`` (mean squared error of the first mean-field reconstruction during
+        training, standardised units for Gaussian), ``pseudo_likelihood`` (Bernoulli; mean log pseudo-likelihood
+        of up to 1000 training rows, see ``monitor``), and with ``validation_fraction``: ``free_energy_train``,
+        ``free_energy_valid``, ``free_energy_gap`` (valid - train; growing = overfitting),
+        ``pseudo_likelihood_valid``; plus ``learning_rate``, ``time``, ``sigma_mean`` when sigma is learned.
+
+    See Also
+    --------
+    sklearn.neural_network.BernoulliRBM : scikit-learn's Bernoulli RBM (PCD-1), whose parameters this follows.
+    DBN : A stack of RBMs trained greedily.
+    DBNClassifier : DBN pre-training, then supervised fine-tuning.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_digits
+    >>> from pymusicrbm import RBM
+    >>> X = (load_digits().data[:200] > 8).astype(np.float32)
+    >>> rbm = RBM(n_components=16, n_iter=2, random_state=0).fit(X)
+    >>> rbm.transform(X).shape
+    (200, 16)
+    >>> rbm.components_.shape
+    (16, 64)
+    >>> rbm.n_iter_, len(rbm.history_["recon_error"])
+    (2, 2)
     """
 
     def __init__(self, n_components=256, *, learning_rate=0.1, batch_size=10, n_iter=10, verbose=0,

@@ -105,31 +105,38 @@ class ConvVAE(TransformerMixin, TrainedEstimator):
 
     Parameters
     ----------
-    n_mels, n_frames : int
+    n_mels, n_frames : int, default=64 and 128
         Excerpt size (64 or 96 mel bands; 128 frames is about 3 s at 22050 Hz, hop 512). Both must be at least
         the encoder's receptive field, ``receptive_field(len(channels))`` (46 for the default 4 layers).
-    latent_dim : int
+    latent_dim : int, default=32
         Dimension of the Gaussian latent.
-    channels : tuple of int
+    channels : tuple of int, default=(32, 64, 128, 256)
         Output channels of the strided convolutions (the decoder mirrors them).
-    beta : float
+    beta : float, default=1.0
         Weight of the KL term (beta < 1 gives sharper reconstructions and more informative latents).
-    kl_warmup_epochs : int
+    kl_warmup_epochs : int, default=10
         The KL weight rises linearly from beta/kl_warmup_epochs to beta over these epochs (0: no warm-up).
         Early stopping does not count epochs inside the warm-up.
-    learning_rate, batch_size, weight_decay : Adam settings (``learning_rate`` was ``lr``).
-    n_iter, n_iter_no_change : int
+    learning_rate : float, default=1e-3
+        Step size of Adam, the model's own (unsupervised) training (was ``lr``).
+    batch_size : int, default=64
+        Excerpts per mini-batch.
+    weight_decay : float, default=0.0
+        Adam's L2 weight decay.
+    n_iter, n_iter_no_change : int, default=100 and 10
         At most ``n_iter`` epochs (was ``n_epochs``); stop after ``n_iter_no_change`` epochs (was ``patience``)
         without improvement of the validation objective (the negative ELBO with the target beta: the ELBO itself
         when beta=1). The weights of the best epoch are kept. ``n_iter_no_change=None`` disables early stopping.
-    validation_fraction : float
+    validation_fraction : float, default=0.1
         Fraction of the excerpts held out for validation when ``fit`` gets no ``X_valid``.
-    device : str, torch.device or None
+    device : str, torch.device or None, default='cpu'
         'cpu' (default), 'cuda', ...; None picks cuda when available.
-    dtype : 'float32' or 'float64'
-    random_state : int, RandomState or None
-        Seeds initialisation, shuffling, the validation split and the reparameterisation noise.
-    verbose : int
+    dtype : {'float32', 'float64'} or torch dtype, default='float32'
+        Precision of the computation.
+    random_state : int, RandomState instance or None, default=None
+        The seed: None (fresh entropy), an int or a ``RandomState``. Seeds initialisation, shuffling, the
+        validation split and the reparameterisation noise.
+    verbose : int, default=0
         0 silent, 1 a progress bar over epochs.
 
     Attributes
@@ -147,10 +154,23 @@ class ConvVAE(TransformerMixin, TrainedEstimator):
     range_ : ndarray (2,)
         Min and max dB of the training data; decoded spectrograms are clipped to it.
 
+    See Also
+    --------
+    ConvRBM : The convolutional RBM these features are compared with.
+
     Examples
     --------
-    >>> vae = ConvVAE(n_mels=64, n_frames=64, channels=(8, 16, 16), n_iter=5).fit(X)   # doctest: +SKIP
-    >>> Z = vae.transform(X)                                                           # doctest: +SKIP
+    Random "spectrograms" in dB, 16 bands x 16 frames (two layers have a receptive field of 10):
+
+    >>> import numpy as np
+    >>> from pymusicrbm import ConvVAE
+    >>> X = np.random.default_rng(0).normal(-40.0, 10.0, (16, 16, 16)).astype(np.float32)
+    >>> vae = ConvVAE(n_mels=16, n_frames=16, latent_dim=2, channels=(4, 8), batch_size=8, n_iter=2,
+    ...               random_state=0).fit(X)
+    >>> vae.transform(X).shape
+    (16, 2)
+    >>> vae.n_iter_, vae.mean_.shape
+    (2, (16,))
     """
 
     _tuple_params = ("channels",)

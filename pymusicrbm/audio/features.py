@@ -178,17 +178,25 @@ class PCAWhitener(TransformerMixin, BaseEstimator):
         frames); None uses every row.
     random_state : int, RandomState instance or None, default=0
         Seeds the row subset and PCA's randomized solver; an int gives reproducible results.
-    seed : int
+    seed : int, default='deprecated'
         Deprecated alias of ``random_state`` (accepted with a FutureWarning for one release).
 
     Attributes
     ----------
     mean_ : ndarray of shape (n_features,)
+        Per-feature mean of the data fitted.
     components_ : ndarray of shape (n_components, n_features)
+        Principal directions kept, strongest first.
     scale_ : ndarray of shape (n_components,)
         Standard deviation of each kept direction (the whitening divisor).
     explained_variance_ratio_ : ndarray of shape (n_components,)
+        Fraction of the total variance along each kept direction.
     n_features_in_ : int
+        Number of features seen during ``fit``.
+
+    See Also
+    --------
+    sklearn.decomposition.PCA : ``PCA(whiten=True)``, which this wraps.
 
     Examples
     --------
