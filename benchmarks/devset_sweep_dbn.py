@@ -56,6 +56,26 @@ def run_one(data, out_dir, cache_dir, name, opts, folds, seed, threads) -> dict:
                     time.perf_counter() - t0)
 
 
+def versus_defaults(evaluation: dict, baseline: Path) -> dict:
+    """The winner's seed-0 clip accuracy against today's defaults on the same folds (the saved baseline run):
+    per-fold paired differences, their mean and std (the noise the decision is read against)."""
+    base = json.loads(Path(baseline).read_text())["results"]["models"]["dbn_svm"]["clip_accuracy"]["folds"]
+    from pymusicrbm.reporting import summarize
+
+    diff = np.asarray(evaluation["dbn_svm"]["folds"]) - np.asarray(base)
+    return {"baseline_file": str(baseline), "defaults_folds": base, "differences": summarize(diff)}
+
+
+def _unfinished(run_dir: Path, name: str) -> dict:
+    """The clip accuracies of the folds a stopped candidate finished (not used for the selection)."""
+    accs = {}
+    for f in sorted(run_dir.glob("folds/fold*/fold_results.json")):
+        r = json.loads(f.read_text())
+        accs[f.parent.name] = {m: float(np.mean(np.asarray(r[k][m]["clip_true"]) == np.asarray(r[k][m]["clip_pred"])))
+                               for k, m in (("models", "dbn_svm"), ("baselines", "mfcc_svm"))}
+    return {"name": name, "options": CANDIDATES[name], "finished_folds": accs}
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True)
@@ -69,6 +89,11 @@ def main(argv=None) -> None:
     p.add_argument("--eval-seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--result", default=str(RESULT))
+    p.add_argument("--defaults-result", default=str(RESULT.parent / "devset_baseline_dbn.json"),
+                   help="today's defaults on the evaluation folds, for the per-fold comparison")
+    p.add_argument("--select-from-result", action="store_true",
+                   help="skip the sweep: choose among the finished candidates already in --result (a sweep stopped "
+                        "early for time); --candidates not there are recorded with the folds they finished")
     a = p.parse_args(argv)
     out, t0 = Path(a.out), time.perf_counter()
     record = {"command": " ".join(sys.argv), "protocol_note": NOTE, "sweep": {"folds": a.sweep_folds,
@@ -78,13 +103,20 @@ def main(argv=None) -> None:
         record["total_seconds"] = time.perf_counter() - t0
         Path(a.result).write_text(json.dumps(record, indent=1, default=float) + "\n")
 
-    threads = 1 if a.jobs > 1 else None
-    with ProcessPoolExecutor(a.jobs) as pool:
-        futs = [pool.submit(run_one, a.data, out / f"{n}_seed{a.sweep_seed}", a.cache_dir, n, CANDIDATES[n],
-                            a.sweep_folds, a.sweep_seed, threads) for n in a.candidates]
-        for f in futs:
-            record["sweep"]["candidates"].append(f.result())
-            save()
+    if a.select_from_result:
+        old = json.loads(Path(a.result).read_text())
+        record["sweep_command"], record["sweep"] = old["command"], old["sweep"]
+        done = {c["name"] for c in record["sweep"]["candidates"]}
+        record["sweep"]["unfinished"] = [_unfinished(out / f"{n}_seed{a.sweep_seed}", n) for n in a.candidates
+                                         if n not in done]
+    else:
+        threads = 1 if a.jobs > 1 else None
+        with ProcessPoolExecutor(a.jobs) as pool:
+            futs = [pool.submit(run_one, a.data, out / f"{n}_seed{a.sweep_seed}", a.cache_dir, n, CANDIDATES[n],
+                                a.sweep_folds, a.sweep_seed, threads) for n in a.candidates]
+            for f in futs:
+                record["sweep"]["candidates"].append(f.result())
+                save()
     best = max(record["sweep"]["candidates"], key=lambda c: c["dbn_svm"]["mean"])
     record["chosen"] = best["name"]
     print("sweep:", {c["name"]: round(c["dbn_svm"]["mean"], 4) for c in record["sweep"]["candidates"]},
@@ -92,6 +124,8 @@ def main(argv=None) -> None:
     save()
     record["evaluation"] = run_one(a.data, out / f"{best['name']}_seed{a.eval_seed}", a.cache_dir, best["name"],
                                    CANDIDATES[best["name"]], a.eval_folds, a.eval_seed, None)
+    if Path(a.defaults_result).exists():
+        record["evaluation"]["versus_defaults"] = versus_defaults(record["evaluation"], Path(a.defaults_result))
     save()
     ev = record["evaluation"]
     print("eval:", ev["dbn_svm"], "mfcc:", ev["mfcc_svm"], "paired:", ev.get("paired"), flush=True)
