@@ -8,7 +8,9 @@ so the selection is not independent of the final estimate (honest about that in 
     nice -n 5 python benchmarks/devset_sweep_dbn.py --data /work/devset --cache-dir /work/devset_cache \\
         --out /work/devset_runs/sweep --candidates defaults finetune_lr_1e-2 pca_120 hidden_100
 
-Candidates run side by side (``--jobs`` processes, one torch thread and one SVM job each).
+Candidates run side by side (``--jobs`` processes, one torch thread and one SVM job each). A sweep stopped for
+time is finished with ``--select-from-result``: the choice is made among the candidates already saved in
+``--result``, the others are recorded with the folds they finished.
 """
 from __future__ import annotations
 
