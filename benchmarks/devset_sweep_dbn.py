@@ -65,7 +65,7 @@ def versus_defaults(evaluation: dict, baseline: Path) -> dict:
     from pymusicrbm.reporting import summarize
 
     diff = np.asarray(evaluation["dbn_svm"]["folds"]) - np.asarray(base)
-    return {"baseline_file": str(baseline), "defaults_folds": base, "differences": summarize(diff)}
+    return {"baseline_file": Path(baseline).name, "defaults_folds": base, "differences": summarize(diff)}
 
 
 def _unfinished(run_dir: Path, name: str) -> dict:
