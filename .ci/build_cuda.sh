@@ -103,8 +103,7 @@ if [ "$MODE" = cmake ]; then
     -DCMAKE_CUDA_FLAGS="$ISYSTEM" \
     -DCMAKE_CXX_FLAGS="$ISYSTEM" >"$BUILD/configure.log" 2>&1 ||
     { cat "$BUILD/configure.log"; fail "CMake configure with CUDA ON failed (log above, $BUILD/configure.log)"; }
-  # the link line names -lcudart/-lcudadevrt without the toolkit's lib dir on some CMake versions
-  LIBRARY_PATH="$CUDA_ROOT/lib64:$CUDA_ROOT/lib${LIBRARY_PATH:+:$LIBRARY_PATH}" ninja -C "$BUILD" -j "$JOBS" -k 0 || fail "the CUDA build failed (compiler errors above)"
+  ninja -C "$BUILD" -j "$JOBS" -k 0 || fail "the CUDA build failed (compiler errors above)"
   for f in "${CU_FILES[@]}"; do
     [ -n "$(find "$BUILD" -name "$(basename "$f").o")" ] || fail "$f was not compiled by the CMake build"
   done
