@@ -9,15 +9,16 @@
   :func:`stratified_folds`, :func:`train_valid_test_split`, and :func:`read_split_lists` for published split files
   such as the "fault-filtered" GTZAN split of Kereliuk & Sturm (lines ``blues/blues.00012.au`` or
   ``blues.00012.au``).
+- :class:`TaggedDataset` (:mod:`.core`): clips with sets of tags (multi-label), for autotagging.
 - :func:`make_synthetic_genres` (:mod:`.synthetic`): ten classes of generated music written in the GTZAN layout
   (the default data).
 """
-from .core import AudioDataset
+from .core import AudioDataset, TaggedDataset
 from .loaders import GTZAN_GENRES, load_dataset, load_folder, load_gtzan, load_manifest
 from .splits import read_split_lists, stratified_folds, train_valid_test_split
 from .synthetic import make_synthetic_genres
 
 __all__ = [
-    "GTZAN_GENRES", "AudioDataset", "load_gtzan", "load_folder", "load_manifest", "load_dataset",
+    "GTZAN_GENRES", "AudioDataset", "TaggedDataset", "load_gtzan", "load_folder", "load_manifest", "load_dataset",
     "make_synthetic_genres", "stratified_folds", "train_valid_test_split", "read_split_lists",
 ]
