@@ -10,6 +10,8 @@
   such as the "fault-filtered" GTZAN split of Kereliuk & Sturm (lines ``blues/blues.00012.au`` or
   ``blues.00012.au``).
 - :class:`TaggedDataset` (:mod:`.core`): clips with sets of tags (multi-label), for autotagging.
+- :func:`load_tag_manifest` / :func:`write_tag_manifest` (:mod:`.tag_manifest`): ``path<TAB>tag1,tag2`` lists of
+  tagged clips; :func:`make_synthetic_tags` (:mod:`.synthetic_tags`): a synthetic multi-label set.
 - :func:`make_synthetic_genres` (:mod:`.synthetic`): ten classes of generated music written in the GTZAN layout
   (the default data).
 """
@@ -17,8 +19,10 @@ from .core import AudioDataset, TaggedDataset
 from .loaders import GTZAN_GENRES, load_dataset, load_folder, load_gtzan, load_manifest
 from .splits import read_split_lists, stratified_folds, train_valid_test_split
 from .synthetic import make_synthetic_genres
+from .synthetic_tags import make_synthetic_tags
+from .tag_manifest import load_tag_manifest, write_tag_manifest
 
 __all__ = [
     "GTZAN_GENRES", "AudioDataset", "TaggedDataset", "load_gtzan", "load_folder", "load_manifest", "load_dataset",
-    "make_synthetic_genres", "stratified_folds", "train_valid_test_split", "read_split_lists",
+    "make_synthetic_genres", "make_synthetic_tags", "load_tag_manifest", "write_tag_manifest", "stratified_folds", "train_valid_test_split", "read_split_lists",
 ]

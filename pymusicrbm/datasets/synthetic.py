@@ -548,8 +548,9 @@ def _record(c: _Clip) -> np.ndarray:
 
 
 def _synth_clip(genre: str, seconds: float, sr: int, rng) -> np.ndarray:
-    """One clip of ``genre`` as float32 in [-1, 1] (deterministic given ``rng``)."""
-    g = _GENRES[genre]
+    """One clip of ``genre`` (a name of :data:`_GENRES`, or such a dict: the tagged set's variants) as float32 in
+    [-1, 1] (deterministic given ``rng``)."""
+    g = _GENRES[genre] if isinstance(genre, str) else genre
     tempo, n_steps, step_at = _grid(g, seconds, sr, rng)
     steps = np.arange(n_steps - 16)
     key, harm, root_at = _harmony(g, tempo, steps, rng)

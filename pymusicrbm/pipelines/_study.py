@@ -28,7 +28,7 @@ from . import classifiers
 
 # The options every study takes (its own DEFAULTS add to these).
 COMMON = dict(folds=5, split_files=None, seed=0, device="cpu", n_jobs=2, cache_dir=None, resume=False, verbose=1,
-              num_threads=None, mfcc_window_seconds=5.0, svm_grid="small")
+              num_threads=None, mfcc_window_seconds=5.0, svm_grid="small", save_model=None)
 PAIRED_METRICS = ("clip_accuracy", "f1_macro")
 BASELINE = "mfcc_svm"
 
@@ -48,6 +48,9 @@ def add_common_arguments(parser) -> None:
     g.add_argument("--threads", type=int, dest="num_threads", default=None,
                    help="torch intra-op threads during the run (default: torch's setting)")
     g.add_argument("--quick", action="store_true", default=None, help="small, fast settings (the demo's)")
+    g.add_argument("--save-model", metavar="DIR", default=None,
+                   help="also train the final pipeline on all the data and save it in DIR (for `pymusicrbm predict` "
+                        "and `embed`, or pymusicrbm.pipelines.load_pipeline)")
 
 
 def merge_options(study: str, defaults: dict, quick: dict, options: dict) -> dict:

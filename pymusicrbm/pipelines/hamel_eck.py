@@ -206,6 +206,10 @@ def _run(data, out_dir, opts) -> dict:
     results = _study.build_results("hamel_eck", ds, usable, skipped, opts, protocol, folds, names,
                                    [_study.BASELINE], "dbn_svm", feature_seconds=feature_seconds,
                                    fold_seconds=[f["seconds"] for f in folds])
+    if opts["save_model"]:  # the final pipeline, trained on every usable clip
+        from . import saved
+
+        saved.fit_hamel_eck(feats, usable, ds, opts).save(opts["save_model"])
     results["total_seconds"] = time.perf_counter() - t0
     _write_report(out, results, folds, extras, classes)
     reporting.write_json(out / "results.json", results)
