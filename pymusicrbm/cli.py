@@ -164,6 +164,21 @@ def _demo(args) -> int:
         print(line)
         sections += [f"## {title}", "", line, "", _study.models_table(results), "",
                      f"Full report: [{study}/report.md]({study}/report.md)", ""]
+    if "tags" not in (args.skip or []):
+        from .pipelines import tagging
+
+        print(f"\n== {STUDIES['tags'][1]}")
+        print(f"generating the synthetic tagged set ({args.tag_clips} clips, {args.seconds:g} s)")
+        tds = datasets.make_synthetic_tags(out / "data", n_clips=args.tag_clips, seconds=args.seconds,
+                                           seed=args.seed, n_jobs=2, verbose=1)
+        results = tagging.run(tds, out / "tags", quick=True, seed=args.seed, folds=args.folds,
+                              cache_dir=str(out / "cache"))
+        summary["tags"] = results
+        line = tagging.headline_line(results)
+        print(line)
+        sections += [f"## {STUDIES['tags'][1]}", "", f"Synthetic tagged set: {len(tds)} clips, tags {tds.tags} "
+                     f"(genre, lead instrument, tempo, mood, drums).", "", line, "", tagging.models_table(results),
+                     "", "Full report: [tags/report.md](tags/report.md)", ""]
     summary["total_seconds"] = time.perf_counter() - t0
     sections.append(f"Total time: {summary['total_seconds']:.0f} s.")
     (out / "report.md").write_text("\n".join(sections) + "\n")
@@ -176,14 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pymusicrbm", description="RBM-family models for music audio.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="all studies on the built-in synthetic genre set, with a report",
-                       description="Generate the synthetic genre set and run the studies on it (quick settings).")
+    d = sub.add_parser("demo", help="all studies on the built-in synthetic sets, with a report",
+                       description="Generate the synthetic genre and tagged sets and run the studies on them (quick "
+                                   "settings).")
     d.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     d.add_argument("--clips", type=int, default=10, help="clips per class (default 10)")
     d.add_argument("--seconds", type=float, default=15.0, help="clip length (default 15)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--folds", type=int, default=None, help="stratified folds by clip (default: each study's quick "
                                                            "setting, 2 or 3)")
+    d.add_argument("--tag-clips", type=int, default=60, help="clips of the synthetic tagged set (default 60)")
     d.add_argument("--skip", nargs="*", choices=list(STUDIES), help="studies to leave out")
     d.set_defaults(func=_demo)
 

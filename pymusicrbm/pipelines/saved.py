@@ -95,6 +95,10 @@ class SavedPipeline:
             raise ValueError(f"SavedPipeline: task must be 'genres' or 'tags', got {task!r}")
         self.task, self.labels = task, list(labels)
         self.feature_params, self.window = dict(feature_params), {k: int(v) for k, v in window.items()}
+        # rebuilt from its arrays made C-contiguous, as loading gives them (a fitted PCA's components are not, and
+        # BLAS rounds float32 products of other layouts differently): saved and in-memory predict bit for bit alike
+        whitener = audio.PCAWhitener.from_state_dict({k: np.ascontiguousarray(v) for k, v in
+                                                      whitener.state_dict().items() if v is not None})
         self.whitener, self.model, self.finetuned = whitener, model, bool(finetuned)
         self.classifier, self.info, self.threshold = classifier, dict(info or {}), float(threshold)
         self.skipped_: list[tuple[str, str]] = []
