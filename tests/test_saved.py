@@ -10,7 +10,7 @@ import pytest
 
 from _audio_helpers import bad_file
 from pymusicrbm import audio, cli, datasets
-from pymusicrbm.pipelines import _study, hamel_eck, load_pipeline, saved, tagging
+from pymusicrbm.pipelines import _study, conv_study, hamel_eck, load_pipeline, saved, tagging, vae_study
 
 TINY = dict(folds=2, pretrain_epochs=1, pretrain_frames=3000, hidden=(12, 12), pca_components=12,
             window_seconds=2.0, n_jobs=1, verbose=0, num_threads=1)
@@ -45,6 +45,17 @@ def test_svm_arrays_decide_as_sklearn(n_classes):
     arrays = saved.SVMArrays.from_sklearn(model)
     Xt = rng.normal(size=(30, 5)) + 1.0
     np.testing.assert_allclose(arrays.decision_function(Xt), model.decision_function(Xt), rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_linear_arrays_give_sklearns_probabilities(n_classes):
+    rng = np.random.default_rng(n_classes)
+    y = rng.integers(0, n_classes, 90)
+    X = rng.normal(size=(90, 4)) + y[:, None]
+    model, _ = hamel_eck.classifiers.fit_logistic_regression(X, y, np.arange(90) // 3)
+    Xt = rng.normal(size=(20, 4))
+    np.testing.assert_allclose(saved.LinearArrays.from_sklearn(model).predict_proba(Xt), model.predict_proba(Xt),
+                               rtol=1e-9, atol=1e-12)
 
 
 def test_saved_tagger_in_a_fresh_process_predicts_as_in_memory(tag_model, tagged, tmp_path):
@@ -128,7 +139,7 @@ def test_genre_study_saves_a_pipeline_that_predicts_genres(tmp_path):
     model_dir = tmp_path / "genre_model"
     hamel_eck.run(ds, tmp_path / "out", save_model=str(model_dir), finetune_epochs=2, **dict(TINY, folds=3))
     pipe = load_pipeline(model_dir)
-    assert pipe.task == "genres" and pipe.labels == ["classical", "metal"] and pipe.finetuned
+    assert pipe.task == "genres" and pipe.labels == ["classical", "metal"] and pipe.front_end.finetuned
     files = [str(p) for p in ds.paths]
     pred = pipe.predict(files, verbose=0)
     assert set(pred) <= {"classical", "metal"}
@@ -139,3 +150,28 @@ def test_genre_study_saves_a_pipeline_that_predicts_genres(tmp_path):
         f"np.save({str(tmp_path / 's.npy')!r}, load_pipeline({str(model_dir)!r}).predict_scores({files!r}, "
         "verbose=0))")
     np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), pipe.predict_scores(files, verbose=0))
+
+
+def test_vae_study_saves_a_pipeline_that_reloads_identically(tmp_path):
+    ds = datasets.make_synthetic_genres(tmp_path / "data", n_per_class=2, seconds=4.0, seed=5)
+    model_dir = tmp_path / "vae_model"
+    vae_study.run(ds, tmp_path / "out", save_model=str(model_dir), n_mels=64, seconds=4.0, excerpt_frames=64,
+                  excerpt_hop=64, channels="8,16,16", latent_dim=4, epochs=1, kl_warmup_epochs=1, batch_size=16,
+                  folds=2, grid_search=False, n_generate=1, verbose=0, n_jobs=1, num_threads=1, device="cpu",
+                  classifier="logreg")
+    pipe = load_pipeline(model_dir)
+    assert pipe.task == "genres" and pipe.labels == ds.classes and isinstance(pipe.classifier, saved.LinearArrays)
+    files = [str(p) for p in ds.paths[::3]]
+    S = pipe.predict_scores(files, verbose=0)
+    assert S.shape == (len(files), 10) and np.allclose(S.sum(1), 1)  # mean of the excerpts' probabilities
+    assert pipe.embed(files[:1], verbose=0).shape == (1, 4)  # the latent means, averaged over excerpts
+    _fresh_process(
+        "import numpy as np; from pymusicrbm.pipelines import load_pipeline\n"
+        f"np.save({str(tmp_path / 's.npy')!r}, load_pipeline({str(model_dir)!r}).predict_scores({files!r}, "
+        "verbose=0))")
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), S)
+
+
+def test_convrbm_study_says_it_cannot_save_yet(tmp_path):
+    with pytest.raises(ValueError, match="save_model: the convrbm study cannot"):
+        conv_study.run(tmp_path, tmp_path / "out", save_model=str(tmp_path / "m"))

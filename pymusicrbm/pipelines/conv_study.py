@@ -97,6 +97,9 @@ def _shape(s) -> tuple[int, int]:
 
 
 def _check_options(opts: dict) -> dict:
+    if opts["save_model"]:
+        raise ValueError("save_model: the convrbm study cannot save its pipeline yet (the dbn, vae and tags studies "
+                         "can)")
     opts["bins"] = tuple(int(b) for b in opts["bins"])
     if not opts["bins"] or min(opts["bins"]) < 8:
         raise ValueError(f"bins must be mel bin counts >= 8, got {opts['bins']}")

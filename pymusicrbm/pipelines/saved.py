@@ -35,7 +35,8 @@ import numpy as np
 from .. import audio, checkpoint, reporting
 from . import _study, classifiers, hamel_eck
 
-__all__ = ["SavedPipeline", "SVMArrays", "load_pipeline", "fit_hamel_eck", "fit_tagging", "FORMAT", "VERSION"]
+__all__ = ["SavedPipeline", "SVMArrays", "LinearArrays", "DBNFrontEnd", "VAEFrontEnd", "load_pipeline",
+           "fit_hamel_eck", "fit_tagging", "fit_vae", "FORMAT", "VERSION"]
 
 FORMAT, VERSION = "pymusicrbm-pipeline", 1
 _MANIFEST = "pipeline.json"
@@ -81,31 +82,127 @@ class SVMArrays:
         return _ovr_decision_function(dec < 0, -dec, n)
 
 
-class SavedPipeline:
-    """A trained pipeline: |DFT| frames -> whitening -> DBN activations -> windows (mean, variance) -> classifier.
+class LinearArrays:
+    """A fitted ``StandardScaler -> LogisticRegression`` pipeline of scikit-learn as arrays, with the same
+    ``predict_proba`` and ``classes_`` (multinomial softmax; two classes: the sigmoid of one decision)."""
 
-    ``task``: ``"genres"`` (one class a clip: the SVM's window votes summed per clip) or ``"tags"`` (the mean
-    window probability of each tag). Built by the studies' ``save_model`` option (:func:`fit_hamel_eck`,
-    :func:`fit_tagging`) and by :func:`load_pipeline`.
+    def __init__(self, state: dict):
+        self.state = {k: np.asarray(v, np.float64) for k, v in state.items()}
+        self.classes_ = np.arange(max(2, len(self.state["intercept"])))
+
+    @classmethod
+    def from_sklearn(cls, model) -> "LinearArrays":
+        scaler, lr = model.steps[0][1], model.steps[-1][1]
+        return cls({"mean": scaler.mean_, "scale": scaler.scale_, "coef": lr.coef_, "intercept": lr.intercept_})
+
+    def predict_proba(self, X) -> np.ndarray:
+        from scipy.special import expit, softmax
+
+        s = self.state
+        d = ((np.asarray(X, np.float64) - s["mean"]) / s["scale"]) @ s["coef"].T + s["intercept"]
+        if d.shape[1] == 1:
+            p = expit(d[:, 0])
+            return np.stack([1 - p, p], 1)
+        return softmax(d, axis=1)
+
+
+class DBNFrontEnd:
+    """|DFT| frames -> whitening -> DBN activations of every layer -> windows (mean and variance)."""
+
+    kind = "dft"
+
+    def __init__(self, whitener, model, finetuned: bool, window: dict):
+        # rebuilt from its arrays made C-contiguous, as loading gives them (a fitted PCA's components are not, and
+        # BLAS rounds float32 products of other layouts differently): saved and in-memory predict bit for bit alike
+        self.whitener = audio.PCAWhitener.from_state_dict({k: np.ascontiguousarray(v) for k, v in
+                                                           whitener.state_dict().items() if v is not None})
+        self.model, self.finetuned = model, bool(finetuned)
+        self.window = {k: int(v) for k, v in window.items()}
+
+    def windows(self, frames) -> np.ndarray:
+        act = hamel_eck.activations(self.model, self.whitener, frames, self.finetuned)
+        return classifiers.windows(act, self.window["size"], self.window["hop"])
+
+    def save(self, folder: Path) -> dict:
+        import torch
+
+        state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.whitener.state_dict().items()
+                 if v is not None}
+        checkpoint.save_state(folder / "whitener.safetensors", state, {})
+        self.model.save(folder / "model.safetensors")
+        return {"type": "dbn", "class": type(self.model).__name__, "finetuned": self.finetuned,
+                "window": self.window}
+
+    @classmethod
+    def load(cls, folder: Path, spec: dict) -> "DBNFrontEnd":
+        from ..dbn import DBN, DBNClassifier
+
+        models = {"DBN": DBN, "DBNClassifier": DBNClassifier}
+        if spec.get("class") not in models:
+            raise ValueError(f"load_pipeline: unknown model class {spec.get('class')!r} in {folder / _MANIFEST}")
+        w, _ = checkpoint.load_state(folder / "whitener.safetensors")
+        whitener = audio.PCAWhitener.from_state_dict({k: v.numpy() for k, v in w.items()})
+        return cls(whitener, models[spec["class"]].load(folder / "model.safetensors"), spec["finetuned"],
+                   spec["window"])
+
+
+class VAEFrontEnd:
+    """Mel spectrogram -> excerpts -> the ConvVAE's posterior means (and log-variances) per excerpt."""
+
+    kind = "mel"
+
+    def __init__(self, vae, excerpt_frames: int, excerpt_hop: int, with_logvar: bool):
+        self.model, self.with_logvar = vae, bool(with_logvar)
+        self.excerpt_frames, self.excerpt_hop = int(excerpt_frames), int(excerpt_hop)
+
+    def windows(self, mel) -> np.ndarray:
+        from ..vae import cut_excerpts
+
+        X = cut_excerpts(mel, self.excerpt_frames, self.excerpt_hop).astype(np.float32, copy=False)
+        if not len(X):
+            raise ValueError(f"shorter than one excerpt of {self.excerpt_frames} frames")
+        return self.model.transform(X, return_logvar=self.with_logvar)
+
+    def save(self, folder: Path) -> dict:
+        self.model.save(folder / "model.safetensors")
+        return {"type": "vae", "excerpt_frames": self.excerpt_frames, "excerpt_hop": self.excerpt_hop,
+                "with_logvar": self.with_logvar}
+
+    @classmethod
+    def load(cls, folder: Path, spec: dict) -> "VAEFrontEnd":
+        from ..vae import ConvVAE
+
+        return cls(ConvVAE.load(folder / "model.safetensors", device="cpu", verbose=0), spec["excerpt_frames"],
+                   spec["excerpt_hop"], spec["with_logvar"])
+
+
+_FRONT_ENDS = {"dbn": DBNFrontEnd, "vae": VAEFrontEnd}
+_CLASSIFIERS = {"svm": SVMArrays, "linear": LinearArrays, "tags": classifiers.TagClassifier}
+
+
+class SavedPipeline:
+    """A trained pipeline: features of each file (``feature`` ``{"kind", "params"}`` of
+    :func:`pymusicrbm.audio.extract`) -> ``front_end.windows`` (one row a window or excerpt) -> ``classifier``.
+
+    ``task``: ``"genres"`` (one class a clip: the windows' scores, probabilities or SVM votes, summed per clip, as
+    the studies vote) or ``"tags"`` (the mean window probability of each tag). Built by the studies'
+    ``save_model`` option (:func:`fit_hamel_eck`, :func:`fit_tagging`, :func:`fit_vae`) and by
+    :func:`load_pipeline`.
     """
 
-    def __init__(self, task: str, labels, feature_params: dict, window: dict, whitener, model, finetuned: bool,
-                 classifier, info: dict | None = None, threshold: float = 0.5):
+    def __init__(self, task: str, labels, feature: dict, front_end, classifier, info: dict | None = None,
+                 threshold: float = 0.5):
         if task not in ("genres", "tags"):
             raise ValueError(f"SavedPipeline: task must be 'genres' or 'tags', got {task!r}")
         self.task, self.labels = task, list(labels)
-        self.feature_params, self.window = dict(feature_params), {k: int(v) for k, v in window.items()}
-        # rebuilt from its arrays made C-contiguous, as loading gives them (a fitted PCA's components are not, and
-        # BLAS rounds float32 products of other layouts differently): saved and in-memory predict bit for bit alike
-        whitener = audio.PCAWhitener.from_state_dict({k: np.ascontiguousarray(v) for k, v in
-                                                      whitener.state_dict().items() if v is not None})
-        self.whitener, self.model, self.finetuned = whitener, model, bool(finetuned)
-        self.classifier, self.info, self.threshold = classifier, dict(info or {}), float(threshold)
+        self.feature = {"kind": feature["kind"], "params": audio.feature_params(feature["kind"], feature["params"])}
+        self.front_end, self.classifier = front_end, classifier
+        self.info, self.threshold = dict(info or {}), float(threshold)
         self.skipped_: list[tuple[str, str]] = []
 
     def __repr__(self) -> str:
-        return (f"SavedPipeline(task={self.task!r}, {len(self.labels)} labels, model={type(self.model).__name__}, "
-                f"trained on {self.info.get('n_clips', '?')} clips)")
+        return (f"SavedPipeline(task={self.task!r}, {len(self.labels)} labels, front end "
+                f"{type(self.front_end).__name__}, trained on {self.info.get('n_clips', '?')} clips)")
 
     # ---- features -------------------------------------------------------------------------------------------
     def _windows(self, paths, batch_size=32, cache_dir=None, n_jobs=1, on_error="raise", verbose=1) -> list:
@@ -125,15 +222,19 @@ class SavedPipeline:
                 batch = paths[b:b + batch_size]
                 with warnings.catch_warnings():  # failures are reported below, once, by name
                     warnings.simplefilter("ignore", audio.AudioWarning)
-                    frames, errors = audio.extract(batch, "dft", self.feature_params, cache_dir=cache_dir,
-                                                   n_jobs=n_jobs, verbose=0, return_errors=True)
+                    feats, errors = audio.extract(batch, self.feature["kind"], self.feature["params"],
+                                                  cache_dir=cache_dir, n_jobs=n_jobs, verbose=0, return_errors=True)
+                for path, f in zip(batch, feats):
+                    w = None
+                    if f is not None:
+                        try:
+                            w = self.front_end.windows(f)
+                        except ValueError as err:  # e.g. a clip shorter than one excerpt
+                            errors.append((path, str(err)))
+                    out.append(w)
                 if errors and on_error == "raise":
                     raise audio.AudioError(*errors[0])
                 self.skipped_ += errors
-                for f in frames:
-                    out.append(None if f is None else classifiers.windows(
-                        hamel_eck.activations(self.model, self.whitener, f, self.finetuned),
-                        self.window["size"], self.window["hop"]))
                 bar.update(len(batch))
         if self.skipped_:
             lines = "\n".join(f"  {p}: {r}" for p, r in self.skipped_)
@@ -142,9 +243,9 @@ class SavedPipeline:
         return out
 
     def embed(self, paths, **kw) -> np.ndarray:
-        """(n_files, n_features): each file's window features (mean and variance of the DBN activations over
-        windows) averaged over its windows. Keywords: ``batch_size``, ``cache_dir``, ``n_jobs``, ``on_error``,
-        ``verbose`` (see the module)."""
+        """(n_files, n_features): each file's window features (what the classifier sees) averaged over its
+        windows. Keywords: ``batch_size``, ``cache_dir``, ``n_jobs``, ``on_error``, ``verbose`` (see the
+        module)."""
         W = self._windows(paths, **kw)
         d = next((w.shape[1] for w in W if w is not None), 0)
         return np.stack([w.mean(0) if w is not None else np.full(d, np.nan) for w in W])
@@ -152,8 +253,9 @@ class SavedPipeline:
     transform = embed
 
     def predict_scores(self, paths, **kw) -> np.ndarray:
-        """(n_files, n_labels): tags: probabilities (mean over windows); genres: share of the windows' SVM votes
-        (plus a small share of the decision values, which breaks ties), summing to about 1."""
+        """(n_files, n_labels): tags: probabilities (mean over windows); genres: the windows' class scores
+        averaged (probabilities, or the share of SVM votes plus a little of the decision values, which breaks
+        ties)."""
         W = self._windows(paths, **kw)
         out = np.full((len(W), len(self.labels)), np.nan)
         for i, w in enumerate(W):
@@ -187,22 +289,15 @@ class SavedPipeline:
 
         folder = reporting.prepare_out_dir(path)
         (folder / _MANIFEST).unlink(missing_ok=True)  # absent until the save is complete
-
-        def tensors(state):
-            return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items() if v is not None}
-
-        checkpoint.save_state(folder / "whitener.safetensors", tensors(self.whitener.state_dict()), {})
-        self.model.save(folder / "model.safetensors")
-        if isinstance(self.classifier, SVMArrays):
-            clf = {"kind": "svm", "gamma": self.classifier.gamma}
-            state = self.classifier.state
-        else:
-            clf, state = {"kind": "logistic"}, self.classifier.state_dict()
-        checkpoint.save_state(folder / "classifier.safetensors", tensors(state), {})
+        front = self.front_end.save(folder)
+        kind = next(k for k, c in _CLASSIFIERS.items() if isinstance(self.classifier, c))
+        state = self.classifier.state_dict() if kind == "tags" else self.classifier.state
+        checkpoint.save_state(folder / "classifier.safetensors",
+                              {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, {})
         reporting.write_json(folder / _MANIFEST, {
-            "format": FORMAT, "version": VERSION, "task": self.task, "labels": self.labels,
-            "feature": {"kind": "dft", "params": self.feature_params}, "window": self.window,
-            "model": {"class": type(self.model).__name__, "finetuned": self.finetuned}, "classifier": clf,
+            "format": FORMAT, "version": VERSION, "task": self.task, "labels": self.labels, "feature": self.feature,
+            "front_end": front, "classifier": {"kind": kind, **({"gamma": self.classifier.gamma} if kind == "svm"
+                                                                else {})},
             "threshold": self.threshold, "info": self.info})
         return folder
 
@@ -210,8 +305,6 @@ class SavedPipeline:
 def load_pipeline(path) -> SavedPipeline:
     """The pipeline saved in the folder ``path`` (by a study's ``save_model`` or :meth:`SavedPipeline.save`).
     ValueError for a folder that holds none, an unfinished save, or a newer format."""
-    from ..dbn import DBN, DBNClassifier
-
     folder = Path(path)
     manifest = folder / _MANIFEST
     if not manifest.is_file():
@@ -224,51 +317,71 @@ def load_pipeline(path) -> SavedPipeline:
     if spec.get("format") != FORMAT or not isinstance(spec.get("version"), int) or spec["version"] > VERSION:
         raise ValueError(f"load_pipeline: {manifest} is not a {FORMAT} of version <= {VERSION} (format "
                          f"{spec.get('format')!r}, version {spec.get('version')!r})")
-    models = {"DBN": DBN, "DBNClassifier": DBNClassifier}
-    if spec["model"]["class"] not in models:
-        raise ValueError(f"load_pipeline: unknown model class {spec['model']['class']!r} in {manifest}")
-    model = models[spec["model"]["class"]].load(folder / "model.safetensors")
-    w, _ = checkpoint.load_state(folder / "whitener.safetensors")
-    whitener = audio.PCAWhitener.from_state_dict({k: v.numpy() for k, v in w.items()})
+    front, clf = spec["front_end"], spec["classifier"]
+    if front.get("type") not in _FRONT_ENDS or clf.get("kind") not in _CLASSIFIERS:
+        raise ValueError(f"load_pipeline: unknown front end {front.get('type')!r} or classifier "
+                         f"{clf.get('kind')!r} in {manifest}")
     c, _ = checkpoint.load_state(folder / "classifier.safetensors")
     c = {k: v.numpy() for k, v in c.items()}
-    classifier = SVMArrays(c, spec["classifier"]["gamma"]) if spec["classifier"]["kind"] == "svm" else \
-        classifiers.TagClassifier.from_state_dict(c)
-    return SavedPipeline(spec["task"], spec["labels"], spec["feature"]["params"], spec["window"], whitener, model,
-                         spec["model"]["finetuned"], classifier, spec.get("info"), spec.get("threshold", 0.5))
+    classifier = {"svm": lambda: SVMArrays(c, clf["gamma"]), "linear": lambda: LinearArrays(c),
+                  "tags": lambda: classifiers.TagClassifier.from_state_dict(c)}[clf["kind"]]()
+    return SavedPipeline(spec["task"], spec["labels"], spec["feature"], _FRONT_ENDS[front["type"]].load(folder, front),
+                         classifier, spec.get("info"), spec.get("threshold", 0.5))
 
 
 # ------------------------------------------------------------------------------------------- final pipelines
-def _window(opts) -> dict:
+def _dbn_front_end(feats, usable, opts, labels=None):
+    """(front end, feature dict) of the DFT -> DBN pipelines, fitted on the clips ``usable``."""
+    whitener, model = hamel_eck.fit_front_end(feats["dft"], usable, opts, opts["seed"], labels=labels)
     size, hop = _study.window_frames(opts["window_seconds"], opts["hop"], opts["window_overlap"])
-    return {"size": size, "hop": hop}
+    finetuned = labels is not None and opts["finetune"]
+    feature = {"kind": "dft", "params": {"frame_length": opts["frame_length"], "hop_length": opts["hop_length"],
+                                         "log": opts["log"]}}
+    return DBNFrontEnd(whitener, model, finetuned, {"size": size, "hop": hop}), feature
 
 
-def _feature_params(opts) -> dict:
-    return audio.feature_params("dft", {"frame_length": opts["frame_length"], "hop_length": opts["hop_length"],
-                                        "log": opts["log"]})
+def _window_rows(front, per_clip, usable, targets):
+    """(windows of the clips ``usable`` stacked, their clips' targets, their clip indices)."""
+    W = [front.windows(per_clip[i]) for i in usable]
+    n = [len(w) for w in W]
+    return np.concatenate(W), np.repeat(np.asarray(targets)[usable], n, axis=0), np.repeat(usable, n)
+
+
+def _info(study: str, ds, usable, **more) -> dict:
+    return {"study": study, "root": str(ds.root), "n_clips": int(len(usable)), **more}
 
 
 def fit_hamel_eck(feats, usable, ds, opts) -> SavedPipeline:
     """The genre pipeline's headline (DBN activations, fine-tuned when ``opts["finetune"]``, -> windows -> SVM
     with C and gamma by grouped CV) trained on every usable clip of ``ds``."""
-    labels, win = np.asarray(ds.labels), _window(opts)
-    whitener, clf = hamel_eck.fit_front_end(feats["dft"], usable, opts, opts["seed"], labels=labels)
-    act = {i: hamel_eck.activations(clf, whitener, feats["dft"][i], opts["finetune"]) for i in usable}
-    X, y, g = classifiers.window_set(act, usable, win["size"], win["hop"], labels)
+    labels = np.asarray(ds.labels)
+    front, feature = _dbn_front_end(feats, usable, opts, labels)
+    X, y, g = _window_rows(front, feats["dft"], usable, labels)
     svm, params = classifiers.fit_svm(X, y, g, opts["svm_grid"], opts["seed"])
-    info = {"study": "hamel_eck", "root": str(ds.root), "n_clips": int(len(usable)), "svm": params}
-    return SavedPipeline("genres", ds.classes, _feature_params(opts), win, whitener, clf, opts["finetune"],
-                         SVMArrays.from_sklearn(svm), info)
+    return SavedPipeline("genres", ds.classes, feature, front, SVMArrays.from_sklearn(svm),
+                         _info("hamel_eck", ds, usable, svm=params))
 
 
 def fit_tagging(feats, usable, ds, opts) -> SavedPipeline:
     """The tagging study's headline (pre-trained DBN activations -> windows -> logistic regression per tag)
     trained on every usable clip of ``ds``."""
-    win = _window(opts)
-    whitener, dbn = hamel_eck.fit_front_end(feats["dft"], usable, opts, opts["seed"])
-    act = {i: hamel_eck.activations(dbn, whitener, feats["dft"][i], False) for i in usable}
-    X, Y, _ = classifiers.window_set(act, usable, win["size"], win["hop"], ds.targets)
+    front, feature = _dbn_front_end(feats, usable, opts)
+    X, Y, _ = _window_rows(front, feats["dft"], usable, ds.targets)
     tagger = classifiers.TagClassifier(C=opts["C"], n_jobs=opts["n_jobs"]).fit(X, Y)
-    info = {"study": "tagging", "root": str(ds.root), "n_clips": int(len(usable))}
-    return SavedPipeline("tags", ds.tags, _feature_params(opts), win, whitener, dbn, False, tagger, info)
+    return SavedPipeline("tags", ds.tags, feature, front, tagger, _info("tagging", ds, usable))
+
+
+def fit_vae(vae, feats, usable, ds, opts) -> SavedPipeline:
+    """The VAE study's headline (the fitted ``vae``'s latent means per excerpt -> ``opts["classifier"]``, SVM or
+    logistic regression, hyper-parameters by grouped CV with ``grid_search``) on every usable clip of ``ds``."""
+    labels = np.asarray(ds.labels)
+    front = VAEFrontEnd(vae, opts["excerpt_frames"], opts["excerpt_hop"], opts["features"] == "mean+logvar")
+    X, y, g = _window_rows(front, feats["mel"], usable, labels)
+    if opts["classifier"] == "svm":
+        model, params = classifiers.fit_svm(X, y, g, "small" if opts["grid_search"] else "none", opts["seed"])
+        clf = SVMArrays.from_sklearn(model)
+    else:
+        model, params = classifiers.fit_logistic_regression(X, y, g, opts["grid_search"], opts["seed"])
+        clf = LinearArrays.from_sklearn(model)
+    feature = {"kind": "mel", "params": {"n_mels": opts["n_mels"], "seconds": opts["seconds"]}}
+    return SavedPipeline("genres", ds.classes, feature, front, clf, _info("vae_study", ds, usable, classifier=params))
