@@ -24,5 +24,6 @@ from .tag_manifest import load_tag_manifest, write_tag_manifest
 
 __all__ = [
     "GTZAN_GENRES", "AudioDataset", "TaggedDataset", "load_gtzan", "load_folder", "load_manifest", "load_dataset",
-    "make_synthetic_genres", "make_synthetic_tags", "load_tag_manifest", "write_tag_manifest", "stratified_folds", "train_valid_test_split", "read_split_lists",
+    "make_synthetic_genres", "make_synthetic_tags", "load_tag_manifest", "write_tag_manifest",
+    "stratified_folds", "train_valid_test_split", "read_split_lists",
 ]

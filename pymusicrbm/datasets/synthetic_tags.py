@@ -21,7 +21,7 @@ import numpy as np
 
 from ..audio import SR
 from .core import TaggedDataset
-from .synthetic import _GENRES, _synth_file
+from .synthetic import _GENRES, _synth_files
 from .tag_manifest import TAG_MANIFEST, load_tag_manifest, write_tag_manifest
 
 __all__ = ["make_synthetic_tags", "TAG_GENRES"]
@@ -85,23 +85,11 @@ def make_synthetic_tags(root, n_clips: int = 60, seconds: float = 10.0, seed: in
             p.unlink()
     except OSError as err:
         raise ValueError(f"{fn}: cannot write under {str(root)!r}: {err}") from None
-    from tqdm.auto import tqdm
-
     designs = [_clip_design(int(seed), i) for i in range(n_clips)]
     paths = [folder / f"clip.{i:05d}.wav" for i in range(n_clips)]
     # class index 1000: clip i's renderer seed differs from every clip of the genre set
-    jobs = [(str(p), g, int(seed), 1000, i, float(seconds), int(sr)) for i, (p, (g, _)) in enumerate(zip(paths,
-                                                                                                        designs))]
-    if n_jobs == 1:
-        for job in tqdm(jobs, desc="synthetic tags", unit="clip", disable=not verbose):
-            _synth_file(*job)
-    else:
-        from joblib import Parallel, delayed
-
-        par = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")
-        for _ in tqdm(par(delayed(_synth_file)(*j) for j in jobs), total=len(jobs), desc="synthetic tags",
-                      unit="clip", disable=not verbose):
-            pass
+    _synth_files([(str(p), g, int(seed), 1000, i, float(seconds), int(sr)) for i, (p, (g, _)) in
+                  enumerate(zip(paths, designs))], "synthetic tags", n_jobs, verbose)
     tags = sorted({t for _, ts in designs for t in ts})
     targets = np.array([[t in ts for t in tags] for _, ts in designs], dtype=bool)
     write_tag_manifest(TaggedDataset(paths, targets, tags, folder), folder / TAG_MANIFEST)

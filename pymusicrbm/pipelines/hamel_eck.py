@@ -36,18 +36,23 @@ DEFAULTS = dict(
 QUICK = dict(folds=3, pretrain_epochs=5, pretrain_frames=30_000, finetune_epochs=50, finetune_lr=0.01, num_threads=1)
 
 
-def add_arguments(parser) -> None:
-    _study.add_common_arguments(parser)
-    g = parser.add_argument_group("Hamel & Eck DBN pipeline")
+def add_front_end_arguments(g) -> None:
+    """The flags of the DBN front end (shared with the tagging study) in the argument group ``g``."""
     g.add_argument("--hidden", type=int, nargs="+", default=None, help="DBN layer sizes (50 50 50)")
     g.add_argument("--pca-components", type=int, default=None, help=f"default {DEFAULTS['pca_components']}")
     g.add_argument("--pretrain-epochs", type=int, default=None, help="CD epochs a layer")
     g.add_argument("--pretrain-frames", type=int, default=None,
                    help="at most this many training frames (a random subset) for pre-training")
+    g.add_argument("--window-seconds", type=float, default=None, help="default 5")
+
+
+def add_arguments(parser) -> None:
+    _study.add_common_arguments(parser)
+    g = parser.add_argument_group("Hamel & Eck DBN pipeline")
+    add_front_end_arguments(g)
     g.add_argument("--finetune-epochs", type=int, default=None)
     g.add_argument("--no-finetune", dest="finetune", action="store_false", default=None,
                    help="skip the fine-tuned DBNClassifier")
-    g.add_argument("--window-seconds", type=float, default=None, help="default 5")
 
 
 # ------------------------------------------------------------------------------------------------- folds

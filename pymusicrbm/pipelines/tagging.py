@@ -55,12 +55,7 @@ MODEL_LABELS = {HEADLINE: "pre-trained DBN (all layers, 5 s windows) + logistic 
 def add_arguments(parser) -> None:
     _study.add_common_arguments(parser)
     g = parser.add_argument_group("autotagging (DBN features of the Hamel & Eck pipeline)")
-    g.add_argument("--hidden", type=int, nargs="+", default=None, help="DBN layer sizes (50 50 50)")
-    g.add_argument("--pca-components", type=int, default=None, help=f"default {DEFAULTS['pca_components']}")
-    g.add_argument("--pretrain-epochs", type=int, default=None, help="CD epochs a layer")
-    g.add_argument("--pretrain-frames", type=int, default=None,
-                   help="at most this many training frames (a random subset) for whitening and pre-training")
-    g.add_argument("--window-seconds", type=float, default=None, help="default 5")
+    hamel_eck.add_front_end_arguments(g)
     g.add_argument("--top-tags", type=int, default=None, help="keep the most frequent tags (50)")
     g.add_argument("--C", type=float, dest="C", default=None, help="inverse L2 strength of the logistic regressions")
 
