@@ -127,6 +127,13 @@ def test_tag_manifest_round_trip_splits_and_errors(tmp_path):
         tagging.load_tagged(tmp_path / "empty")
 
 
+def test_a_genre_dataset_is_tagged_with_its_classes(tiny_gtzan):
+    ds = datasets.load_gtzan(tiny_gtzan)
+    tagged_ds = tagging.load_tagged(ds)
+    assert tagged_ds.tags == ds.classes and tagged_ds.paths == ds.paths
+    assert (tagged_ds.targets.sum(1) == 1).all() and (tagged_ds.targets.argmax(1) == ds.labels).all()
+
+
 def test_synthetic_tags_follow_the_design(tagged, tmp_path):
     T = {t: tagged.targets[:, j] for j, t in enumerate(tagged.tags)}
     groups = {"genre": ("classical", "jazz", "pop", "rock", "hiphop"),

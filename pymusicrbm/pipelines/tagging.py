@@ -73,12 +73,16 @@ LOADERS = [_load_manifest]
 
 
 def load_tagged(data):
-    """A :class:`TaggedDataset` from ``data`` (one, or a path one of :data:`LOADERS` recognises)."""
+    """A :class:`TaggedDataset` from ``data``: one, an :class:`AudioDataset` (its class as the clip's one tag),
+    or a path one of :data:`LOADERS` recognises."""
     if data is None:
         raise ValueError("tagging.run: data is required (a TaggedDataset, a tag manifest or a folder holding "
                          f"{datasets.tag_manifest.TAG_MANIFEST})")
     if isinstance(data, datasets.TaggedDataset):
         return data
+    if isinstance(data, datasets.AudioDataset):  # one class a clip: its one tag
+        return datasets.TaggedDataset(data.paths, np.eye(len(data.classes), dtype=bool)[data.labels], data.classes,
+                                      data.root, list(data.skipped))
     path = Path(data)
     if not path.exists():
         raise ValueError(f"tagging.run: data {str(path)!r} does not exist")
