@@ -2,6 +2,7 @@
 process, predict / embed from Python and the command line, and unreadable files."""
 import json
 import subprocess
+from collections import Counter
 import sys
 from pathlib import Path
 
@@ -172,6 +173,36 @@ def test_vae_study_saves_a_pipeline_that_reloads_identically(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), S)
 
 
-def test_convrbm_study_says_it_cannot_save_yet(tmp_path):
-    with pytest.raises(ValueError, match="save_model: the convrbm study cannot"):
-        conv_study.run(tmp_path, tmp_path / "out", save_model=str(tmp_path / "m"))
+def test_forest_and_precomputed_svm_arrays_agree_with_the_fitted_models():
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, 3, 150)
+    X = rng.normal(size=(150, 8)) + y[:, None] * 0.5
+    Xt = rng.normal(size=(40, 8))
+    rf = RandomForestClassifier(25, random_state=0).fit(X, y)
+    np.testing.assert_array_equal(saved.ForestArrays.from_sklearn(rf).predict_proba(Xt), rf.predict_proba(Xt))
+    svm = hamel_eck.classifiers.PrecomputedRBFSVM().fit(X, y)
+    np.testing.assert_allclose(saved.SVMArrays.from_precomputed(svm).decision_function(Xt),
+                               svm.decision_function(Xt), rtol=1e-4, atol=1e-5)  # its kernel is float32
+
+
+def test_convrbm_study_saves_its_chosen_configuration(tmp_path):
+    ds = datasets.make_synthetic_genres(tmp_path / "data", n_per_class=3, seconds=3.0, seed=6)
+    model_dir = tmp_path / "conv_model"
+    res = conv_study.run(ds, tmp_path / "out", save_model=str(model_dir), bins=(24,), seconds=3.0, n_filters=(6,),
+                         filter_shapes=((3, 3),), epochs=1, batch_size=8, n_estimators=20, verbose=0,
+                         tsne=("global_max",), folds=3, inner_folds=2, n_jobs=1, classifiers=("random_forest", "svm"))
+    pipe = load_pipeline(model_dir)
+    assert pipe.task == "genres" and pipe.feature["params"]["n_mels"] == 24
+    votes = Counter((s["bins"], s["pooling"], s["classifier"]) for s in res["selection"])
+    b, p, c = votes.most_common(1)[0][0]  # the configuration the inner CV chose on most folds
+    assert (pipe.info["bins"], pipe.front_end.pooling, pipe.info["classifier"]) == (int(b), p, c)
+    files = [str(p) for p in ds.paths[::4]]
+    S = pipe.predict_scores(files, verbose=0)
+    assert S.shape == (len(files), 10) and np.isfinite(S).all()
+    _fresh_process(
+        "import numpy as np; from pymusicrbm.pipelines import load_pipeline\n"
+        f"np.save({str(tmp_path / 's.npy')!r}, load_pipeline({str(model_dir)!r}).predict_scores({files!r}, "
+        "verbose=0))")
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), S)

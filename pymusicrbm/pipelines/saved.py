@@ -35,8 +35,9 @@ import numpy as np
 from .. import audio, checkpoint, reporting
 from . import _study, classifiers, hamel_eck
 
-__all__ = ["SavedPipeline", "SVMArrays", "LinearArrays", "DBNFrontEnd", "VAEFrontEnd", "load_pipeline",
-           "fit_hamel_eck", "fit_tagging", "fit_vae", "FORMAT", "VERSION"]
+__all__ = ["SavedPipeline", "SVMArrays", "LinearArrays", "ForestArrays", "DBNFrontEnd", "VAEFrontEnd",
+           "ConvFrontEnd", "load_pipeline", "fit_hamel_eck", "fit_tagging", "fit_vae", "fit_conv", "FORMAT",
+           "VERSION"]
 
 FORMAT, VERSION = "pymusicrbm-pipeline", 1
 _MANIFEST = "pipeline.json"
@@ -49,7 +50,7 @@ class SVMArrays:
     def __init__(self, state: dict, gamma: float):
         self.state = {k: np.asarray(v, np.float64) for k, v in state.items()}
         self.gamma = float(gamma)
-        self.classes_ = np.arange(len(self.state["n_support"]))
+        self.classes_ = self.state["classes"].astype(np.int64)
 
     @classmethod
     def from_sklearn(cls, model) -> "SVMArrays":
@@ -61,6 +62,15 @@ class SVMArrays:
                  "dual_coef": svc._dual_coef_, "intercept": svc._intercept_, "n_support": svc.n_support_,
                  "classes": svc.classes_}
         return cls(state, svc._gamma)
+
+    @classmethod
+    def from_precomputed(cls, model: "classifiers.PrecomputedRBFSVM") -> "SVMArrays":
+        """The same from a :class:`~.classifiers.PrecomputedRBFSVM` (its support rows are the support vectors)."""
+        svc = model.svc_
+        state = {"mean": model.scaler_.mean_, "scale": model.scaler_.scale_,
+                 "support_vectors": model.train_[svc.support_], "dual_coef": svc._dual_coef_,
+                 "intercept": svc._intercept_, "n_support": svc.n_support_, "classes": svc.classes_}
+        return cls(state, model.gamma_)
 
     def decision_function(self, X) -> np.ndarray:
         from sklearn.metrics.pairwise import rbf_kernel
@@ -88,12 +98,13 @@ class LinearArrays:
 
     def __init__(self, state: dict):
         self.state = {k: np.asarray(v, np.float64) for k, v in state.items()}
-        self.classes_ = np.arange(max(2, len(self.state["intercept"])))
+        self.classes_ = self.state["classes"].astype(np.int64)
 
     @classmethod
     def from_sklearn(cls, model) -> "LinearArrays":
         scaler, lr = model.steps[0][1], model.steps[-1][1]
-        return cls({"mean": scaler.mean_, "scale": scaler.scale_, "coef": lr.coef_, "intercept": lr.intercept_})
+        return cls({"mean": scaler.mean_, "scale": scaler.scale_, "coef": lr.coef_, "intercept": lr.intercept_,
+                    "classes": lr.classes_})
 
     def predict_proba(self, X) -> np.ndarray:
         from scipy.special import expit, softmax
@@ -104,6 +115,46 @@ class LinearArrays:
             p = expit(d[:, 0])
             return np.stack([1 - p, p], 1)
         return softmax(d, axis=1)
+
+
+class ForestArrays:
+    """A fitted ``RandomForestClassifier`` of scikit-learn as arrays (every tree's nodes side by side), with the
+    same ``predict_proba`` (the mean over trees of the leaf's class fractions) and ``classes_``."""
+
+    def __init__(self, state: dict):
+        self.state = {k: np.asarray(v) for k, v in state.items()}
+        self.classes_ = self.state["classes"].astype(np.int64)
+
+    @classmethod
+    def from_sklearn(cls, forest) -> "ForestArrays":
+        trees = [t.tree_ for t in forest.estimators_]
+        offset = np.cumsum([0] + [t.node_count for t in trees])[:-1]
+
+        def joined(name, shift=False):
+            parts = [getattr(t, name) for t in trees]
+            if shift:  # child indices into the joined node arrays (-1: a leaf, kept)
+                parts = [np.where(a >= 0, a + o, -1) for a, o in zip(parts, offset)]
+            return np.concatenate(parts)
+
+        value = joined("value")[:, 0, :]
+        return cls({"left": joined("children_left", True), "right": joined("children_right", True),
+                    "feature": joined("feature"), "threshold": joined("threshold"),
+                    "value": value / value.sum(1, keepdims=True), "roots": offset, "classes": forest.classes_})
+
+    def predict_proba(self, X) -> np.ndarray:
+        s, X = self.state, np.asarray(X, np.float32)  # sklearn's trees compare float32 features
+        rows = np.arange(len(X))
+        out = np.zeros((len(X), s["value"].shape[1]))
+        for root in s["roots"]:
+            node = np.full(len(X), root)
+            while True:
+                inner = s["left"][node] >= 0
+                if not inner.any():
+                    break
+                go_left = X[rows, np.maximum(s["feature"][node], 0)] <= s["threshold"][node]
+                node = np.where(inner, np.where(go_left, s["left"][node], s["right"][node]), node)
+            out += s["value"][node]
+        return out / len(s["roots"])
 
 
 class DBNFrontEnd:
@@ -176,8 +227,37 @@ class VAEFrontEnd:
                    spec["excerpt_hop"], spec["with_logvar"])
 
 
-_FRONT_ENDS = {"dbn": DBNFrontEnd, "vae": VAEFrontEnd}
-_CLASSIFIERS = {"svm": SVMArrays, "linear": LinearArrays, "tags": classifiers.TagClassifier}
+class ConvFrontEnd:
+    """Mel spectrogram -> ConvRBM / ConvDBN pooled maps of the top layer -> one summary (:mod:`.conv_study`'s
+    poolings): one row a clip."""
+
+    kind = "mel"
+
+    def __init__(self, model, pooling: str, grid):
+        self.model, self.pooling, self.grid = model, str(pooling), tuple(int(g) for g in grid)
+
+    def windows(self, mel) -> np.ndarray:
+        from .conv_study import summarize_maps
+
+        maps = self.model.transform(np.asarray(mel, np.float32)[None])
+        return summarize_maps(maps, self.grid)[self.pooling]
+
+    def save(self, folder: Path) -> dict:
+        self.model.save(folder / "model.safetensors")
+        return {"type": "conv", "class": type(self.model).__name__, "pooling": self.pooling, "grid": self.grid}
+
+    @classmethod
+    def load(cls, folder: Path, spec: dict) -> "ConvFrontEnd":
+        from ..conv_rbm import ConvDBN, ConvRBM
+
+        models = {"ConvRBM": ConvRBM, "ConvDBN": ConvDBN}
+        if spec.get("class") not in models:
+            raise ValueError(f"load_pipeline: unknown model class {spec.get('class')!r} in {folder / _MANIFEST}")
+        return cls(models[spec["class"]].load(folder / "model.safetensors"), spec["pooling"], spec["grid"])
+
+
+_FRONT_ENDS = {"dbn": DBNFrontEnd, "vae": VAEFrontEnd, "conv": ConvFrontEnd}
+_CLASSIFIERS = {"svm": SVMArrays, "linear": LinearArrays, "forest": ForestArrays, "tags": classifiers.TagClassifier}
 
 
 class SavedPipeline:
@@ -324,7 +404,8 @@ def load_pipeline(path) -> SavedPipeline:
     c, _ = checkpoint.load_state(folder / "classifier.safetensors")
     c = {k: v.numpy() for k, v in c.items()}
     classifier = {"svm": lambda: SVMArrays(c, clf["gamma"]), "linear": lambda: LinearArrays(c),
-                  "tags": lambda: classifiers.TagClassifier.from_state_dict(c)}[clf["kind"]]()
+                  "forest": lambda: ForestArrays(c), "tags": lambda: classifiers.TagClassifier.from_state_dict(c)
+                  }[clf["kind"]]()
     return SavedPipeline(spec["task"], spec["labels"], spec["feature"], _FRONT_ENDS[front["type"]].load(folder, front),
                          classifier, spec.get("info"), spec.get("threshold", 0.5))
 
@@ -385,3 +466,20 @@ def fit_vae(vae, feats, usable, ds, opts) -> SavedPipeline:
         clf = LinearArrays.from_sklearn(model)
     feature = {"kind": "mel", "params": {"n_mels": opts["n_mels"], "seconds": opts["seconds"]}}
     return SavedPipeline("genres", ds.classes, feature, front, clf, _info("vae_study", ds, usable, classifier=params))
+
+
+def fit_conv(X, usable, ds, bins: int, pooling: str, classifier: str, opts) -> SavedPipeline:
+    """The ConvRBM study's chosen configuration (``bins`` mel bins, ``pooling``, ``classifier``) trained on the
+    clips ``usable`` of ``ds``, whose mel spectrograms are the rows of ``X``."""
+    from .conv_study import _features, _make_model
+
+    y = np.asarray(ds.labels)[usable]
+    model = _make_model(opts, opts["training"], opts["seed"]).fit(X)
+    front = ConvFrontEnd(model, pooling, opts["grid"])
+    est = classifiers.make(classifier, opts["seed"], opts["n_estimators"], opts["n_jobs"], wide=True)
+    est.fit(_features(model, X, opts["grid"])[pooling], y)
+    arrays = {"random_forest": ForestArrays.from_sklearn, "svm": SVMArrays.from_precomputed,
+              "logistic_regression": LinearArrays.from_sklearn}[classifier](est)
+    feature = {"kind": "mel", "params": {"n_mels": int(bins), "seconds": opts["seconds"]}}
+    return SavedPipeline("genres", ds.classes, feature, front, arrays,
+                         _info("conv_study", ds, usable, bins=int(bins), pooling=pooling, classifier=classifier))
