@@ -8,20 +8,25 @@ end, whitening, model, classifier) and saves it; :func:`load_pipeline` gives it 
     pipe.predict_scores(["a.wav"])           # (n_files, n_labels): vote shares (genres) or probabilities (tags)
     pipe.embed(["a.wav"])                    # (n_files, n_features): the clip's window features, averaged
 
-The folder, all safetensors + JSON (no pickle anywhere, so a downloaded model cannot run code when loaded)::
+Front ends: |DFT| frames -> whitening -> DBN activations -> 5 s windows (``dbn``, ``tags``); mel excerpts ->
+ConvVAE latents (``vae``); mel spectrogram -> ConvRBM / ConvDBN maps -> one pooling summary (``convrbm``: the
+configuration its inner CV chose on most folds). The folder, all safetensors + JSON (no pickle anywhere, so a
+downloaded model cannot run code when loaded)::
 
-    pipeline.json            format, version, task ("genres" | "tags"), labels, feature parameters, windows,
-                             the model's class and the classifier's kind (written last: it marks a complete save)
-    whitener.safetensors     PCA whitening (mean, components, scale)
-    model.safetensors        the DBN / DBNClassifier checkpoint (pymusicrbm.checkpoint)
-    classifier.safetensors   the classifier as arrays: standardisation, then per-tag logistic regressions
-                             (TagClassifier) or an RBF SVM (support vectors, dual coefficients, intercepts:
-                             :class:`SVMArrays` rebuilds scikit-learn's decision function from them)
+    pipeline.json            format, version, task ("genres" | "tags"), labels, feature parameters, the front end
+                             (type, settings, model class) and the classifier's kind (written last: it marks a
+                             complete save)
+    whitener.safetensors     PCA whitening (mean, components, scale; DBN front ends)
+    model.safetensors        the model's checkpoint (pymusicrbm.checkpoint)
+    classifier.safetensors   the classifier as arrays: per-tag logistic regressions (TagClassifier), an RBF SVM
+                             (:class:`SVMArrays`), a logistic regression (:class:`LinearArrays`) or a random forest
+                             (:class:`ForestArrays`), each scoring as the scikit-learn model it came from (to
+                             float32 rounding for the precomputed-kernel SVM of wide features, else exactly)
 
 Files are read in batches (``batch_size``) through :func:`pymusicrbm.audio.extract`, so features are cached
 (``cache_dir``) and extracted in parallel (``n_jobs``), with a progress bar (``verbose``). A file that cannot be
-used (missing, unreadable, silent, ...): with ``on_error="raise"`` (the default) an :class:`~pymusicrbm.audio.
-AudioError` naming the file; with ``on_error="skip"`` its row is NaN (``predict``: None), an AudioWarning names
+used (missing, unreadable, silent, ...): with ``on_error="raise"`` (the default) an
+:class:`~pymusicrbm.audio.AudioError` naming the file; with ``on_error="skip"`` its row is NaN (``predict``: None), an AudioWarning names
 it, and ``skipped_`` lists ``(path, reason)``.
 """
 from __future__ import annotations
