@@ -123,7 +123,7 @@ def test_tag_manifest_round_trip_splits_and_errors(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         tagging.load_tagged(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="tags.tsv"):
+    with pytest.raises(ValueError, match="holds no tags.tsv.*is empty"):
         tagging.load_tagged(tmp_path / "empty")
 
 
@@ -132,6 +132,8 @@ def test_a_genre_dataset_is_tagged_with_its_classes(tiny_gtzan):
     tagged_ds = tagging.load_tagged(ds)
     assert tagged_ds.tags == ds.classes and tagged_ds.paths == ds.paths
     assert (tagged_ds.targets.sum(1) == 1).all() and (tagged_ds.targets.argmax(1) == ds.labels).all()
+    from_path = tagging.load_tagged(tiny_gtzan)  # a genre folder without tags.tsv
+    assert from_path.tags == ds.classes and (from_path.targets == tagged_ds.targets).all()
 
 
 def test_synthetic_tags_follow_the_design(tagged, tmp_path):

@@ -30,7 +30,8 @@ The results schema is the one of :mod:`._study`, with tagging metrics in place o
      "baselines": {"mfcc_logreg": {...}}, "best_tags", "worst_tags"}
 
 Data: a :class:`~pymusicrbm.datasets.TaggedDataset`, or a path read by the first of :data:`LOADERS` that
-recognises it (today: a tag manifest ``path<TAB>tag1,tag2``, or a folder holding ``tags.tsv``).
+recognises it (today: a tag manifest ``path<TAB>tag1,tag2``, a folder holding ``tags.tsv``, else a genre dataset
+folder whose classes become one tag a clip).
 """
 from __future__ import annotations
 
@@ -67,9 +68,19 @@ def _load_manifest(path: Path):
     return None
 
 
+def _load_class_folders(path: Path):
+    if not path.is_dir():
+        return None
+    try:  # GTZAN or one folder per class: the class is the clip's one tag
+        return load_tagged(datasets.load_dataset(path))
+    except ValueError as err:
+        raise ValueError(f"tagging.run: {str(path)!r} holds no {datasets.tag_manifest.TAG_MANIFEST} (lines "
+                         f"'path<TAB>tag1,tag2') and is no genre dataset either: {err}") from None
+
+
 # Tried in order on a path: each returns a TaggedDataset, or None when the path is not its layout. (Hook for the
-# dataset loaders: MagnaTagATune / MTG-Jamendo layout detection goes here.)
-LOADERS = [_load_manifest]
+# dataset loaders: MagnaTagATune / MTG-Jamendo layout detection goes before the class folders.)
+LOADERS = [_load_manifest, _load_class_folders]
 
 
 def load_tagged(data):
