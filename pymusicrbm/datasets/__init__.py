@@ -17,9 +17,10 @@ from .core import AudioDataset, TaggedDataset
 from .loaders import GTZAN_GENRES, load_dataset, load_folder, load_gtzan, load_manifest
 from .splits import SPLIT_NAMES, gtzan_split, named_split, read_split_lists, stratified_folds, train_valid_test_split
 from .synthetic import make_synthetic_genres
+from .tagging import MTG_JAMENDO_SUBSETS, load_magnatagatune, load_mtg_jamendo
 
 __all__ = [
     "GTZAN_GENRES", "AudioDataset", "TaggedDataset", "load_gtzan", "load_folder", "load_manifest", "load_dataset",
     "make_synthetic_genres", "stratified_folds", "train_valid_test_split", "read_split_lists", "gtzan_split",
-    "named_split", "SPLIT_NAMES",
+    "named_split", "SPLIT_NAMES", "load_magnatagatune", "load_mtg_jamendo", "MTG_JAMENDO_SUBSETS",
 ]

@@ -98,6 +98,8 @@ def load_dataset(data, study: str):
     if data is None:
         raise ValueError(f"{study}.run: data is required (a dataset folder, a CSV manifest or an AudioDataset)")
     ds = data if isinstance(data, datasets.AudioDataset) else datasets.load_dataset(data)
+    if isinstance(ds, datasets.TaggedDataset):
+        raise ValueError(f"{study}.run: {data} is a multi-label (tagging) dataset; this study needs one class a clip")
     if len(ds.classes) < 2:
         raise ValueError(f"the dataset has {len(ds.classes)} class(es); genre classification needs at least 2")
     return ds
