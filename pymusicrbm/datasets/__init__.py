@@ -14,6 +14,7 @@
   (the default data).
 """
 from .core import AudioDataset, TaggedDataset
+from .fma import FMA_SUBSETS, load_fma
 from .loaders import GTZAN_GENRES, load_dataset, load_folder, load_gtzan, load_manifest
 from .splits import SPLIT_NAMES, gtzan_split, named_split, read_split_lists, stratified_folds, train_valid_test_split
 from .synthetic import make_synthetic_genres
@@ -23,4 +24,5 @@ __all__ = [
     "GTZAN_GENRES", "AudioDataset", "TaggedDataset", "load_gtzan", "load_folder", "load_manifest", "load_dataset",
     "make_synthetic_genres", "stratified_folds", "train_valid_test_split", "read_split_lists", "gtzan_split",
     "named_split", "SPLIT_NAMES", "load_magnatagatune", "load_mtg_jamendo", "MTG_JAMENDO_SUBSETS",
+    "load_fma", "FMA_SUBSETS",
 ]

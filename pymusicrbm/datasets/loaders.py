@@ -230,6 +230,10 @@ def load_dataset(path, *, check: bool = True):
     if (path / "annotations_final.csv").is_file():
         from .tagging import load_magnatagatune
         return load_magnatagatune(path, check=check)
+    from .fma import _detect_fma, load_fma
+    fma_subset = _detect_fma(path)
+    if fma_subset is not None:
+        return load_fma(path, subset=fma_subset, check=check)
     if _find_gtzan(path, strict=True) is not None:
         return load_gtzan(path, check=check)
     return load_folder(path, check=check)
