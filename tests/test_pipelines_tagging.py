@@ -136,6 +136,20 @@ def test_a_genre_dataset_is_tagged_with_its_classes(tiny_gtzan):
     assert from_path.tags == ds.classes and (from_path.targets == tagged_ds.targets).all()
 
 
+def test_a_magnatagatune_folder_is_read_with_its_tags(tmp_path):
+    from _audio_helpers import write_clip
+    from test_datasets_tagging import SMALL_CLIPS, SMALL_TAGS, write_mtat_annotations
+
+    write_mtat_annotations(tmp_path, SMALL_CLIPS, SMALL_TAGS)
+    for k, name in enumerate(SMALL_CLIPS):
+        write_clip(tmp_path / "mp3" / name, seed=k, seconds=0.1)
+    # detected as MagnaTagATune, whose loader wants the clips of Won et al.'s split by default: not in 7 clips
+    with pytest.raises(ValueError, match="load_magnatagatune: .* won2020"):
+        tagging.load_tagged(tmp_path)
+    ds = tagging.load_tagged(datasets.load_magnatagatune(tmp_path, split=None))
+    assert isinstance(ds, datasets.TaggedDataset) and len(ds) == len(SMALL_CLIPS)
+
+
 def test_synthetic_tags_follow_the_design(tagged, tmp_path):
     T = {t: tagged.targets[:, j] for j, t in enumerate(tagged.tags)}
     groups = {"genre": ("classical", "jazz", "pop", "rock", "hiphop"),

@@ -15,7 +15,7 @@ left out of that fold's means and listed under ``skipped_tags``. Precision at k:
 clip's k highest-scored tags, mean over clips. Per-tag ROC-AUC and PR-AUC, and the best and worst tags.
 
 Protocol: the dataset's shipped split when it has one (``TaggedDataset.splits``: ``train`` (+ ``valid``) and
-``test``; or ``split_files``), one fold with 95% bootstrap intervals over test clips; else ``folds`` folds by clip,
+``test``, e.g. MagnaTagATune's of Won et al. 2020; or ``split_files`` / ``split_name``), one fold with 95% bootstrap intervals over test clips; else ``folds`` folds by clip,
 stratified for multi-label data by iterative stratification (Sechidis et al. 2011, :func:`multilabel_folds`;
 scikit-learn has none): tags are placed rarest first, each clip into the fold that still lacks most of that tag.
 
@@ -30,8 +30,9 @@ The results schema is the one of :mod:`._study`, with tagging metrics in place o
      "baselines": {"mfcc_logreg": {...}}, "best_tags", "worst_tags"}
 
 Data: a :class:`~pymusicrbm.datasets.TaggedDataset`, or a path read by the first of :data:`LOADERS` that
-recognises it (today: a tag manifest ``path<TAB>tag1,tag2``, a folder holding ``tags.tsv``, else a genre dataset
-folder whose classes become one tag a clip).
+recognises it (a tag manifest ``path<TAB>tag1,tag2``, a folder holding ``tags.tsv``, else what
+:func:`pymusicrbm.datasets.load_dataset` detects: a MagnaTagATune or FMA folder, or a genre dataset whose classes
+become one tag a clip).
 """
 from __future__ import annotations
 
@@ -68,19 +69,19 @@ def _load_manifest(path: Path):
     return None
 
 
-def _load_class_folders(path: Path):
+def _load_dataset(path: Path):
     if not path.is_dir():
         return None
-    try:  # GTZAN or one folder per class: the class is the clip's one tag
+    try:  # what load_dataset detects: MagnaTagATune, FMA; GTZAN or class folders (the class is the clip's tag)
         return load_tagged(datasets.load_dataset(path))
     except ValueError as err:
         raise ValueError(f"tagging.run: {str(path)!r} holds no {datasets.tag_manifest.TAG_MANIFEST} (lines "
-                         f"'path<TAB>tag1,tag2') and is no genre dataset either: {err}") from None
+                         f"'path<TAB>tag1,tag2'), and load_dataset cannot read it: {err}") from None
 
 
-# Tried in order on a path: each returns a TaggedDataset, or None when the path is not its layout. (Hook for the
-# dataset loaders: MagnaTagATune / MTG-Jamendo layout detection goes before the class folders.)
-LOADERS = [_load_manifest, _load_class_folders]
+# Tried in order on a path: each returns a TaggedDataset, or None when the path is not its layout. (MTG-Jamendo,
+# which needs a subset and split number, is loaded from Python: tagging.run(datasets.load_mtg_jamendo(...)).)
+LOADERS = [_load_manifest, _load_dataset]
 
 
 def load_tagged(data):
@@ -93,7 +94,7 @@ def load_tagged(data):
         return data
     if isinstance(data, datasets.AudioDataset):  # one class a clip: its one tag
         return datasets.TaggedDataset(data.paths, np.eye(len(data.classes), dtype=bool)[data.labels], data.classes,
-                                      data.root, list(data.skipped))
+                                      data.root, list(data.skipped), dict(data.splits))
     path = Path(data)
     if not path.exists():
         raise ValueError(f"tagging.run: data {str(path)!r} does not exist")
@@ -145,8 +146,11 @@ def make_splits(ds, usable: np.ndarray, opts: dict) -> tuple[list, dict]:
     def usable_of(idx):
         return np.asarray([i for i in idx if i in keep], dtype=np.int64)
 
-    if opts["split_files"] or {"train", "test"} <= set(ds.splits):
-        if opts["split_files"]:
+    if opts["split_files"] or opts.get("split_name") or {"train", "test"} <= set(ds.splits):
+        if opts.get("split_name"):
+            tr, va, te = datasets.named_split(ds, opts["split_name"])
+            source = {"name": opts["split_name"]}
+        elif opts["split_files"]:
             tr, te, va = datasets.read_split_lists(ds, *opts["split_files"])
             source = {"files": opts["split_files"]}
         else:
