@@ -402,6 +402,9 @@ def load_pipeline(path) -> SavedPipeline:
     if spec.get("format") != FORMAT or not isinstance(spec.get("version"), int) or spec["version"] > VERSION:
         raise ValueError(f"load_pipeline: {manifest} is not a {FORMAT} of version <= {VERSION} (format "
                          f"{spec.get('format')!r}, version {spec.get('version')!r})")
+    missing = {"task", "labels", "feature", "front_end", "classifier"} - set(spec)
+    if missing:
+        raise ValueError(f"load_pipeline: {manifest} lacks {sorted(missing)}")
     front, clf = spec["front_end"], spec["classifier"]
     if front.get("type") not in _FRONT_ENDS or clf.get("kind") not in _CLASSIFIERS:
         raise ValueError(f"load_pipeline: unknown front end {front.get('type')!r} or classifier "
