@@ -36,7 +36,7 @@
 #include <string_view>
 #include <tuple>
 
-#include "rbm.h"  // Draw, Visible, parse_visible
+#include "common.h"
 
 namespace pymusicrbm {
 
@@ -72,16 +72,6 @@ struct ConvVisible {
 
 namespace conv_detail {
 
-inline void check_dtype_device(const char* op, const char* name, const Tensor& t, const char* ref_name,
-                               const Tensor& ref) {
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", name,
-              " must be float32 or float64, got ", t.scalar_type());
-  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " has dtype ", t.scalar_type(), " but ",
-              ref_name, " has dtype ", ref.scalar_type(), "; all tensors must share one dtype");
-  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " is on ", t.device(), " but ", ref_name, " is on ",
-              ref.device(), "; all tensors must be on one device");
-}
-
 inline void check_filters(const char* op, const Tensor& W) {
   TORCH_CHECK(W.dim() == 4, op, ": W must be 4-D (n_filters, channels, filter_height, filter_width), got shape ",
               W.sizes());
@@ -111,7 +101,8 @@ inline void check_vec(const char* op, const char* name, const Tensor& t, int64_t
 inline void check_conv_sigma(const char* op, const std::optional<Tensor>& sigma, const Tensor& W) {
   if (!sigma) return;
   check_vec(op, "sigma", *sigma, W.size(1), "one per visible channel", W);
-  TORCH_CHECK((*sigma > 0).all().item<bool>(), op, ": sigma must be > 0 everywhere");
+  // (not checked on a GPU, where it would stall the stream; sigma is a model parameter the estimators keep > 0)
+  if (cheap_to_check(*sigma)) TORCH_CHECK((*sigma > 0).all().item<bool>(), op, ": sigma must be > 0 everywhere");
 }
 
 inline void check_finite(const char* op, const char* name, const Tensor& t, const char* extra = "") {

@@ -15,3 +15,29 @@ def assert_compiled_step_matches_eager(step, params, v):
     out_e = step(*args_e, v)
     for a, e in zip(list(out_c) + args_c, list(out_e) + args_e):
         torch.testing.assert_close(a, e)
+
+
+def assert_step_replays_in_a_cuda_graph(step, params):
+    """``step(*params)`` (a training step on CUDA tensors, drawing from the default generator) is captured in a CUDA
+    graph; each replay must give what an eager step from the same generator state gives (the draws are graph-safe:
+    read on the device at replay), and no host synchronisation may happen inside (capture would fail)."""
+    eager = [t.clone() for t in params]
+    captured = [t.clone() for t in params]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up outside the capture (cuBLAS/cuDNN handles, allocator), as torch asks
+        for _ in range(2):
+            step(*[t.clone() for t in params])
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step(*captured)
+    for _ in range(3):
+        state = torch.cuda.get_rng_state()
+        want = step(*eager)
+        torch.cuda.set_rng_state(state)
+        graph.replay()
+        torch.cuda.synchronize()
+        torch.testing.assert_close(out, want)
+        for a, e in zip(captured, eager):
+            torch.testing.assert_close(a, e)

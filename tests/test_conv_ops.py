@@ -12,7 +12,7 @@ import pymusicrbm  # noqa: F401
 from pymusicrbm import _reference as reference
 from pymusicrbm import ops
 from pymusicrbm._reference import pool_blocks as blocks
-from _op_checks import assert_compiled_step_matches_eager
+from _op_checks import assert_compiled_step_matches_eager, assert_step_replays_in_a_cuda_graph
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DTYPES = [torch.float32, torch.float64]
@@ -348,6 +348,18 @@ def test_training_step_compiles_fullgraph():
         return err, Q.amax((2, 3)), mean.mean()
 
     assert_compiled_step_matches_eager(step, (W, b, c, *vels), v)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_cd_step_replays_in_a_cuda_graph():
+    v, W, b, c, sigma = problem(8, 1, 16, 5, 5, 20, 40, "cuda", torch.float32)
+    params = [W, b, c] + [torch.zeros_like(t) for t in (W, b, c)]
+
+    def step(W, b, c, Wv, bv, cv):
+        return ops.conv_cd_step_(W, b, c, Wv, bv, cv, v, sigma=sigma, visible="gaussian", pool=2, lr=0.01,
+                                 momentum=0.5)
+
+    assert_step_replays_in_a_cuda_graph(step, params)
 
 
 # ---- bad input -----------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import torch
 import pymusicrbm  # noqa: F401
 from pymusicrbm import _reference as reference
 from pymusicrbm import ops
-from _op_checks import assert_compiled_step_matches_eager
+from _op_checks import assert_compiled_step_matches_eager, assert_step_replays_in_a_cuda_graph
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DTYPES = [torch.float32, torch.float64]
@@ -486,6 +486,22 @@ def test_training_step_compiles_fullgraph(device):
         return err, p.mean(), ops.free_energy(v, W, b, c).mean()
 
     assert_compiled_step_matches_eager(step, (W, b, c, *vels), v)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("persistent", [False, True])
+def test_cd_step_replays_in_a_cuda_graph(persistent):
+    W, b, c, _ = rbm(513, 50, "cuda", torch.float32)
+    v = data(256, 513, "cuda", torch.float32)
+    params = [W, b, c] + [torch.zeros_like(t) for t in (W, b, c)]
+    if persistent:
+        params.append(data(64, 513, "cuda", torch.float32, seed=4))
+
+    def step(W, b, c, Wv, bv, cv, chains=None):
+        return ops.cd_step_(W, b, c, Wv, bv, cv, v, chains, k=2, lr=0.05, momentum=0.5, sparsity_target=0.1,
+                            sparsity_cost=0.1)
+
+    assert_step_replays_in_a_cuda_graph(step, params)
 
 
 # ---- bad input -----------------------------------------------------------------------------------------------------

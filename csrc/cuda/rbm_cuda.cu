@@ -7,17 +7,16 @@
 // thresholds are bit-identical to what the CPU computes for that stream; normals and sigmoids agree up to the
 // rounding of each device's exp/log/cos. (The CPU and CUDA generators hand out different seeds, so the same
 // torch.manual_seed gives different, equally valid, samples on the two devices.)
-// CUDA graphs: rbm.h passes the state from draw() to the kernels as a Draw, a plain (seed, offset) pair, so it is
-// unpacked on the host and draw() refuses graph capture with a clear error. The kernels already take an
-// at::PhiloxCudaState and unpack it on the device: for graph support, draw() returns the generator's
-// PhiloxCudaState and rbm.h carries `decltype(K::draw(gen))` instead of Draw; nothing else changes.
+// CUDA graphs: a step makes no host synchronisation (non-finite data and updates are flagged on the device, see
+// common.h) and its draws are graph-safe (cuda_draw in launch.cuh), so a whole cd_step_ can be captured and
+// replayed.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 
-#include "cuda/common.cuh"
+#include "cuda/launch.cuh"
 
 #include <algorithm>
 #include <cstdint>
@@ -33,21 +32,12 @@ namespace {
 
 using namespace kernels;
 
-// Thread blocks for `threads` threads, at most as many as the device runs at once: grid-stride loops do the rest.
-dim3 grid_for(int64_t threads) {
-  const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
-  const int64_t resident = int64_t{prop->multiProcessorCount} * (prop->maxThreadsPerMultiProcessor / kThreads);
-  return dim3(static_cast<unsigned>(std::max<int64_t>(1, std::min(resident, ceil_div(threads, kThreads)))));
-}
-
 // Whether every pointer allows 16-byte (Pack4) accesses; views such as X.narrow(0, B, N) need not.
 template <typename T, typename... P> bool packable(const P*... ptrs) {
   return ((reinterpret_cast<uintptr_t>(ptrs) % sizeof(Pack4<T>) == 0) && ...);
 }
 
 template <typename T> T* ptr_or_null(const Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; }
-
-at::PhiloxCudaState philox_state(Draw d) { return at::PhiloxCudaState(d.seed, d.offset); }
 
 // A flag on the device that kernels raise on a non-finite value; read back once (one synchronisation).
 struct BadFlag {

@@ -1,58 +1,17 @@
 // Device code of the dense RBM ops (launched by rbm_cuda.cu): grid-stride loops, one Philox block per thread in
-// the samplers, four elements per thread with 16-byte loads and stores in the other passes.
-//
-// Random numbers follow philox.h's stream layout: word w of block blk feeds element (blk / 8) * 32 + w * 8 + blk % 8
-// (a normal takes words 2j and 2j + 1 of block blk and feeds element (blk / 8) * 16 + j * 8 + blk % 8). So element
-// i of a draw receives exactly the number the CPU kernels give it for the same (seed, offset, i), and the 32
-// threads of a warp write, per word, four runs of 8 consecutive elements: every 32-byte sector is used in full.
+// the samplers (stream layout in launch.cuh), four elements per thread with 16-byte loads and stores in the other
+// passes.
 #pragma once
-#include <ATen/cuda/PhiloxUtils.cuh>
 
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <tuple>
 
+#include "cuda/launch.cuh"
 #include "philox.h"
 
 namespace pymusicrbm::kernels {
-
-constexpr int kThreads = 256;
-// Set in the offset of every stream: ATen's curand-based kernels drawing from the same generator use Philox
-// counters whose high 64 bits are a thread index (< 2^63), so our counters (block, offset | 2^63) never meet theirs.
-constexpr uint64_t kStreamTag = uint64_t{1} << 63;
-
-__host__ __device__ __forceinline__ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// Philox blocks that cover n elements: 8 per run of 32 uniforms, 8 per run of 16 normals.
-__host__ __device__ __forceinline__ int64_t uniform_blocks(int64_t n) { return ceil_div(n, 32) * 8; }
-__host__ __device__ __forceinline__ int64_t normal_blocks(int64_t n) { return ceil_div(n, 16) * 8; }
-
-// The element fed by word w of block blk (the inverse of block_of / word_of in philox.h).
-__device__ __forceinline__ int64_t uniform_element(int64_t blk, int w) {
-  return (blk >> 3) * 32 + w * 8 + (blk & 7);
-}
-// The element fed by the normal from words (2j, 2j + 1) of block blk (as normal_at in philox.h).
-__device__ __forceinline__ int64_t normal_element(int64_t blk, int j) {
-  return (blk >> 3) * 16 + j * 8 + (blk & 7);
-}
-
-__device__ __forceinline__ int64_t first_thread() { return int64_t{blockIdx.x} * blockDim.x + threadIdx.x; }
-__device__ __forceinline__ int64_t grid_stride() { return int64_t{gridDim.x} * blockDim.x; }
-
-struct Stream {
-  uint64_t seed, offset;
-};
-
-// Unpacked on the device, so the kernels also work with the captured state of a CUDA graph.
-__device__ __forceinline__ Stream rng_stream(const at::PhiloxCudaState& rng) {
-  const auto [seed, offset] = at::cuda::philox::unpack(rng);
-  return {seed, offset | kStreamTag};
-}
-
-__device__ __forceinline__ Philox4 block_at(const Stream& st, int64_t blk) {
-  return philox(st.seed, st.offset, static_cast<uint64_t>(blk));
-}
 
 template <typename T> __device__ __forceinline__ T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
 
