@@ -10,7 +10,8 @@
 //   static bool / Tensor apply(const UpdateArgs&);                   the update of cd_apply_ (below); true / a 0-d
 //                                                                    bool device tensor (no sync) when applied
 //   static bool all_finite(const Tensor&);
-// and optionally static Tensor sq_err(const Tensor& a, const Tensor& b) (0-d sum of squared differences), else ATen's.
+// and optionally static Tensor sq_err(const Tensor& a, const Tensor& b) (0-d sum of squared differences) and
+// weighted_column_sums (below), else ATen's.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -134,6 +135,25 @@ template <class K> Tensor squared_error_sum(const Tensor& a, const Tensor& b) {
   }
 }
 
+// Column sums of X (rows, cols) with weight w0 for rows < B and w1 for the others; with `scale`, X's rows are
+// scaled by their weights in place too. The device's fused pass when it has one, else ATen's (a few calls).
+template <class K> Tensor weighted_column_sums(Tensor& X, int64_t B, double w0, double w1, bool scale) {
+  if constexpr (requires { K::weighted_column_sums(X, B, w0, w1, scale); }) {
+    return K::weighted_column_sums(X, B, w0, w1, scale);
+  } else {
+    const int64_t R = X.size(0);
+    if (scale) {
+      X.narrow(0, 0, B).mul_(w0);
+      X.narrow(0, B, R - B).mul_(w1);
+      return X.sum(0);
+    }
+    Tensor weights = at::empty({R}, X.options());
+    weights.narrow(0, 0, B).fill_(w0);
+    weights.narrow(0, B, R - B).fill_(w1);
+    return at::mv(X.t(), weights);
+  }
+}
+
 // Checks shared by cd_stats and cd_step_.
 inline void check_cd_inputs(const char* op, const Tensor& W, const Tensor& b, const Tensor& c, const Tensor& v,
                             const std::optional<Tensor>& chains, const std::optional<Tensor>& sigma, Visible kind,
@@ -227,15 +247,10 @@ CDStats cd_statistics(const char* op, const Tensor& W, const Tensor& b, const Te
 
   // With Y = [dw p0; -cw pk], X^T Y is the weight statistic and the column sums of Y the hidden-bias one. The
   // sparsity term is a sum over data rows too (dw * (target - p0) per row), so that shards of a batch add up.
-  Y0.mul_(dw);
-  Yk.mul_(-cw);
+  Tensor gc = weighted_column_sums<K>(Y, B, dw, -cw, true);
   Tensor gW = at::mm(X.t(), Y);
-  Tensor gc = Y.sum(0);
   if (sparsity_cost > 0) gc.add_(Y0.sum(0).neg_().add_(sparsity_target * dw * static_cast<double>(B)), sparsity_cost);
-  Tensor weights = at::empty({B + N}, W.options());
-  weights.narrow(0, 0, B).fill_(dw);
-  weights.narrow(0, B, N).fill_(-cw);
-  Tensor gb = at::mv(X.t(), weights);
+  Tensor gb = weighted_column_sums<K>(X, B, dw, -cw, false);
   if (scaled) gb.div_(sig);
   return {gW, gb, gc, sq, vs};
 }
