@@ -138,4 +138,32 @@ struct CDStats {
   Tensor dW, db, dc, sq_err, vs;
 };
 
+// The parameters and velocities a fused step updates in place.
+inline void check_in_place(const char* op, const Tensor& W, const Tensor& b, const Tensor& c, const Tensor& W_vel,
+                           const Tensor& b_vel, const Tensor& c_vel) {
+  for (const auto& [t, name] : {std::pair{&W, "W"}, {&b, "b"}, {&c, "c"}, {&W_vel, "W_vel"}, {&b_vel, "b_vel"},
+                                {&c_vel, "c_vel"}})
+    TORCH_CHECK(t->is_contiguous(), op, ": ", name, " is updated in place and must be contiguous");
+}
+
+// The end of a fused step (cd_step_, conv_cd_step_): cd_apply_'s update with the statistics s, the chains advanced,
+// the mean squared reconstruction error returned. A non-finite update is never applied: on the CPU the op raises
+// (and leaves the chains alone too); on a GPU it returns NaN instead (read once per epoch by the training loop, no
+// host sync), the chains advanced.
+template <class K>
+Tensor apply_fused_step(const char* op, CDStats& s, Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_vel,
+                        Tensor& c_vel, const std::optional<Tensor>& chains, int64_t numel, double lr,
+                        double momentum, double weight_decay) {
+  Tensor recon = s.sq_err.div_(static_cast<double>(numel));
+  auto ok = K::apply(UpdateArgs{{{W, W_vel, s.dW, weight_decay}, {b, b_vel, s.db, 0.0}, {c, c_vel, s.dc, 0.0}},
+                                lr, momentum, recon});
+  if constexpr (std::is_same_v<decltype(ok), bool>) {
+    TORCH_CHECK(ok, op, ": the update is not finite (training diverged); the parameters were not changed. "
+                        "Lower lr, standardise the data (Gaussian visible units expect zero mean, unit variance) "
+                        "or add weight_decay");
+  }
+  if (chains) chains->copy_(s.vs);
+  return recon;
+}
+
 }  // namespace pymusicrbm

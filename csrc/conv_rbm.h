@@ -331,23 +331,12 @@ Tensor conv_cd_step(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_ve
   TORCH_CHECK(W_vel.sizes() == W.sizes(), op, ": W_vel must have W's shape ", W.sizes(), ", got ", W_vel.sizes());
   check_vec(op, "b_vel", b_vel, W.size(1), "b's shape", W);
   check_vec(op, "c_vel", c_vel, W.size(0), "c's shape", W);
-  for (const auto& [t, name] : {std::pair{&W, "W"}, {&b, "b"}, {&c, "c"}, {&W_vel, "W_vel"}, {&b_vel, "b_vel"},
-                                {&c_vel, "c_vel"}})
-    TORCH_CHECK(t->is_contiguous(), op, ": ", name, " is updated in place and must be contiguous");
+  check_in_place(op, W, b, c, W_vel, b_vel, c_vel);
   check_update_hyperparameters(op, lr, momentum, weight_decay);
   const int64_t B = v.size(0), N = chains ? chains->size(0) : B;
   CDStats s = conv_cd_statistics<K>(op, W, b, c, v, chains, sigma, kind, pool, k, sparsity_target, sparsity_cost,
                                     1.0 / static_cast<double>(B), 1.0 / static_cast<double>(N), gen);
-  Tensor recon = s.sq_err.div_(static_cast<double>(v.numel()));
-  auto ok = K::apply(UpdateArgs{{{W, W_vel, s.dW, weight_decay}, {b, b_vel, s.db, 0.0}, {c, c_vel, s.dc, 0.0}},
-                                lr, momentum, recon});
-  if constexpr (std::is_same_v<decltype(ok), bool>) {
-    TORCH_CHECK(ok, op, ": the update is not finite (training diverged); the parameters were not changed. "
-                        "Lower lr, standardise the data (Gaussian visible units expect zero mean, unit variance) "
-                        "or add weight_decay");
-  }
-  if (chains) chains->copy_(s.vs);
-  return recon;
+  return apply_fused_step<K>(op, s, W, b, c, W_vel, b_vel, c_vel, chains, v.numel(), lr, momentum, weight_decay);
 }
 
 }  // namespace pymusicrbm

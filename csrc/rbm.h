@@ -272,9 +272,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> cd_stats(const Tensor& W, const Tenso
   return {s.dW, s.db, s.dc, s.sq_err};
 }
 
-// cd_step_: cd_stats with the default weights, then cd_apply_, in one call. Returns the mean squared reconstruction
-// error (sq_err / v.numel()). A non-finite update is never applied: on the CPU the op raises (and leaves the chains
-// alone too); on a GPU it returns NaN instead (read once per epoch by the training loop), the chains advanced.
+// cd_step_: cd_stats with the default weights, then cd_apply_, in one call (apply_fused_step in common.h: the policy
+// for a non-finite update). Returns the mean squared reconstruction error (sq_err / v.numel()).
 template <class K>
 Tensor cd_step(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_vel, Tensor& c_vel, const Tensor& v,
                const std::optional<Tensor>& chains, const std::optional<Tensor>& sigma, c10::string_view visible,
@@ -287,23 +286,12 @@ Tensor cd_step(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_vel, Te
   TORCH_CHECK(W_vel.sizes() == W.sizes(), op, ": W_vel must have W's shape ", W.sizes(), ", got ", W_vel.sizes());
   check_vector(op, "b_vel", b_vel, W.size(0), W);
   check_vector(op, "c_vel", c_vel, W.size(1), W);
-  for (const auto& [t, name] : {std::pair{&W, "W"}, {&b, "b"}, {&c, "c"}, {&W_vel, "W_vel"}, {&b_vel, "b_vel"},
-                                {&c_vel, "c_vel"}})
-    TORCH_CHECK(t->is_contiguous(), op, ": ", name, " is updated in place and must be contiguous");
+  check_in_place(op, W, b, c, W_vel, b_vel, c_vel);
   check_update_hyperparameters(op, lr, momentum, weight_decay);
   const int64_t B = v.size(0), N = chains ? chains->size(0) : B;
   CDStats s = cd_statistics<K>(op, W, b, c, v, chains, sigma, kind, k, sparsity_target, sparsity_cost,
                                1.0 / static_cast<double>(B), 1.0 / static_cast<double>(N), gen);
-  Tensor recon = s.sq_err.div_(static_cast<double>(v.numel()));
-  auto ok = K::apply(UpdateArgs{{{W, W_vel, s.dW, weight_decay}, {b, b_vel, s.db, 0.0}, {c, c_vel, s.dc, 0.0}},
-                                lr, momentum, recon});
-  if constexpr (std::is_same_v<decltype(ok), bool>) {
-    TORCH_CHECK(ok, op, ": the update is not finite (training diverged); the parameters were not changed. "
-                        "Lower lr, standardise the data (Gaussian visible units expect zero mean, unit variance) "
-                        "or add weight_decay");
-  }
-  if (chains) chains->copy_(s.vs);
-  return recon;
+  return apply_fused_step<K>(op, s, W, b, c, W_vel, b_vel, c_vel, chains, v.numel(), lr, momentum, weight_decay);
 }
 
 }  // namespace pymusicrbm

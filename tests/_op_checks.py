@@ -1,6 +1,8 @@
 """Checks shared by the dense and the convolutional op tests."""
 import torch
 
+from pymusicrbm import ops
+
 
 def assert_compiled_step_matches_eager(step, params, v):
     """``step(*params, v)`` mutates its parameter tensors and returns outputs: traced whole by torch.compile
@@ -41,3 +43,17 @@ def assert_step_replays_in_a_cuda_graph(step, params):
         torch.testing.assert_close(out, want)
         for a, e in zip(captured, eager):
             torch.testing.assert_close(a, e)
+
+
+def assert_split_step_equals_fused(recon, fused, chains_fused, stats, split, chains_split, v, **update):
+    """After a fused step (error ``recon``, parameters and velocities ``fused``) and the statistics ``stats`` of the
+    same step on a copy (``split``, drawn from the same generator state): applying them with ``cd_apply_`` must
+    give the fused step's parameters, velocities, chains and error bit for bit."""
+    dW, db, dc, sq_err = stats
+    ok = ops.cd_apply_(*split, dW, db, dc, **update)
+    assert ok.dtype == torch.bool and ok.shape == () and ok.device == v.device and bool(ok)
+    assert torch.equal(recon, sq_err / v.numel())
+    for a, b in zip(fused, split):
+        assert torch.equal(a, b)
+    if chains_fused is not None:
+        assert torch.equal(chains_fused, chains_split)

@@ -12,7 +12,8 @@ import pymusicrbm  # noqa: F401
 from pymusicrbm import _reference as reference
 from pymusicrbm import ops
 from pymusicrbm._reference import pool_blocks as blocks
-from _op_checks import assert_compiled_step_matches_eager, assert_step_replays_in_a_cuda_graph
+from _op_checks import (assert_compiled_step_matches_eager, assert_split_step_equals_fused,
+                        assert_step_replays_in_a_cuda_graph)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DTYPES = [torch.float32, torch.float64]
@@ -197,13 +198,8 @@ def test_stats_then_apply_is_the_fused_step_bitwise(device, dtype, case):
     ch_f, ch_s = [chains.clone() if chains is not None else None for _ in range(2)]
     for step in range(2):
         recon = ops.conv_cd_step_(*fused, v, ch_f, lr=0.1, generator=gen(device, 10 + step), **sampling, **update)
-        dW, db, dc, sq_err = ops.conv_cd_stats(*split[:3], v, ch_s, generator=gen(device, 10 + step), **sampling)
-        assert bool(ops.cd_apply_(*split, dW, db, dc, lr=0.1, **update))
-        assert torch.equal(recon, sq_err / v.numel())
-        for a, b in zip(fused, split):
-            assert torch.equal(a, b)
-        if chains is not None:
-            assert torch.equal(ch_f, ch_s)
+        stats = ops.conv_cd_stats(*split[:3], v, ch_s, generator=gen(device, 10 + step), **sampling)
+        assert_split_step_equals_fused(recon, fused, ch_f, stats, split, ch_s, v, lr=0.1, **update)
 
 
 @pytest.mark.parametrize("device", DEVICES)

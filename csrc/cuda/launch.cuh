@@ -104,7 +104,8 @@ inline dim3 grid_for(int64_t threads) {
   const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
   const int64_t resident =
       int64_t{prop->multiProcessorCount} * (prop->maxThreadsPerMultiProcessor / kernels::kThreads);
-  return dim3(static_cast<unsigned>(std::max<int64_t>(1, std::min(resident, kernels::ceil_div(threads, kernels::kThreads)))));
+  const int64_t blocks = std::min(resident, kernels::ceil_div(threads, kernels::kThreads));
+  return dim3(static_cast<unsigned>(std::max<int64_t>(1, blocks)));
 }
 
 }  // namespace pymusicrbm
