@@ -2,7 +2,8 @@
 
 For each shape (n_visible, n_hidden, batch): check the fused step against a plain-PyTorch reference that consumes
 the same random streams, then time it beside eager PyTorch, the same under torch.compile, scikit-learn's
-BernoulliRBM.partial_fit (CPU) and the sgemm throughput the machine reaches on the same FLOPs.
+BernoulliRBM.partial_fit (CPU) and the sgemm throughput the machine reaches on the same FLOPs; also the split
+path of data-parallel training (cd_stats then cd_apply_, without the all-reduce).
 
     python benchmarks/bench_cd.py [--device cuda] [--json out.json] [--quick]
 """
@@ -94,9 +95,14 @@ def bench_shape(V, H, B, k, device, repeat, with_compile, with_sklearn):
         return [W0.clone(), torch.zeros(V, device=device, dtype=dt), torch.zeros(H, device=device, dtype=dt),
                 torch.zeros_like(W0), torch.zeros(V, device=device, dtype=dt), torch.zeros(H, device=device, dtype=dt)]
 
-    p_fused, p_eager, p_comp = params(), params(), params()
+    p_fused, p_split, p_eager, p_comp = params(), params(), params(), params()
     gen = torch.Generator(device).manual_seed(0)
+
+    def split():  # the data-parallel path without the all-reduce: cd_stats then cd_apply_
+        ops.cd_apply_(*p_split, *ops.cd_stats(*p_split[:3], v, k=k, generator=gen)[:3], lr=1e-3, momentum=0.5)
+
     fns = {"fused": lambda: ops.cd_step_(*p_fused, v, k=k, lr=1e-3, momentum=0.5, generator=gen),
+           "split": split,
            "eager": lambda: eager_cd(*p_eager, v, k, 1e-3, 0.5)}
     if with_compile:
         compiled = torch.compile(eager_cd)
@@ -159,7 +165,8 @@ def main(argv=None):
               f" | x eager {r['speedup_vs_eager']:5.2f}"
               + (f" | x compile {r['speedup_vs_compiled']:5.2f}" if "speedup_vs_compiled" in r else "")
               + (f" | x sklearn {r['speedup_vs_sklearn']:6.2f}" if "speedup_vs_sklearn" in r else "")
-              + f" | {r['fused_gflops']:6.1f} GFLOP/s = {100 * r['fraction_of_sgemm']:4.0f}% of sgemm", flush=True)
+              + f" | {r['fused_gflops']:6.1f} GFLOP/s = {100 * r['fraction_of_sgemm']:4.0f}% of sgemm"
+              + f" | stats+apply {r['split_s'] / r['fused_s']:4.2f}x the fused time", flush=True)
     out = {"machine": platform.machine(), "processor": platform.processor(), "torch": torch.__version__,
            "threads": torch.get_num_threads(),
            "device": str(device), "results": rows}

@@ -4,8 +4,7 @@
 // ~100x larger than the input, so memory passes over them, not FLOPs, decide the speed. The hidden pass therefore
 // works on one block-row of one (sample, filter) map at a time, in L1: correlation -> pooling softmax -> sample ->
 // the CD weight statistic, without ever writing the energies or (in a CD step) the probabilities to memory.
-// Inner loops use 64-byte GCC vector types; each tile kernel is compiled for AVX-512, AVX2+FMA and baseline x86-64
-// and picked at load time (target_clones), so the wheel runs anywhere and is fast where it can be.
+// Inner loops use 64-byte GCC vector types; each tile kernel is compiled per instruction set (cpu_simd.h).
 // Thread-count independence: random numbers are Philox counter-based (element i is a function of (seed, i)) and
 // the weight statistic is reduced from per-(sample, filter) partial sums in a fixed order.
 #include <ATen/CPUGeneratorImpl.h>
@@ -20,165 +19,12 @@
 #include <vector>
 
 #include "conv_rbm.h"
-#include "philox.h"
-
-#pragma GCC diagnostic ignored "-Wpsabi"  // 64-byte vectors never cross a non-inlined call
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define PMR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define PMR_CLONES
-#endif
-#define PMR_INLINE __attribute__((always_inline)) inline
+#include "cpu_simd.h"
 
 namespace pymusicrbm {
 namespace {
 
-// ---- 64-byte vectors -----------------------------------------------------------------------------------------
-
-template <class T> struct VecT;
-template <> struct VecT<float> {
-  typedef float v __attribute__((vector_size(64)));
-  typedef int32_t i __attribute__((vector_size(64)));
-};
-template <> struct VecT<double> {
-  typedef double v __attribute__((vector_size(64)));
-  typedef int64_t i __attribute__((vector_size(64)));
-};
-template <class T> using vec = typename VecT<T>::v;
-template <class T> using ivec = typename VecT<T>::i;
-template <class T> constexpr int64_t kL = 64 / sizeof(T);  // lanes
-
-template <class T> PMR_INLINE vec<T> loadu(const T* p) {
-  vec<T> r;
-  std::memcpy(&r, p, sizeof(r));
-  return r;
-}
-template <class T> PMR_INLINE void storeu(T* p, vec<T> x) { std::memcpy(p, &x, sizeof(x)); }
-template <class T> PMR_INLINE vec<T> splat(T x) { return vec<T>{} + x; }
-// mask lanes (all ones / all zeros, as vector comparisons give) -> x where set, 0 elsewhere; by bit operations,
-// since GCC scalarises some vector ?: forms.
-template <class T> PMR_INLINE vec<T> mask_and(ivec<T> m, vec<T> x) {
-  ivec<T> xi;
-  std::memcpy(&xi, &x, sizeof(xi));
-  xi &= m;
-  std::memcpy(&x, &xi, sizeof(x));
-  return x;
-}
-template <class T> PMR_INLINE vec<T> mask_to_one(ivec<T> m) { return mask_and<T>(m, splat(T(1))); }
-// All ones where a < b: the sign of a - b (exact for the values compared here), since GCC scalarises vector
-// comparisons inside target_clones functions.
-template <class T> PMR_INLINE ivec<T> less_mask(vec<T> a, vec<T> b) {
-  const vec<T> d = a - b;
-  ivec<T> di;
-  std::memcpy(&di, &d, sizeof(di));
-  return di >> (8 * sizeof(T) - 1);
-}
-template <class T> PMR_INLINE T hsum(vec<T> x) {
-  T s = 0;
-  for (int64_t l = 0; l < kL<T>; ++l) s += x[l];
-  return s;
-}
-
-// exp(x), vectorised (Cephes): x = n ln2 + r, |r| <= ln2 / 2; exp(r) by a polynomial (float) or a Pade
-// approximant (double); 2^n by building the exponent bits. ~1 ulp; arguments are clamped to the normal range.
-PMR_INLINE vec<float> vexp(vec<float> x) {
-  using V = vec<float>;
-  using I = ivec<float>;
-  x = x < -87.0f ? splat(-87.0f) : x;
-  x = x > 88.0f ? splat(88.0f) : x;
-  const V magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer kept in the low mantissa bits
-  V t = x * 1.44269504088896341f + magic;
-  I ti;
-  std::memcpy(&ti, &t, sizeof(ti));
-  const V n = t - magic;
-  V r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  const V z = r * r;
-  V y = splat(1.9875691500E-4f);
-  y = y * r + 1.3981999507E-3f;
-  y = y * r + 8.3334519073E-3f;
-  y = y * r + 4.1665795894E-2f;
-  y = y * r + 1.6666665459E-1f;
-  y = y * r + 5.0000001201E-1f;
-  y = y * z + r + 1.0f;
-  I mi;
-  std::memcpy(&mi, &magic, sizeof(mi));
-  const I e = (ti - mi + 127) << 23;
-  V s;
-  std::memcpy(&s, &e, sizeof(s));
-  return y * s;
-}
-
-PMR_INLINE vec<double> vexp(vec<double> x) {
-  using V = vec<double>;
-  using I = ivec<double>;
-  x = x < -708.0 ? splat(-708.0) : x;
-  x = x > 709.0 ? splat(709.0) : x;
-  const V magic = splat(6755399441055744.0);  // 1.5 * 2^52
-  V t = x * 1.4426950408889634073599 + magic;
-  I ti;
-  std::memcpy(&ti, &t, sizeof(ti));
-  const V n = t - magic;
-  V r = x - n * 6.93145751953125E-1 - n * 1.42860682030941723212E-6;
-  const V xx = r * r;
-  V px = ((splat(1.26177193074810590878E-4) * xx + 3.02994407707441961300E-2) * xx + 9.99999999999999999910E-1) * r;
-  V qx = ((splat(3.00198505138664455042E-6) * xx + 2.52448340349684104192E-3) * xx + 2.27265548208155028766E-1) *
-             xx + 2.00000000000000000009E0;
-  V y = 1.0 + 2.0 * (px / (qx - px));
-  I mi;
-  std::memcpy(&mi, &magic, sizeof(mi));
-  const I e = (ti - mi + 1023) << 52;
-  V s;
-  std::memcpy(&s, &e, sizeof(s));
-  return y * s;
-}
-
-template <class T> PMR_INLINE vec<T> vsigmoid(vec<T> x) { return T(1) / (T(1) + vexp(-x)); }
-
-// out[i] = uniform_at<T>(seed, offset, start + i) for i < n, in philox.h's stream layout (a run of 32 elements
-// takes the 4 words of 8 consecutive blocks, 8 elements per word): 16 blocks (two runs) at a time, lane-parallel.
-template <class T> PMR_INLINE void uniforms(const Draw& d, int64_t start, int64_t n, T* out) {
-  constexpr int NB = 16;
-  uint32_t c0[NB], c1[NB], c2[NB], c3[NB];
-  const uint32_t o0 = static_cast<uint32_t>(d.offset), o1 = static_cast<uint32_t>(d.offset >> 32);
-  const int64_t end = start + n;
-  for (int64_t run = start >> 5; run * 32 < end; run += 2) {
-    const uint64_t blk0 = static_cast<uint64_t>(run) * 8;
-    for (int l = 0; l < NB; ++l) {
-      const uint64_t blk = blk0 + l;
-      c0[l] = static_cast<uint32_t>(blk);
-      c1[l] = static_cast<uint32_t>(blk >> 32);
-      c2[l] = o0;
-      c3[l] = o1;
-    }
-    uint32_t k0 = static_cast<uint32_t>(d.seed), k1 = static_cast<uint32_t>(d.seed >> 32);
-    for (int r = 0; r < 10; ++r) {
-      for (int l = 0; l < NB; ++l) {
-        const uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * c0[l];
-        const uint64_t p1 = static_cast<uint64_t>(0xCD9E8D57u) * c2[l];
-        const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1[l] ^ k0;
-        const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3[l] ^ k1;
-        c1[l] = static_cast<uint32_t>(p1);
-        c3[l] = static_cast<uint32_t>(p0);
-        c0[l] = n0;
-        c2[l] = n2;
-      }
-      k0 += 0x9E3779B9u;
-      k1 += 0xBB67AE85u;
-    }
-    // f[h * 32 + w * 8 + l] = word w of block blk0 + h * 8 + l: elements run * 32 + [0, 64) in order.
-    T f[4 * NB];
-    for (int h = 0; h < 2; ++h)
-      for (int l = 0; l < 8; ++l) {
-        f[h * 32 + l] = to_uniform<T>(c0[h * 8 + l]);
-        f[h * 32 + 8 + l] = to_uniform<T>(c1[h * 8 + l]);
-        f[h * 32 + 16 + l] = to_uniform<T>(c2[h * 8 + l]);
-        f[h * 32 + 24 + l] = to_uniform<T>(c3[h * 8 + l]);
-      }
-    const int64_t base = run * 32, i0 = std::max(start, base), i1 = std::min(end, base + 4 * NB);
-    if (i1 > i0) std::memcpy(out + (i0 - start), f + (i0 - base), (i1 - i0) * sizeof(T));
-  }
-}
+using namespace simd;
 
 // ---- hidden pass -----------------------------------------------------------------------------------------------
 
@@ -602,7 +448,8 @@ template <class T> PMR_INLINE void visible_tile_impl(const VisibleParams<T>& a, 
       if (!a.S) return;
       T* smp = a.S + base;
       if (a.gauss) {
-        for (int64_t x = 0; x < Wv; ++x) smp[x] = accrow[x] + sd * normal_at<T>(a.draw.seed, a.draw.offset, base + x);
+        normals(a.draw, base, Wv, u);
+        for (int64_t x = 0; x < Wv; ++x) smp[x] = accrow[x] + sd * u[x];
       } else {
         uniforms(a.draw, base, Wv, u);
         for (int64_t x = 0; x < Wv; ++x) smp[x] = (u[x] < accrow[x] ? T(1) : T(0)) + (accrow[x] - accrow[x]);
@@ -668,15 +515,6 @@ PMR_CLONES void visible_tile(const VisibleParams<double>& a, int64_t tile, Visib
 }
 
 // ---- the device struct ---------------------------------------------------------------------------------------
-
-// double -> T, with values beyond T's range as +-inf (a diverged model's error must reach the divergence checks,
-// not fail the conversion)
-template <class T> T narrow(double x) {
-  const double big = static_cast<double>(std::numeric_limits<T>::max());
-  if (x > big) return std::numeric_limits<T>::infinity();
-  if (x < -big) return -std::numeric_limits<T>::infinity();
-  return static_cast<T>(x);  // NaN stays NaN
-}
 
 struct CpuConvKernels {
   static Draw draw(const std::optional<at::Generator>& gen) {
@@ -770,28 +608,28 @@ struct CpuConvKernels {
     return out;
   }
 
-  static Tensor channel_means(const Tensor& x_in) {
+  static Tensor channel_sums(const Tensor& x_in, double scale) {
     const Tensor x = x_in.contiguous();
     const int64_t B = x.size(0), C = x.size(1), len = x.size(2) * x.size(3);
     Tensor out = at::empty({C}, x.options());
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "channel_means", [&] {
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "channel_sums", [&] {
       const scalar_t* xp = x.data_ptr<scalar_t>();
       const auto sums = map_sums(B * C, len, [&](int64_t i) { return static_cast<double>(xp[i]); });
       scalar_t* op = out.data_ptr<scalar_t>();
       for (int64_t c = 0; c < C; ++c) {
         double acc = 0.0;
         for (int64_t b = 0; b < B; ++b) acc += sums[b * C + c];
-        op[c] = narrow<scalar_t>(acc / (static_cast<double>(B) * len));
+        op[c] = narrow_float<scalar_t>(scale * acc);
       }
     });
     return out;
   }
 
-  static Tensor mse(const Tensor& a_in, const Tensor& b_in) {
+  static Tensor sq_err(const Tensor& a_in, const Tensor& b_in) {
     const Tensor a = a_in.contiguous(), b = b_in.contiguous();
     const int64_t maps = a.size(0) * a.size(1), len = a.numel() / maps;
     Tensor out = at::empty({}, a.options());
-    AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "conv_mse", [&] {
+    AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "conv_sq_err", [&] {
       const scalar_t* ap = a.data_ptr<scalar_t>();
       const scalar_t* bp = b.data_ptr<scalar_t>();
       const auto sums = map_sums(maps, len, [&](int64_t i) {
@@ -800,10 +638,12 @@ struct CpuConvKernels {
       });
       double acc = 0.0;
       for (double s : sums) acc += s;
-      out.fill_(narrow<scalar_t>(acc / static_cast<double>(a.numel())));
+      *out.data_ptr<scalar_t>() = narrow_float<scalar_t>(acc);
     });
     return out;
   }
+
+  static bool apply(const UpdateArgs& a) { return apply_update_cpu(a); }
 };
 
 }  // namespace
@@ -811,6 +651,7 @@ struct CpuConvKernels {
 TORCH_LIBRARY_IMPL(pymusicrbm, CPU, m) {
   m.impl("conv_sample_hidden", &conv_sample_hidden<CpuConvKernels>);
   m.impl("conv_sample_visible", &conv_sample_visible<CpuConvKernels>);
+  m.impl("conv_cd_stats", &conv_cd_stats<CpuConvKernels>);
   m.impl("conv_cd_step_", &conv_cd_step<CpuConvKernels>);
 }
 

@@ -14,7 +14,7 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 
-#include "cuda/common.cuh"
+#include "cuda/launch.cuh"
 
 #include <algorithm>
 #include <cstdint>
@@ -29,12 +29,6 @@ namespace pymusicrbm {
 namespace {
 
 using namespace kernels;
-
-dim3 conv_grid(int64_t threads) {
-  const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
-  const int64_t resident = int64_t{prop->multiProcessorCount} * (prop->maxThreadsPerMultiProcessor / kThreads);
-  return dim3(static_cast<unsigned>(std::max<int64_t>(1, std::min(resident, ceil_div(threads, kThreads)))));
-}
 
 // One thread per Philox block; each of its 4 words belongs to one pooled unit (block of pool x pool hidden units
 // of one map). e holds the energies and receives the probabilities; h (optional) the sample, q (optional) the
@@ -130,9 +124,9 @@ struct CudaConvKernels {
     const int64_t n_pooled = B * K * Hp * Wp;
     const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES(e.scalar_type(), "conv_pool_sample", [&] {
-      pool_sample_kernel<scalar_t><<<conv_grid(uniform_blocks(n_pooled)), kThreads, 0, stream>>>(
+      pool_sample_kernel<scalar_t><<<grid_for(uniform_blocks(n_pooled)), kThreads, 0, stream>>>(
           e.data_ptr<scalar_t>(), data_or_null<scalar_t>(a.H), data_or_null<scalar_t>(a.Q), n_pooled, Hp, Wp, Wh,
-          static_cast<int>(p), at::PhiloxCudaState(a.draw.seed, a.draw.offset));
+          static_cast<int>(p), philox_state(a.draw));
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
     if (a.P.defined()) a.P.copy_(e);
@@ -157,10 +151,10 @@ struct CudaConvKernels {
     AT_DISPATCH_FLOATING_TYPES(m.scalar_type(), "conv_visible_sample", [&] {
       const at::PhiloxCudaState rng(a.draw.seed, a.draw.offset);
       if (a.kind == Visible::Bernoulli) {
-        bernoulli_visible_kernel<scalar_t><<<conv_grid(uniform_blocks(n)), kThreads, 0, stream>>>(
+        bernoulli_visible_kernel<scalar_t><<<grid_for(uniform_blocks(n)), kThreads, 0, stream>>>(
             m.data_ptr<scalar_t>(), a.b.data_ptr<scalar_t>(), data_or_null<scalar_t>(a.S), n, C, HW, rng);
       } else {
-        gaussian_visible_kernel<scalar_t><<<conv_grid(normal_blocks(n)), kThreads, 0, stream>>>(
+        gaussian_visible_kernel<scalar_t><<<grid_for(normal_blocks(n)), kThreads, 0, stream>>>(
             m.data_ptr<scalar_t>(), a.b.data_ptr<scalar_t>(), data_or_null<scalar_t>(a.sigma),
             data_or_null<scalar_t>(a.S), n, C, HW, rng);
       }
@@ -169,8 +163,9 @@ struct CudaConvKernels {
     a.mean.copy_(m);
   }
 
-  static Tensor channel_means(const Tensor& x) { return x.mean({0, 2, 3}); }
-  static Tensor mse(const Tensor& a, const Tensor& b) { return at::mse_loss(a, b); }
+  static Tensor channel_sums(const Tensor& x, double scale) { return x.sum({0, 2, 3}).mul_(scale); }
+  static Tensor sq_err(const Tensor& a, const Tensor& b) { return at::mse_loss(a, b, at::Reduction::Sum); }
+  static Tensor apply(const UpdateArgs& a) { return apply_update_cuda(a); }
 };
 
 }  // namespace
@@ -178,6 +173,7 @@ struct CudaConvKernels {
 TORCH_LIBRARY_IMPL(pymusicrbm, CUDA, m) {
   m.impl("conv_sample_hidden", &OnDevice<&conv_sample_hidden<CudaConvKernels>>::call);
   m.impl("conv_sample_visible", &OnDevice<&conv_sample_visible<CudaConvKernels>>::call);
+  m.impl("conv_cd_stats", &OnDevice<&conv_cd_stats<CudaConvKernels>>::call);
   m.impl("conv_cd_step_", &OnDevice<&conv_cd_step<CudaConvKernels>>::call);
 }
 
