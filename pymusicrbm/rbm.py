@@ -14,7 +14,7 @@ from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.sparsefuncs import mean_variance_axis
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import ops
+from . import distributed, ops
 from ._base import COMMON_CONSTRAINTS, Interval, StrOptions, TrainedEstimator, TrainingDivergedError
 from ._utils import draw_seed, input_dtype, make_generator, numpy_dtype, randn, to_tensor
 from .ais import AISResult, ais_log_partition, exact_log_partition
@@ -444,10 +444,10 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
             self._update_sigma(v, lr)
         return r
 
-    def _negative_samples(self, v: torch.Tensor, W, b, c) -> torch.Tensor:
-        """k steps of block Gibbs sampling from v."""
+    def _negative_samples(self, v: torch.Tensor, W, b, c, k: int | None = None) -> torch.Tensor:
+        """k (default ``self.k``) steps of block Gibbs sampling from v."""
         s = self._sigma()
-        for _ in range(self.k):
+        for _ in range(self.k if k is None else k):
             _, h = ops.sample_hidden(v, W, c, s, self._rng)
             _, v = ops.sample_visible(h, W, b, s, self.visible, self._rng)
         return v
@@ -456,13 +456,15 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
         # d log p / d log sigma_i = <(v_i-b_i)^2/sigma_i^2 - (v_i/sigma_i) (W p(h|v))_i>_data - <same>_model
         neg = self._chains if self._chains is not None else self._negative_samples(v, self._W, self._b, self._c)
         s = self._sigma()
+        self._step_sigma(self._sigma_statistic(v, s).mean(0) - self._sigma_statistic(neg, s).mean(0), lr)
 
-        def stat(x):
-            xs = x / s
-            p = torch.sigmoid(torch.addmm(self._c, xs, self._W))
-            return (((x - self._b) / s).square() - xs * (p @ self._W.t())).mean(0)
+    def _sigma_statistic(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """Per row: (x - b)^2 / sigma^2 - (x / sigma) (W p(h | x)), the log-sigma gradient's summand."""
+        xs = x / s
+        p = torch.sigmoid(torch.addmm(self._c, xs, self._W))
+        return ((x - self._b) / s).square() - xs * (p @ self._W.t())
 
-        g = stat(v) - stat(neg)
+    def _step_sigma(self, g: torch.Tensor, lr: float):
         slr = self.sigma_learning_rate if self.sigma_learning_rate is not None else lr / 10
         if not bool(torch.isfinite(g).all()):
             raise self._diverged(self.n_iter_, lr, "the sigma update was not finite")
@@ -470,40 +472,74 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
 
     def _fpcd_update(self, v: torch.Tensor, lr: float, epoch: int) -> torch.Tensor:
         """Fast PCD (Tieleman & Hinton 2009) from the sampling ops: chains run on the regular + fast weights."""
+        recon, stats = self._statistics(v, lr, v.shape[0], sigma=False)
+        self._apply_statistics(stats, lr, epoch)
+        if self.learn_sigma:
+            self._update_sigma(v, lr)
+        return recon
+
+    # ---- the statistics step (fast PCD; every mode in a process group, all-reduced between the two halves) ----
+
+    def _statistics(self, v: torch.Tensor, lr: float, global_rows: int, sigma: bool = True):
+        """(this batch's reconstruction error, statistics): the gradient statistics of this rank's rows, summed
+        and divided by the global batch size (data) and the global number of negative samples (chains), so that
+        a SUM over the ranks gives the statistics of the global batch: [gW, gb, gc], the data's mean hidden
+        probability (``sparsity_target``) and the log-sigma statistic (``learn_sigma``, with ``sigma``; on the
+        parameters before this step's update). Chains advance in place; the parameters are not touched."""
         s = self._sigma()
         W, b, c = self._W, self._b, self._c
-        B, N = v.shape[0], self._chains.shape[0]
         x0 = v if s is None else v / s
         p0, h0 = ops.sample_hidden(v, W, c, s, self._rng)
-        recon_mean = torch.addmm(b, h0, W.t()).sigmoid_() if not self._gaussian else \
-            b + (h0 @ W.t()) * (1.0 if s is None else s)
-        recon = torch.nn.functional.mse_loss(recon_mean, v)
-        chains = self._negative_samples(self._chains, W + self._W_fast, b + self._b_fast, c + self._c_fast)
-        xk = chains if s is None else chains / s
+        if self._chains is None:  # CD-k: the negative chain starts from the data's hidden sample
+            m1, vs = ops.sample_visible(h0, W, b, s, self.visible, self._rng)
+            recon = torch.nn.functional.mse_loss(m1, v)
+            neg = self._negative_samples(vs, W, b, c, self.k - 1)
+            N = global_rows
+        else:
+            recon_mean = torch.addmm(b, h0, W.t()).sigmoid_() if not self._gaussian else \
+                b + (h0 @ W.t()) * (1.0 if s is None else s)
+            recon = torch.nn.functional.mse_loss(recon_mean, v)
+            if self.persistent == "fast":
+                neg = self._negative_samples(self._chains, W + self._W_fast, b + self._b_fast, c + self._c_fast)
+            else:
+                neg = self._negative_samples(self._chains, W, b, c)
+            self._chains.copy_(neg)
+            N = self._chains.shape[0] * distributed.world_size()
+        B = global_rows
+        xk = neg if s is None else neg / s
         pk = torch.sigmoid(torch.addmm(c, xk, W))
         gW = torch.addmm(x0.t() @ p0, xk.t(), pk, beta=1.0 / B, alpha=-1.0 / N)
-        gb = x0.mean(0) - xk.mean(0)
+        gb = x0.sum(0) / B - xk.sum(0) / N
         if s is not None:
             gb = gb / s
-        gc = p0.mean(0) - pk.mean(0)
+        stats = [gW, gb, p0.sum(0) / B - pk.sum(0) / N]
         if self.sparsity_target is not None:
-            gc = gc + self.sparsity_cost * (self.sparsity_target - p0.mean(0))
-        # same update rule as cd_step_: vel = momentum * vel + lr * (grad - weight_decay * W); param += vel
+            stats.append(p0.sum(0) / B)
+        if sigma and self.learn_sigma:
+            stats.append(self._sigma_statistic(v, s) / B - self._sigma_statistic(neg, s) / N)
+        return recon, stats
+
+    def _apply_statistics(self, stats: list, lr: float, epoch: int):
+        """The update rule of ``cd_step_`` from (all-reduced) statistics: vel = momentum * vel + lr * (grad -
+        weight_decay * W); param += vel; fast weights decay and learn; log sigma steps and is clamped."""
+        gW, gb, gc = stats[:3]
+        rest = stats[3:]
+        if self.sparsity_target is not None:
+            gc = gc + self.sparsity_cost * (self.sparsity_target - rest.pop(0))
+        W, b, c = self._W, self._b, self._c
         new_vel = [self.momentum * self._W_vel + lr * (gW - self.weight_decay * W),
                    self.momentum * self._b_vel + lr * gb, self.momentum * self._c_vel + lr * gc]
         if not all(bool(torch.isfinite(t).all()) for t in new_vel):
             raise self._diverged(epoch, lr, "a parameter update was not finite")
-        flr = self.fast_learning_rate if self.fast_learning_rate is not None else self.learning_rate
-        for p, vel, nv, fast, g in ((W, self._W_vel, new_vel[0], self._W_fast, gW),
-                                    (b, self._b_vel, new_vel[1], self._b_fast, gb),
-                                    (c, self._c_vel, new_vel[2], self._c_fast, gc)):
+        for p, vel, nv in ((W, self._W_vel, new_vel[0]), (b, self._b_vel, new_vel[1]), (c, self._c_vel, new_vel[2])):
             vel.copy_(nv)
             p.add_(nv)
-            fast.mul_(self.fast_decay).add_(g, alpha=flr)
-        self._chains.copy_(chains)
-        if self.learn_sigma:
-            self._update_sigma(v, lr)
-        return recon
+        if self.persistent == "fast":
+            flr = self.fast_learning_rate if self.fast_learning_rate is not None else self.learning_rate
+            for fast, g in ((self._W_fast, gW), (self._b_fast, gb), (self._c_fast, gc)):
+                fast.mul_(self.fast_decay).add_(g, alpha=flr)
+        if rest:  # the log-sigma statistic
+            self._step_sigma(rest.pop(0), lr)
 
     def _divergence_advice(self, lr: float) -> list[str]:
         advice = ["lower learning_rate (now %.3g)" % lr]
