@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.base import TransformerMixin
 
-from . import ops
+from . import distributed, ops
 from ._base import COMMON_CONSTRAINTS, Interval, StackEstimator, StrOptions, TrainedEstimator, TrainingDivergedError
 
 __all__ = ["ConvRBM", "ConvDBN", "TrainingDivergedError", "as_maps", "cropped_size"]
@@ -305,6 +305,9 @@ class ConvRBM(TransformerMixin, TrainedEstimator):
         axes = (0, 2, 3) if self.standardize == "channel" else (0, 3)
         mean = X.mean(axis=axes, dtype=np.float64, keepdims=True)[0]
         std = X.std(axis=axes, dtype=np.float64, keepdims=True)[0]
+        if distributed.is_distributed():  # every rank holds a shard: the statistics of all of them
+            mean, var = distributed.pooled_moments(X.size // mean.size, mean, std ** 2)
+            std = np.sqrt(var)
         self.mean_ = mean
         self.scale_ = np.where(std > 1e-8 * np.maximum(1.0, np.abs(mean)), std, 1.0)
 
@@ -376,15 +379,75 @@ class ConvRBM(TransformerMixin, TrainedEstimator):
                 raise self._diverged(epoch, lr, "a parameter update was not finite") from None
             raise
 
+    # ---- the statistics step (in a process group: all-reduced between the two halves) --------------------------
+
+    def _statistics(self, v: torch.Tensor, lr: float, global_rows: int):
+        """(this batch's reconstruction error, statistics that SUM over the ranks to the global batch's).
+        CD/PCD: [gW, gb, gc] and the data's pooled activations (``sparsity_target``), this rank's sums divided by
+        the global batch size (chains: the global number of chains) and the hidden map size, as
+        ``conv_cd_step_`` averages them; chains advance in place. Reconstruction training: the gradients of this
+        rank's loss divided by the number of ranks (so the sum is the gradient of the global mean loss)."""
+        if self.training == "reconstruction":
+            loss, grads = self._reconstruction_grads(v)
+            return loss, [g / distributed.world_size() for g in grads]
+        W, b, c = self._W, self._b, self._c
+        P0, H0, Q0 = ops.conv_sample_hidden(v, W, c, self.pool, generator=self._rng)
+        if self._chains is None:
+            mean, vs = ops.conv_sample_visible(H0, W, b, None, self.visible, generator=self._rng)
+            N, k = global_rows, self.k - 1
+        else:
+            mean, _ = ops.conv_sample_visible(H0, W, b, None, self.visible, generator=self._rng)
+            vs, N, k = self._chains, self._chains.shape[0] * distributed.world_size(), self.k
+        recon = F.mse_loss(mean, v)
+        for _ in range(k):
+            _, h, _ = ops.conv_sample_hidden(vs, W, c, self.pool, generator=self._rng)
+            _, vs = ops.conv_sample_visible(h, W, b, None, self.visible, generator=self._rng)
+        if self._chains is not None:
+            self._chains.copy_(vs)
+        Pk, _, _ = ops.conv_sample_hidden(vs, W, c, self.pool, generator=self._rng)
+        B, L = global_rows, P0.shape[2] * P0.shape[3]
+        gW = torch.nn.grad.conv2d_weight(v, W.shape, P0) / (B * L) - \
+            torch.nn.grad.conv2d_weight(vs, W.shape, Pk) / (N * L)
+        gc = P0.sum((0, 2, 3)) / (B * L) - Pk.sum((0, 2, 3)) / (N * L)
+        # b's statistic is a mean over all visible positions (constant map size: v and the chains share it)
+        hw = v.shape[2] * v.shape[3]
+        gb = v.sum((0, 2, 3)) / (B * hw) - vs.sum((0, 2, 3)) / (N * hw)
+        stats = [gW, gb, gc]
+        if self.sparsity_target is not None and self.sparsity_cost > 0:
+            stats.append(Q0.sum((0, 2, 3)) / (B * Q0.shape[2] * Q0.shape[3]))
+        return recon, stats
+
+    def _apply_statistics(self, stats: list, lr: float, epoch: int):
+        """``conv_cd_step_``'s update rule (momentum, weight decay on the filters, sparsity on c) from (all-reduced)
+        statistics; reconstruction training: an Adam step on the all-reduced gradients."""
+        params = [self._W, self._b, self._c]
+        if self.training == "reconstruction":
+            self._adam_step(params, stats, lr, epoch)
+            return
+        gW, gb, gc = stats[:3]
+        if len(stats) > 3:
+            gc = gc + self.sparsity_cost * (self.sparsity_target - stats[3])
+        new_vel = [self.momentum * self._W_vel + lr * (gW - self.weight_decay * self._W),
+                   self.momentum * self._b_vel + lr * gb, self.momentum * self._c_vel + lr * gc]
+        if not all(bool(torch.isfinite(t).all()) for t in new_vel):
+            raise self._diverged(epoch, lr, "a parameter update was not finite")
+        for p, vel, nv in zip(params, (self._W_vel, self._b_vel, self._c_vel), new_vel):
+            vel.copy_(nv)
+            p.add_(nv)
+
     def _make_adam(self) -> torch.optim.Adam:
         # L2 weight decay on the filters only, as in the CD update
         return torch.optim.Adam([{"params": [self._W], "weight_decay": self.weight_decay},
                                  {"params": [self._b, self._c], "weight_decay": 0.0}], lr=self._lr)
 
     def _reconstruction_step(self, v: torch.Tensor, lr: float, epoch: int) -> torch.Tensor:
+        loss, grads = self._reconstruction_grads(v)
+        self._adam_step([self._W, self._b, self._c], grads, lr, epoch)
+        return loss
+
+    def _reconstruction_grads(self, v: torch.Tensor):
+        """(mean-field reconstruction MSE, its gradients (plus the sparsity penalty's) for W, b, c)."""
         params = [self._W, self._b, self._c]
-        if self._adam is None:
-            self._adam = self._make_adam()
         for p in params:
             p.requires_grad_(True)
         try:
@@ -398,6 +461,11 @@ class ConvRBM(TransformerMixin, TrainedEstimator):
         finally:
             for p in params:
                 p.requires_grad_(False)
+        return loss.detach(), list(grads)
+
+    def _adam_step(self, params: list, grads: list, lr: float, epoch: int):
+        if self._adam is None:
+            self._adam = self._make_adam()
         for p, g in zip(params, grads):
             p.grad = g
         for group in self._adam.param_groups:
@@ -407,7 +475,6 @@ class ConvRBM(TransformerMixin, TrainedEstimator):
             p.grad = None
         if not all(bool(torch.isfinite(p).all()) for p in params):
             raise self._diverged(epoch, lr, "a parameter update was not finite")
-        return loss.detach()
 
     def _divergence_advice(self, lr: float) -> list[str]:
         advice = [f"lower learning_rate (now {lr:.3g})", "add weight_decay (e.g. 1e-4)"]

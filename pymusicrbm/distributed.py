@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 __all__ = ["DistributedError", "DEFAULT_TIMEOUT", "init_from_env", "is_distributed", "rank", "world_size",
            "is_main", "shard_indices", "shard", "rank_seed", "all_reduce_", "all_sum", "all_max", "broadcast_",
-           "all_gather_rows", "barrier", "main_first"]
+           "all_gather_rows", "all_gather_object", "broadcast_object", "pooled_moments", "all_min_max", "barrier", "main_first"]
 
 DEFAULT_TIMEOUT = 600.0   # seconds a collective waits for the other ranks
 
@@ -163,6 +163,49 @@ def all_gather_rows(t: torch.Tensor, what: str = "gathering the persistent chain
     out = [torch.empty_like(t) for _ in range(world_size())]
     _collective(what, dist.all_gather, out, t.contiguous())
     return torch.cat(out)
+
+
+def all_gather_object(obj, what: str = "exchanging results between the ranks") -> list:
+    """Every rank's ``obj`` (picklable; torch's object collective), in rank order; [obj] without a group."""
+    if not is_distributed():
+        return [obj]
+    out = [None] * world_size()
+    _collective(what, dist.all_gather_object, out, obj)
+    return out
+
+
+def broadcast_object(obj, src: int = 0, what: str = "taking rank 0's decision"):
+    """Rank ``src``'s ``obj`` on every rank (rank 0 decides, e.g. whether to resume; the others follow)."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    _collective(what, dist.broadcast_object_list, box, src=src)
+    return box[0]
+
+
+def pooled_moments(n: int, mean, var, what: str = "pooling the standardisation statistics"):
+    """Global (mean, population variance) of the data of every rank, from each rank's row count, mean and
+    variance (Chan et al.'s pooling, float64; bitwise the same on every rank). Without a group: (mean, var)."""
+    if not is_distributed():
+        return mean, var
+    mean = np.asarray(mean, dtype=np.float64)
+    var = np.asarray(var, dtype=np.float64)
+    d = mean.size
+    local = torch.from_numpy(np.concatenate([[float(n)], mean.ravel(), var.ravel()])).to(_host())
+    rows = all_gather_rows(local[None], what=what).cpu().double().numpy()
+    ns, ms, vs = rows[:, :1], rows[:, 1:1 + d], rows[:, 1 + d:]
+    total = ns.sum()
+    gmean = (ns * ms).sum(0) / total
+    gvar = (ns * (vs + (ms - gmean) ** 2)).sum(0) / total
+    return gmean.reshape(mean.shape), gvar.reshape(var.shape)
+
+
+def all_min_max(lo: float, hi: float, what: str = "agreeing on the data range") -> tuple[float, float]:
+    """(min over the ranks of lo, max over the ranks of hi)."""
+    if not is_distributed():
+        return lo, hi
+    rows = all_gather_rows(torch.tensor([[float(lo), float(hi)]], dtype=torch.float64, device=_host()), what=what)
+    return float(rows[:, 0].min()), float(rows[:, 1].max())
 
 
 def barrier(what: str = "waiting for the other ranks"):

@@ -357,6 +357,9 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
             else:
                 self.mean_ = X.mean(0, dtype=np.float64)
                 scale = X.std(0, dtype=np.float64)
+            if distributed.is_distributed():  # every rank holds a shard: the statistics of all of them
+                self.mean_, var = distributed.pooled_moments(X.shape[0], self.mean_, scale ** 2)
+                scale = np.sqrt(var)
             self.scale_ = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(self.mean_)), scale, 1.0)
         opts = dict(dtype=self._dtype, device=self._device)
         self._W = randn((V, H), self._rng, scale=0.01, **opts)
@@ -516,7 +519,7 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
         if self.sparsity_target is not None:
             stats.append(p0.sum(0) / B)
         if sigma and self.learn_sigma:
-            stats.append(self._sigma_statistic(v, s) / B - self._sigma_statistic(neg, s) / N)
+            stats.append(self._sigma_statistic(v, s).sum(0) / B - self._sigma_statistic(neg, s).sum(0) / N)
         return recon, stats
 
     def _apply_statistics(self, stats: list, lr: float, epoch: int):
