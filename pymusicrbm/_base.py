@@ -46,6 +46,13 @@ COMMON_CONSTRAINTS = {
 }
 
 
+def _take_rows(data, idx):
+    """Rows ``idx`` (numpy) of a tensor, an array or a tuple of them."""
+    if isinstance(data, tuple):
+        return tuple(_take_rows(d, idx) for d in data)
+    return data.index_select(0, torch.from_numpy(idx).to(data.device)) if torch.is_tensor(data) else data[idx]
+
+
 def _as_tuples(x):
     return tuple(_as_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
 
@@ -146,6 +153,7 @@ class TrainedEstimator(CheckpointMixin, BaseEstimator):
 
     def __getstate__(self):
         state = dict(super().__getstate__())
+        state.pop("_ddp", None)
         for name in self._generators:
             if isinstance(state.get(name), torch.Generator):
                 state[name] = generator_to_state(state[name])
@@ -233,8 +241,28 @@ class TrainedEstimator(CheckpointMixin, BaseEstimator):
         return [self.__dict__[n] for n in self._STATE_TENSORS
                 if n not in self._RANK_TENSORS and self.__dict__.get(n) is not None]
 
+    # a model trained by autograd names its network: in a group its steps call it wrapped in
+    # DistributedDataParallel (which broadcasts rank 0's weights and averages the gradients)
+    _ddp_module: str | None = None
+
     def _start_data_parallel(self):
         distributed.broadcast_(self._shared_tensors())
+        if self._ddp_module is not None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            dev = self._device
+            self._ddp = DistributedDataParallel(getattr(self, self._ddp_module),
+                                                device_ids=[dev.index] if dev.type == "cuda" else None)
+
+    def _train_module(self):
+        """The network a training step calls: ``_ddp_module``, wrapped in DDP while training in a group."""
+        ddp = self.__dict__.get("_ddp")
+        return ddp if ddp is not None else getattr(self, self._ddp_module)
+
+    def _agreed_resume(self, resume):
+        """Rank 0 decides whether (and from which file) a run resumes; every rank reads that file."""
+        return distributed.broadcast_object(None if resume is None else str(resume), what="agreeing on resume") \
+            if distributed.is_distributed() else resume
 
     def _seed_rank_epoch(self, epoch: int):
         """Each rank's own sampling and shuffling streams for this epoch (independent of the other ranks')."""
@@ -296,6 +324,7 @@ class TrainedEstimator(CheckpointMixin, BaseEstimator):
         """
         self._check_params()
         X = self._validate_input(X, reset=True)
+        resume = self._agreed_resume(resume)
         if resume is not None:
             self._set_state(*self._read_resume(resume), check_against=X)
         return self._fit_validated(X, resume is not None, self._checkpointer(checkpoint))
@@ -347,8 +376,10 @@ class TrainedEstimator(CheckpointMixin, BaseEstimator):
         """The epoch loop: up to ``n_epochs`` epochs continuing from ``n_iter_``."""
         from tqdm.auto import tqdm
 
-        n = (data[0] if isinstance(data, tuple) else data).shape[0]
         dp = distributed.is_distributed()
+        if dp and distributed.inputs_replicated():  # every rank was given all rows: train on this rank's share
+            data = _take_rows(data, distributed.shard_indices(len(data[0] if isinstance(data, tuple) else data)))
+        n = (data[0] if isinstance(data, tuple) else data).shape[0]
         n_rows = n  # rows a rank runs through per epoch: its shard padded to the longest (DistributedSampler)
         if dp:
             if n == 0:
@@ -457,6 +488,7 @@ class TrainedEstimator(CheckpointMixin, BaseEstimator):
         return patience is not None and self._no_improve >= patience
 
     def _end_training(self):
+        self.__dict__.pop("_ddp", None)
         if self.__dict__.get("_best") is not None:  # early stopping: keep the weights of the best epoch
             self._restore_snapshot(self._best)
 
@@ -556,6 +588,7 @@ class StackEstimator(TrainedEstimator):
         checkpoint holds the finished layers and the state of the layer in training, which continues."""
         self._check_params()
         seed, layer_states = None, []
+        resume = self._agreed_resume(resume)
         if resume is not None:
             tensors, state = self._read_resume(resume)
             seed = state.get("seed")  # (absent from ConvDBN checkpoints of version 1: the layers hold theirs)

@@ -305,7 +305,7 @@ class ConvRBM(TransformerMixin, TrainedEstimator):
         axes = (0, 2, 3) if self.standardize == "channel" else (0, 3)
         mean = X.mean(axis=axes, dtype=np.float64, keepdims=True)[0]
         std = X.std(axis=axes, dtype=np.float64, keepdims=True)[0]
-        if distributed.is_distributed():  # every rank holds a shard: the statistics of all of them
+        if distributed.sharded_inputs():  # every rank holds a shard: the statistics of all of them
             mean, var = distributed.pooled_moments(X.size // mean.size, mean, std ** 2)
             std = np.sqrt(var)
         self.mean_ = mean

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["DistributedError", "DEFAULT_TIMEOUT", "init_from_env", "is_distributed", "rank", "world_size",
-           "is_main", "shard_indices", "shard", "rank_seed", "all_reduce_", "all_sum", "all_max", "broadcast_",
+           "is_main", "shard_indices", "shard", "replicated_inputs", "inputs_replicated", "sharded_inputs", "rank_seed", "all_reduce_", "all_sum", "all_sum_array", "all_max", "broadcast_",
            "all_gather_rows", "all_gather_object", "broadcast_object", "pooled_moments", "all_min_max", "barrier", "main_first"]
 
 DEFAULT_TIMEOUT = 600.0   # seconds a collective waits for the other ranks
@@ -84,6 +84,30 @@ def shard(X):
     return X if not is_distributed() else X[shard_indices(len(X))]
 
 
+_replicated = False
+
+
+@contextlib.contextmanager
+def replicated_inputs():
+    """Inside this block ``fit`` reads its X as held whole by every rank (not as this rank's shard) and trains each
+    rank on its rows ``rank, rank + world, ...``: how the CLI runs a study, where every rank loads the whole set."""
+    global _replicated
+    before, _replicated = _replicated, True
+    try:
+        yield
+    finally:
+        _replicated = before
+
+
+def inputs_replicated() -> bool:
+    return _replicated
+
+
+def sharded_inputs() -> bool:
+    """A group of more than one rank, each fitting its own shard (data statistics must be pooled)."""
+    return is_distributed() and not _replicated
+
+
 def rank_seed(seed: int, rank_: int, stream: int = 0) -> int:
     """A 63-bit seed of ``rank_``'s own random stream (independent of every other rank's; SeedSequence)."""
     return int(np.random.SeedSequence([int(seed), 0x5EED, int(stream), int(rank_)]).generate_state(1, np.uint64)[0]
@@ -134,6 +158,16 @@ def all_sum(values, what: str = "the all-reduce of epoch totals") -> list[float]
     t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_host())
     all_reduce_([t], what=what)
     return t.tolist()
+
+
+def all_sum_array(a, what: str = "the all-reduce of data statistics") -> np.ndarray:
+    """The element-wise sum over the ranks of a float64 array (one collective)."""
+    a = np.asarray(a, dtype=np.float64)
+    if not is_distributed():
+        return a
+    t = torch.from_numpy(a.copy()).to(_host())
+    all_reduce_([t], what=what)
+    return t.cpu().numpy().reshape(a.shape)
 
 
 def all_max(value: int, what: str = "agreeing on the number of steps") -> int:

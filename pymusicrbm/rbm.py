@@ -357,7 +357,7 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
             else:
                 self.mean_ = X.mean(0, dtype=np.float64)
                 scale = X.std(0, dtype=np.float64)
-            if distributed.is_distributed():  # every rank holds a shard: the statistics of all of them
+            if distributed.sharded_inputs():  # every rank holds a shard: the statistics of all of them
                 self.mean_, var = distributed.pooled_moments(X.shape[0], self.mean_, scale ** 2)
                 scale = np.sqrt(var)
             self.scale_ = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(self.mean_)), scale, 1.0)
