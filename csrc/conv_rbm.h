@@ -23,8 +23,9 @@
 //   static Draw draw(const std::optional<at::Generator>&);
 //   static void hidden_pass(const ConvHidden&);
 //   static void visible_pass(const ConvVisible&);
-//   static Tensor channel_means(const Tensor& x);        (C) means of x (B, C, H, W) over batch and positions
-//   static Tensor mse(const Tensor& a, const Tensor& b); 0-d mean squared difference
+//   static Tensor channel_sums(const Tensor& x, double scale);  (C) scale * sums of x (B, C, H, W) per channel
+//   static Tensor sq_err(const Tensor& a, const Tensor& b);      0-d sum of squared differences
+//   static bool / Tensor apply(const UpdateArgs&);               the update of cd_apply_ (rbm.h)
 // (the last two in a fixed summation order on the CPU, so that a CD step does not depend on the thread count).
 #pragma once
 #include <ATen/ATen.h>
@@ -192,55 +193,54 @@ std::tuple<Tensor, Tensor> conv_sample_visible(const Tensor& h, const Tensor& W,
   return {a.mean, a.S};
 }
 
-// One CD-k (chains undefined) or PCD-k (chains given, advanced in place) update of W, b, c with momentum.
-//   gradients (averages over the batch and the hidden positions of a map for W and c, over the batch and the
-//   visible positions of a channel for b):
-//     dW = <v/sigma * p(h|v)>_data - <v/sigma * p(h|v)>_model, dc = <p>_data - <p>_model,
-//     db = <v - v'>/sigma^2 (Gaussian) or <v - v'> (Bernoulli), plus sparsity_cost * (target - q) on c, where q is
-//     the mean pooled-unit probability (pool > 1) or the mean hidden probability (pool == 1) of the data.
-//   vel = momentum * vel + lr * (grad - weight_decay * W); param += vel (weight decay on W only).
-// Returns the mean squared error between the batch and its first mean-field reconstruction E[v | h0].
-template <class K>
-Tensor conv_cd_step(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_vel, Tensor& c_vel, const Tensor& v_in,
-                    const std::optional<Tensor>& chains, const std::optional<Tensor>& sigma,
-                    c10::string_view visible, int64_t pool, int64_t k, double lr, double momentum,
-                    double weight_decay, double sparsity_target, double sparsity_cost,
-                    std::optional<at::Generator> gen) {
+// Checks shared by conv_cd_stats and conv_cd_step_.
+inline void check_conv_cd_inputs(const char* op, const Tensor& W, const Tensor& b, const Tensor& c, const Tensor& v,
+                                 const std::optional<Tensor>& chains, const std::optional<Tensor>& sigma,
+                                 Visible kind, int64_t pool, int64_t k, double sparsity_target,
+                                 double sparsity_cost) {
   using namespace conv_detail;
-  const char* op = "conv_cd_step_";
-  const Visible kind = parse_visible(visible, op);
   check_filters(op, W);
-  check_maps(op, "v", v_in, W);
-  const int64_t Kf = W.size(0), C = W.size(1), B = v_in.size(0);
-  const int64_t Hv = v_in.size(2), Wv = v_in.size(3), Hh = Hv - W.size(2) + 1, Wh = Wv - W.size(3) + 1;
-  check_vec(op, "b", b, C, "one visible bias per channel", W);
-  check_vec(op, "c", c, Kf, "one hidden bias per filter", W);
-  check_dtype_device(op, "W_vel", W_vel, "W", W);
-  TORCH_CHECK(W_vel.sizes() == W.sizes(), op, ": W_vel must have W's shape ", W.sizes(), ", got ", W_vel.sizes());
-  check_vec(op, "b_vel", b_vel, C, "b's shape", W);
-  check_vec(op, "c_vel", c_vel, Kf, "c's shape", W);
+  check_maps(op, "v", v, W);
+  check_vec(op, "b", b, W.size(1), "one visible bias per channel", W);
+  check_vec(op, "c", c, W.size(0), "one hidden bias per filter", W);
   check_conv_sigma(op, sigma, W);
   TORCH_CHECK(kind == Visible::Gaussian || !sigma, op, ": sigma applies to gaussian visible units only");
-  for (const auto& [t, name] : {std::pair{&W, "W"}, {&b, "b"}, {&c, "c"}, {&W_vel, "W_vel"}, {&b_vel, "b_vel"},
-                                {&c_vel, "c_vel"}})
-    TORCH_CHECK(t->is_contiguous(), op, ": ", name, " is updated in place and must be contiguous");
-  const bool persistent = chains.has_value();
-  if (persistent) {
+  if (chains) {
     check_maps(op, "chains", *chains, W);
-    TORCH_CHECK(chains->size(1) == C && chains->size(2) == Hv && chains->size(3) == Wv, op,
-                ": chains must be (n_chains, ", C, ", ", Hv, ", ", Wv, ") like v's maps, got ", chains->sizes());
+    TORCH_CHECK(chains->size(1) == v.size(1) && chains->size(2) == v.size(2) && chains->size(3) == v.size(3), op,
+                ": chains must be (n_chains, ", v.size(1), ", ", v.size(2), ", ", v.size(3), ") like v's maps, got ",
+                chains->sizes());
     TORCH_CHECK(chains->is_contiguous(), op, ": chains are advanced in place and must be contiguous");
   }
-  check_pool(op, pool, Hv, Wv, W);
-  check_cd_hyperparameters(op, k, lr, momentum, weight_decay, sparsity_target, sparsity_cost);
-  const Tensor v = v_in.contiguous();
-  check_finite(op, "v", v, "; the parameters were not changed");
-  if (persistent) check_finite(op, "chains", *chains, "; the parameters were not changed");
+  check_pool(op, pool, v.size(2), v.size(3), W);
+  check_cd_sampling(op, k, sparsity_target, sparsity_cost);
+}
 
-  const int64_t N = persistent ? chains->size(0) : B;
+// The statistics of one CD-k (chains undefined) or PCD-k step, parameters untouched (arguments checked). With
+// dw / cw the data / chain weights and L = Hh * Wh hidden positions, Lv = Hv * Wv visible ones:
+//   dW = dw / L * sum_{b,y,x} v/sigma * p(h|v) over the data - cw / L * the same over the chains' v_k,
+//   dc = dw / L * sum p_data - cw / L * sum p_model + sparsity_cost * (dw * B * target - dw * pool^2 / L * sum q),
+//   db = (dw / Lv * sum_data v - cw / Lv * sum_chains v_k) / sigma^2 (per channel),
+// where q are the pooled-unit probabilities (pool > 1) or the hidden ones (pool == 1) of the data; sq_err = sum of
+// squared differences between the batch and its first mean-field reconstruction E[v | h0].
+template <class K>
+CDStats conv_cd_statistics(const char* op, const Tensor& W, const Tensor& b, const Tensor& c, const Tensor& v_in,
+                           const std::optional<Tensor>& chains, const std::optional<Tensor>& sigma, Visible kind,
+                           int64_t pool, int64_t k, double sparsity_target, double sparsity_cost, double dw, double cw,
+                           const std::optional<at::Generator>& gen) {
+  using namespace conv_detail;
+  const int64_t Kf = W.size(0), C = W.size(1), B = v_in.size(0);
+  const int64_t Hv = v_in.size(2), Wv = v_in.size(3), Hh = Hv - W.size(2) + 1, Wh = Wv - W.size(3) + 1;
+  const bool persistent = chains.has_value();
+  const Tensor v = v_in.contiguous();
+  // On a GPU the checks would stall the stream: NaN data then gives NaN statistics (and a rejected update).
+  if (cheap_to_check(v)) check_finite(op, "v", v, "; the parameters were not changed");
+  if (persistent && cheap_to_check(v)) check_finite(op, "chains", *chains, "; the parameters were not changed");
+
   const Tensor Ws = scaled_filters(W, sigma);
   const Tensor sig = sigma ? sigma->contiguous() : Tensor();
   Tensor gW = at::zeros_like(W), gc = at::zeros_like(c), q = at::zeros_like(c);
+  const double L = static_cast<double>(Hh) * Wh;
 
   auto hidden = [&](const Tensor& x, bool sample, double scale, bool positive) -> Tensor {
     ConvHidden a;
@@ -259,7 +259,7 @@ Tensor conv_cd_step(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_ve
     }
     if (positive && sparsity_cost > 0) {
       a.q = q;
-      a.qscale = 1.0 / (static_cast<double>(B) * Hh * Wh / (pool * pool));
+      a.qscale = dw * static_cast<double>(pool * pool) / L;
     }
     K::hidden_pass(a);
     return a.H;
@@ -281,14 +281,13 @@ Tensor conv_cd_step(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_ve
     return a.mean;
   };
 
-  const double pos = 1.0 / (static_cast<double>(B) * Hh * Wh), neg = -1.0 / (static_cast<double>(N) * Hh * Wh);
   // Positive phase: statistics from p(h | data) and a sample h0.
-  Tensor h = hidden(v, true, pos, true);
-  Tensor recon, vs;
+  Tensor h = hidden(v, true, dw / L, true);
+  Tensor sq, vs;
   if (!persistent) {
-    recon = K::mse(visible_pass(h, &vs), v);
+    sq = K::sq_err(visible_pass(h, &vs), v);
   } else {
-    recon = K::mse(visible_pass(h, nullptr), v);
+    sq = K::sq_err(visible_pass(h, nullptr), v);
     h = hidden(*chains, true, 0.0, false);
     visible_pass(h, &vs);
   }
@@ -296,34 +295,67 @@ Tensor conv_cd_step(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_ve
     h = hidden(vs, true, 0.0, false);
     visible_pass(h, &vs);
   }
-  hidden(vs, false, neg, false);  // negative statistics from p(h | v_k)
+  hidden(vs, false, -cw / L, false);  // negative statistics from p(h | v_k)
 
-  // Gradients scaled by lr. Positive and negative statistics were computed with raw v, so divide by sigma_c
-  // (d e / d W = v / sigma).
+  // Positive and negative statistics were computed with raw v, so divide by sigma_c (d e / d W = v / sigma).
   if (sigma) gW.div_(sig.view({1, C, 1, 1}));
-  if (sparsity_cost > 0) gc.add_(sparsity_cost * (sparsity_target - q));
-  Tensor gb = K::channel_means(v) - K::channel_means(vs);
+  if (sparsity_cost > 0) gc.add_(q.neg_().add_(sparsity_target * dw * static_cast<double>(B)), sparsity_cost);
+  const double Lv = static_cast<double>(Hv) * Wv;
+  Tensor gb = K::channel_sums(v, dw / Lv).sub_(K::channel_sums(vs, cw / Lv));
   if (sigma) gb.div_(sig.square());
-  gW.mul_(lr);
-  gb.mul_(lr);
-  gc.mul_(lr);
-  auto prepare = [&](Tensor& g, const Tensor& vel, const Tensor& p, double lr_wd) -> bool {
-    g.add_(vel, momentum);
-    if (lr_wd != 0) g.sub_(p, lr_wd);
-    return at::isfinite(g).all().item<bool>() && at::isfinite(p + g).all().item<bool>();
-  };
-  const bool ok = prepare(gW, W_vel, W, lr * weight_decay) && prepare(gb, b_vel, b, 0.0) &&
-                  prepare(gc, c_vel, c, 0.0);
-  TORCH_CHECK(ok, op, ": the update is not finite (training diverged); the parameters were not changed. "
-                      "Lower lr, standardise the data (Gaussian visible units expect zero mean, unit variance) "
-                      "or add weight_decay");
-  W_vel.copy_(gW);
-  b_vel.copy_(gb);
-  c_vel.copy_(gc);
-  W.add_(gW);
-  b.add_(gb);
-  c.add_(gc);
-  if (persistent) chains->copy_(vs);
+  return {gW, gb, gc, sq, vs};
+}
+
+template <class K>
+std::tuple<Tensor, Tensor, Tensor, Tensor> conv_cd_stats(const Tensor& W, const Tensor& b, const Tensor& c,
+                                                         const Tensor& v, const std::optional<Tensor>& chains,
+                                                         const std::optional<Tensor>& sigma, c10::string_view visible,
+                                                         int64_t pool, int64_t k, double sparsity_target,
+                                                         double sparsity_cost, double data_weight,
+                                                         double chain_weight, std::optional<at::Generator> gen) {
+  const char* op = "conv_cd_stats";
+  const Visible kind = parse_visible(visible, op);
+  check_conv_cd_inputs(op, W, b, c, v, chains, sigma, kind, pool, k, sparsity_target, sparsity_cost);
+  const double dw = phase_weight(op, "data_weight", data_weight, v.size(0));
+  const double cw = phase_weight(op, "chain_weight", chain_weight, chains ? chains->size(0) : v.size(0));
+  CDStats s = conv_cd_statistics<K>(op, W, b, c, v, chains, sigma, kind, pool, k, sparsity_target, sparsity_cost,
+                                    dw, cw, gen);
+  if (chains) chains->copy_(s.vs);
+  return {s.dW, s.db, s.dc, s.sq_err};
+}
+
+// conv_cd_step_: conv_cd_stats with the default weights, then cd_apply_ (as cd_step_ in rbm.h, the same policy for
+// a non-finite update). Returns the mean squared reconstruction error (sq_err / v.numel()).
+template <class K>
+Tensor conv_cd_step(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_vel, Tensor& c_vel, const Tensor& v,
+                    const std::optional<Tensor>& chains, const std::optional<Tensor>& sigma,
+                    c10::string_view visible, int64_t pool, int64_t k, double lr, double momentum,
+                    double weight_decay, double sparsity_target, double sparsity_cost,
+                    std::optional<at::Generator> gen) {
+  using namespace conv_detail;
+  const char* op = "conv_cd_step_";
+  const Visible kind = parse_visible(visible, op);
+  check_conv_cd_inputs(op, W, b, c, v, chains, sigma, kind, pool, k, sparsity_target, sparsity_cost);
+  check_dtype_device(op, "W_vel", W_vel, "W", W);
+  TORCH_CHECK(W_vel.sizes() == W.sizes(), op, ": W_vel must have W's shape ", W.sizes(), ", got ", W_vel.sizes());
+  check_vec(op, "b_vel", b_vel, W.size(1), "b's shape", W);
+  check_vec(op, "c_vel", c_vel, W.size(0), "c's shape", W);
+  for (const auto& [t, name] : {std::pair{&W, "W"}, {&b, "b"}, {&c, "c"}, {&W_vel, "W_vel"}, {&b_vel, "b_vel"},
+                                {&c_vel, "c_vel"}})
+    TORCH_CHECK(t->is_contiguous(), op, ": ", name, " is updated in place and must be contiguous");
+  check_update_hyperparameters(op, lr, momentum, weight_decay);
+  const int64_t B = v.size(0), N = chains ? chains->size(0) : B;
+  CDStats s = conv_cd_statistics<K>(op, W, b, c, v, chains, sigma, kind, pool, k, sparsity_target, sparsity_cost,
+                                    1.0 / static_cast<double>(B), 1.0 / static_cast<double>(N), gen);
+  Tensor recon = s.sq_err.div_(static_cast<double>(v.numel()));
+  auto ok = K::apply(UpdateArgs{{{W, W_vel, s.dW, weight_decay}, {b, b_vel, s.db, 0.0}, {c, c_vel, s.dc, 0.0}},
+                                lr, momentum, recon});
+  if constexpr (std::is_same_v<decltype(ok), bool>) {
+    TORCH_CHECK(ok, op, ": the update is not finite (training diverged); the parameters were not changed. "
+                        "Lower lr, standardise the data (Gaussian visible units expect zero mean, unit variance) "
+                        "or add weight_decay");
+  }
+  if (chains) chains->copy_(s.vs);
   return recon;
 }
 

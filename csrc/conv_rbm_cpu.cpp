@@ -669,15 +669,6 @@ PMR_CLONES void visible_tile(const VisibleParams<double>& a, int64_t tile, Visib
 
 // ---- the device struct ---------------------------------------------------------------------------------------
 
-// double -> T, with values beyond T's range as +-inf (a diverged model's error must reach the divergence checks,
-// not fail the conversion)
-template <class T> T narrow(double x) {
-  const double big = static_cast<double>(std::numeric_limits<T>::max());
-  if (x > big) return std::numeric_limits<T>::infinity();
-  if (x < -big) return -std::numeric_limits<T>::infinity();
-  return static_cast<T>(x);  // NaN stays NaN
-}
-
 struct CpuConvKernels {
   static Draw draw(const std::optional<at::Generator>& gen) {
     // Same as the dense ops' draw, so philox_uniform_ / philox_normal_ reproduce every phase's numbers.
@@ -770,28 +761,28 @@ struct CpuConvKernels {
     return out;
   }
 
-  static Tensor channel_means(const Tensor& x_in) {
+  static Tensor channel_sums(const Tensor& x_in, double scale) {
     const Tensor x = x_in.contiguous();
     const int64_t B = x.size(0), C = x.size(1), len = x.size(2) * x.size(3);
     Tensor out = at::empty({C}, x.options());
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "channel_means", [&] {
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "channel_sums", [&] {
       const scalar_t* xp = x.data_ptr<scalar_t>();
       const auto sums = map_sums(B * C, len, [&](int64_t i) { return static_cast<double>(xp[i]); });
       scalar_t* op = out.data_ptr<scalar_t>();
       for (int64_t c = 0; c < C; ++c) {
         double acc = 0.0;
         for (int64_t b = 0; b < B; ++b) acc += sums[b * C + c];
-        op[c] = narrow<scalar_t>(acc / (static_cast<double>(B) * len));
+        op[c] = narrow_float<scalar_t>(scale * acc);
       }
     });
     return out;
   }
 
-  static Tensor mse(const Tensor& a_in, const Tensor& b_in) {
+  static Tensor sq_err(const Tensor& a_in, const Tensor& b_in) {
     const Tensor a = a_in.contiguous(), b = b_in.contiguous();
     const int64_t maps = a.size(0) * a.size(1), len = a.numel() / maps;
     Tensor out = at::empty({}, a.options());
-    AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "conv_mse", [&] {
+    AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "conv_sq_err", [&] {
       const scalar_t* ap = a.data_ptr<scalar_t>();
       const scalar_t* bp = b.data_ptr<scalar_t>();
       const auto sums = map_sums(maps, len, [&](int64_t i) {
@@ -800,10 +791,12 @@ struct CpuConvKernels {
       });
       double acc = 0.0;
       for (double s : sums) acc += s;
-      out.fill_(narrow<scalar_t>(acc / static_cast<double>(a.numel())));
+      *out.data_ptr<scalar_t>() = narrow_float<scalar_t>(acc);
     });
     return out;
   }
+
+  static bool apply(const UpdateArgs& a) { return apply_update_cpu(a); }
 };
 
 }  // namespace
@@ -811,6 +804,7 @@ struct CpuConvKernels {
 TORCH_LIBRARY_IMPL(pymusicrbm, CPU, m) {
   m.impl("conv_sample_hidden", &conv_sample_hidden<CpuConvKernels>);
   m.impl("conv_sample_visible", &conv_sample_visible<CpuConvKernels>);
+  m.impl("conv_cd_stats", &conv_cd_stats<CpuConvKernels>);
   m.impl("conv_cd_step_", &conv_cd_step<CpuConvKernels>);
 }
 

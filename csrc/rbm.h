@@ -7,19 +7,22 @@
 //   static void sigmoid_sample(Tensor p, Tensor s, Draw);            p <- sigmoid(p); s <- (u < p) if s defined
 //   static void gaussian_sample(Tensor m, Tensor b, Tensor sigma, Tensor s, Draw);
 //                                                                    m <- b + sigma*m; s <- m + sigma*z
-//   static bool prepare_update(Tensor g, Tensor vel, Tensor p, double momentum, double lr_wd);
-//                                                                    g <- momentum*vel + g - lr_wd*p; all finite?
-//   static void apply_update(Tensor p, Tensor vel, Tensor g);       vel <- g; p += g
+//   static bool / Tensor apply(const UpdateArgs&);                   the update of cd_apply_ (below); true / a 0-d
+//                                                                    bool device tensor (no sync) when applied
 //   static bool all_finite(const Tensor&);
-// and optionally static Tensor mse(const Tensor& a, const Tensor& b) (0-d mean squared difference), else ATen's.
+// and optionally static Tensor sq_err(const Tensor& a, const Tensor& b) (0-d sum of squared differences), else ATen's.
 #pragma once
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string_view>
 #include <tuple>
+#include <type_traits>
+#include <utility>
 
 namespace pymusicrbm {
 
@@ -63,13 +66,18 @@ inline void check_data(const char* op, const char* name, const Tensor& x, int64_
   TORCH_CHECK(x.size(0) > 0, op, ": ", name, " is an empty batch");
 }
 
-// The training hyper-parameters of every CD op.
-inline void check_cd_hyperparameters(const char* op, int64_t k, double lr, double momentum, double weight_decay,
-                                     double sparsity_target, double sparsity_cost) {
+// double -> T, with values beyond T's range as +-inf (a diverged model's error must reach the divergence checks,
+// not fail the conversion)
+template <class T> T narrow_float(double x) {
+  const double big = static_cast<double>(std::numeric_limits<T>::max());
+  if (x > big) return std::numeric_limits<T>::infinity();
+  if (x < -big) return -std::numeric_limits<T>::infinity();
+  return static_cast<T>(x);  // NaN stays NaN
+}
+
+// The sampling hyper-parameters of every CD op.
+inline void check_cd_sampling(const char* op, int64_t k, double sparsity_target, double sparsity_cost) {
   TORCH_CHECK(k >= 1, op, ": k (Gibbs steps) must be >= 1, got ", k);
-  TORCH_CHECK(lr >= 0, op, ": lr must be >= 0, got ", lr);
-  TORCH_CHECK(momentum >= 0 && momentum < 1, op, ": momentum must be in [0, 1), got ", momentum);
-  TORCH_CHECK(weight_decay >= 0, op, ": weight_decay must be >= 0, got ", weight_decay);
   TORCH_CHECK(sparsity_cost >= 0, op, ": sparsity_cost must be >= 0, got ", sparsity_cost);
   TORCH_CHECK(sparsity_target >= 0 && sparsity_target <= 1, op, ": sparsity_target must be in [0, 1], got ",
               sparsity_target);
@@ -83,7 +91,8 @@ inline bool cheap_to_check(const Tensor& t) { return t.device().is_cpu(); }
 inline void check_sigma(const char* op, const std::optional<Tensor>& sigma, const Tensor& W) {
   if (!sigma) return;
   check_vector(op, "sigma", *sigma, W.size(0), W);
-  TORCH_CHECK((*sigma > 0).all().item<bool>(), op, ": sigma must be > 0 everywhere");
+  // (not checked on a GPU, where it would stall the stream; sigma is a model parameter the estimators keep > 0)
+  if (cheap_to_check(*sigma)) TORCH_CHECK((*sigma > 0).all().item<bool>(), op, ": sigma must be > 0 everywhere");
 }
 
 template <class K>
@@ -159,57 +168,134 @@ void fill_normal(Tensor out, std::optional<at::Generator> gen) {
   K::fill_normal(out, K::draw(gen));
 }
 
-template <class K> Tensor mean_squared_error(const Tensor& a, const Tensor& b) {
-  if constexpr (requires { K::mse(a, b); }) {
-    return K::mse(a, b);
+// ---- the CD step: statistics (cd_stats), update (cd_apply_), and both fused (cd_step_) -------------------------
+
+// Sum of squared differences of two tensors of one shape, as a 0-d tensor: the device's own reduction when it has one
+// (a fixed summation order on the CPU), else ATen's.
+template <class K> Tensor squared_error_sum(const Tensor& a, const Tensor& b) {
+  if constexpr (requires { K::sq_err(a, b); }) {
+    return K::sq_err(a, b);
   } else {
-    return at::mse_loss(a, b);
+    return at::mse_loss(a, b, at::Reduction::Sum);
   }
 }
 
-// One CD-k (chains undefined) or PCD-k (chains given, advanced in place) update of W, b, c with momentum.
-// Returns the mean squared reconstruction error of the batch, from the first mean-field reconstruction of the data.
+// The weights of the positive (data) and negative (chain) phases: a negative value asks for the default 1/rows.
+inline double phase_weight(const char* op, const char* name, double w, int64_t rows) {
+  TORCH_CHECK(std::isfinite(w), op, ": ", name, " must be finite (or negative for the default), got ", w);
+  return w < 0 ? 1.0 / static_cast<double>(rows) : w;
+}
+
+// One parameter tensor of the apply step and its velocity and statistic:
+//   u = momentum * vel + lr * (g - decay * p);  vel <- u;  p <- p + u.
+struct ParamUpdate {
+  Tensor p, vel, g;
+  double decay;
+};
+// The update of (W, b, c): applied to all three only if every p + u is finite. `poison` (0-d, optional) is set to NaN
+// when the update is rejected (the fused step's error on a GPU, which then needs no host synchronisation).
+struct UpdateArgs {
+  ParamUpdate t[3];
+  double lr, momentum;
+  Tensor poison;
+};
+
+// The device implementations of K::apply, shared by the dense and the convolutional kernels (rbm_cpu.cpp,
+// cuda/rbm_cuda.cu): true / a 0-d bool device tensor that is true when the update was applied.
+bool apply_update_cpu(const UpdateArgs& a);
+Tensor apply_update_cuda(const UpdateArgs& a);
+
+inline void check_update_hyperparameters(const char* op, double lr, double momentum, double weight_decay) {
+  TORCH_CHECK(std::isfinite(lr) && lr >= 0, op, ": lr must be >= 0, got ", lr);
+  TORCH_CHECK(momentum >= 0 && momentum < 1, op, ": momentum must be in [0, 1), got ", momentum);
+  TORCH_CHECK(std::isfinite(weight_decay) && weight_decay >= 0, op, ": weight_decay must be >= 0, got ",
+              weight_decay);
+}
+
+// Runs K::apply (bool on the CPU, a 0-d bool device tensor on a GPU) and returns the flag as a 0-d bool tensor.
+template <class K> Tensor apply_flag(const UpdateArgs& a) {
+  auto ok = K::apply(a);
+  if constexpr (std::is_same_v<decltype(ok), bool>) {
+    return at::scalar_tensor(ok, a.t[0].p.options().dtype(at::kBool));
+  } else {
+    return ok;
+  }
+}
+
+// cd_apply_: the momentum / weight-decay update of any (W, b, c) (dense or convolutional: element-wise, any shapes).
 template <class K>
-Tensor cd_step(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_vel, Tensor& c_vel, const Tensor& v_in,
-               const std::optional<Tensor>& chains, const std::optional<Tensor>& sigma, c10::string_view visible,
-               int64_t k, double lr, double momentum, double weight_decay, double sparsity_target,
-               double sparsity_cost, std::optional<at::Generator> gen) {
-  const char* op = "cd_step_";
-  const Visible kind = parse_visible(visible, op);
-  check_data(op, "v", v_in, W.size(0), "n_visible", W);
-  const int64_t V = W.size(0), H = W.size(1), B = v_in.size(0);
-  check_vector(op, "b", b, V, W);
-  check_vector(op, "c", c, H, W);
-  check_float(op, "W_vel", W_vel, W);
-  TORCH_CHECK(W_vel.sizes() == W.sizes(), op, ": W_vel must have W's shape ", W.sizes(), ", got ", W_vel.sizes());
-  check_vector(op, "b_vel", b_vel, V, W);
-  check_vector(op, "c_vel", c_vel, H, W);
+Tensor cd_apply(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_vel, Tensor& c_vel, const Tensor& dW,
+                const Tensor& db, const Tensor& dc, double lr, double momentum, double weight_decay) {
+  const char* op = "cd_apply_";
+  check_float(op, "W", W, W);
+  const std::pair<const Tensor*, const char*> groups[3][3] = {{{&W, "W"}, {&W_vel, "W_vel"}, {&dW, "dW"}},
+                                                              {{&b, "b"}, {&b_vel, "b_vel"}, {&db, "db"}},
+                                                              {{&c, "c"}, {&c_vel, "c_vel"}, {&dc, "dc"}}};
+  for (const auto& g : groups)
+    for (int i = 0; i < 3; ++i) {
+      const auto& [t, name] = g[i];
+      check_float(op, name, *t, W);
+      TORCH_CHECK(t->sizes() == g[0].first->sizes(), op, ": ", name, " must have ", g[0].second, "'s shape ",
+                  g[0].first->sizes(), ", got ", t->sizes());
+      TORCH_CHECK(i == 2 || t->is_contiguous(), op, ": ", name, " is updated in place and must be contiguous");
+    }
+  check_update_hyperparameters(op, lr, momentum, weight_decay);
+  return apply_flag<K>(UpdateArgs{{{W, W_vel, dW.contiguous(), weight_decay},
+                                   {b, b_vel, db.contiguous(), 0.0},
+                                   {c, c_vel, dc.contiguous(), 0.0}},
+                                  lr, momentum, Tensor()});
+}
+
+// What cd_stats returns, plus the chains' new visible state vs (advanced in place by the caller).
+struct CDStats {
+  Tensor dW, db, dc, sq_err, vs;
+};
+
+// Checks shared by cd_stats and cd_step_.
+inline void check_cd_inputs(const char* op, const Tensor& W, const Tensor& b, const Tensor& c, const Tensor& v,
+                            const std::optional<Tensor>& chains, const std::optional<Tensor>& sigma, Visible kind,
+                            int64_t k, double sparsity_target, double sparsity_cost) {
+  check_data(op, "v", v, W.size(0), "n_visible", W);
+  check_vector(op, "b", b, W.size(0), W);
+  check_vector(op, "c", c, W.size(1), W);
   check_sigma(op, sigma, W);
   TORCH_CHECK(kind == Visible::Gaussian || !sigma, op, ": sigma applies to gaussian visible units only");
-  for (const auto& [t, name] : {std::pair{&W, "W"}, {&b, "b"}, {&c, "c"}, {&W_vel, "W_vel"}, {&b_vel, "b_vel"},
-                                {&c_vel, "c_vel"}})
-    TORCH_CHECK(t->is_contiguous(), op, ": ", name, " is updated in place and must be contiguous");
-  const bool persistent = chains.has_value();
-  if (persistent) {
-    check_data(op, "chains", *chains, V, "n_visible", W);
+  if (chains) {
+    check_data(op, "chains", *chains, W.size(0), "n_visible", W);
     TORCH_CHECK(chains->is_contiguous(), op, ": chains are advanced in place and must be contiguous");
   }
-  check_cd_hyperparameters(op, k, lr, momentum, weight_decay, sparsity_target, sparsity_cost);
+  check_cd_sampling(op, k, sparsity_target, sparsity_cost);
+}
+
+// The statistics of one CD-k (chains undefined) or PCD-k step, parameters untouched (arguments checked):
+//   dW = dw * X0^T p0 - cw * Xk^T pk,  db = (dw * colsum X0 - cw * colsum Xk) / sigma,
+//   dc = dw * colsum p0 - cw * colsum pk + sparsity_cost * dw * colsum (sparsity_target - p0),
+// with X = v / sigma (Gaussian units with sigma) or v, dw / cw the data / chain weights; sq_err = sum of squared
+// differences between the batch and its first mean-field reconstruction.
+template <class K>
+CDStats cd_statistics(const char* op, const Tensor& W, const Tensor& b, const Tensor& c, const Tensor& v_in,
+                      const std::optional<Tensor>& chains, const std::optional<Tensor>& sigma, Visible kind,
+                      int64_t k, double sparsity_target, double sparsity_cost, double dw, double cw,
+                      const std::optional<at::Generator>& gen) {
+  const int64_t V = W.size(0), H = W.size(1), B = v_in.size(0);
+  const bool persistent = chains.has_value();
   const Tensor v = v_in.contiguous();
-  if (persistent) TORCH_CHECK(K::all_finite(*chains), op, ": chains contain NaN or Inf");
+  if (persistent && cheap_to_check(*chains)) TORCH_CHECK(K::all_finite(*chains), op, ": chains contain NaN or Inf");
   const bool gauss = kind == Visible::Gaussian;
   const Tensor sig = sigma ? *sigma : Tensor();
   const Tensor Wt = W.t();
 
-  // X = [v0; vk] (scaled by 1/sigma for Gaussian units) and Y = [p0 / B; -pk / N], so that the positive and
-  // negative weight statistics come out of one GEMM: X^T Y.
+  // X = [v0; vk] (scaled by 1/sigma for Gaussian units) and Y = [dw p0; -cw pk], so that the positive and negative
+  // weight statistics come out of one GEMM: X^T Y.
   const int64_t N = persistent ? chains->size(0) : B;
   Tensor X = at::empty({B + N, V}, W.options());
   Tensor Y = at::empty({B + N, H}, W.options());
   Tensor X0 = X.narrow(0, 0, B), Xk = X.narrow(0, B, N);
   Tensor Y0 = Y.narrow(0, 0, B), Yk = Y.narrow(0, B, N);
   if (gauss && sigma) at::div_out(X0, v, sig); else X0.copy_(v);
-  TORCH_CHECK(K::all_finite(X0), op, ": v contains NaN or Inf; the parameters were not changed");
+  // On a GPU the check would stall the stream: NaN data then gives NaN statistics (and a rejected update).
+  if (cheap_to_check(v))
+    TORCH_CHECK(K::all_finite(X0), op, ": v contains NaN or Inf; the parameters were not changed");
 
   // Positive phase: p0 = p(h | v0) and a sample h0.
   at::addmm_out(Y0, c, X0, W);
@@ -240,11 +326,11 @@ Tensor cd_step(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_vel, Te
     return h;
   };
 
-  Tensor recon, h;
+  Tensor sq, h;
   if (!persistent) {  // CD: the chain starts at the data
-    recon = mean_squared_error<K>(visible_step(h0, true), v);
+    sq = squared_error_sum<K>(visible_step(h0, true), v);
   } else {            // PCD: reconstruct the data for monitoring, then advance the persistent chains
-    recon = mean_squared_error<K>(visible_step(h0, false), v);
+    sq = squared_error_sum<K>(visible_step(h0, false), v);
     vs.copy_(*chains);
     scale_into_X();
     h = hidden_step(true);
@@ -256,31 +342,69 @@ Tensor cd_step(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_vel, Te
     h = hidden_step(t + 1 < k);
   }
 
-  // Gradients, scaled by lr. With Y = [p0 / B; -pk / N], X^T Y is the weight gradient, and the column sums give the
-  // bias gradients; sparsity pulls the mean hidden probability of the data toward the target.
-  Y0.mul_(1.0 / B);
-  Yk.mul_(-1.0 / N);
-  Tensor gW = at::empty_like(W);
-  at::addmm_out(gW, gW, X.t(), Y, 0.0, lr);  // beta = 0: gW's uninitialised contents are ignored
+  // With Y = [dw p0; -cw pk], X^T Y is the weight statistic and the column sums of Y the hidden-bias one. The
+  // sparsity term is a sum over data rows too (dw * (target - p0) per row), so that shards of a batch add up.
+  Y0.mul_(dw);
+  Yk.mul_(-cw);
+  Tensor gW = at::mm(X.t(), Y);
   Tensor gc = Y.sum(0);
-  if (sparsity_cost > 0) gc.add_(Y0.sum(0).neg_().add_(sparsity_target), sparsity_cost);
-  gc.mul_(lr);
+  if (sparsity_cost > 0) gc.add_(Y0.sum(0).neg_().add_(sparsity_target * dw * static_cast<double>(B)), sparsity_cost);
   Tensor weights = at::empty({B + N}, W.options());
-  weights.narrow(0, 0, B).fill_(lr / B);
-  weights.narrow(0, B, N).fill_(-lr / N);
+  weights.narrow(0, 0, B).fill_(dw);
+  weights.narrow(0, B, N).fill_(-cw);
   Tensor gb = at::mv(X.t(), weights);
   if (scaled) gb.div_(sig);
+  return {gW, gb, gc, sq, vs};
+}
 
-  const bool ok = K::prepare_update(gW, W_vel, W, momentum, lr * weight_decay) &&
-                  K::prepare_update(gb, b_vel, b, momentum, 0.0) &&
-                  K::prepare_update(gc, c_vel, c, momentum, 0.0);
-  TORCH_CHECK(ok, op, ": the update is not finite (training diverged); the parameters were not changed. "
-                      "Lower lr, standardise the data (Gaussian visible units expect zero mean, unit variance) "
-                      "or add weight_decay");
-  K::apply_update(W, W_vel, gW);
-  K::apply_update(b, b_vel, gb);
-  K::apply_update(c, c_vel, gc);
-  if (persistent) chains->copy_(vs);
+template <class K>
+std::tuple<Tensor, Tensor, Tensor, Tensor> cd_stats(const Tensor& W, const Tensor& b, const Tensor& c,
+                                                    const Tensor& v, const std::optional<Tensor>& chains,
+                                                    const std::optional<Tensor>& sigma, c10::string_view visible,
+                                                    int64_t k, double sparsity_target, double sparsity_cost,
+                                                    double data_weight, double chain_weight,
+                                                    std::optional<at::Generator> gen) {
+  const char* op = "cd_stats";
+  const Visible kind = parse_visible(visible, op);
+  check_cd_inputs(op, W, b, c, v, chains, sigma, kind, k, sparsity_target, sparsity_cost);
+  const double dw = phase_weight(op, "data_weight", data_weight, v.size(0));
+  const double cw = phase_weight(op, "chain_weight", chain_weight, chains ? chains->size(0) : v.size(0));
+  CDStats s = cd_statistics<K>(op, W, b, c, v, chains, sigma, kind, k, sparsity_target, sparsity_cost, dw, cw, gen);
+  if (chains) chains->copy_(s.vs);
+  return {s.dW, s.db, s.dc, s.sq_err};
+}
+
+// cd_step_: cd_stats with the default weights, then cd_apply_, in one call. Returns the mean squared reconstruction
+// error (sq_err / v.numel()). A non-finite update is never applied: on the CPU the op raises (and leaves the chains
+// alone too); on a GPU it returns NaN instead (read once per epoch by the training loop), the chains advanced.
+template <class K>
+Tensor cd_step(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_vel, Tensor& c_vel, const Tensor& v,
+               const std::optional<Tensor>& chains, const std::optional<Tensor>& sigma, c10::string_view visible,
+               int64_t k, double lr, double momentum, double weight_decay, double sparsity_target,
+               double sparsity_cost, std::optional<at::Generator> gen) {
+  const char* op = "cd_step_";
+  const Visible kind = parse_visible(visible, op);
+  check_cd_inputs(op, W, b, c, v, chains, sigma, kind, k, sparsity_target, sparsity_cost);
+  check_float(op, "W_vel", W_vel, W);
+  TORCH_CHECK(W_vel.sizes() == W.sizes(), op, ": W_vel must have W's shape ", W.sizes(), ", got ", W_vel.sizes());
+  check_vector(op, "b_vel", b_vel, W.size(0), W);
+  check_vector(op, "c_vel", c_vel, W.size(1), W);
+  for (const auto& [t, name] : {std::pair{&W, "W"}, {&b, "b"}, {&c, "c"}, {&W_vel, "W_vel"}, {&b_vel, "b_vel"},
+                                {&c_vel, "c_vel"}})
+    TORCH_CHECK(t->is_contiguous(), op, ": ", name, " is updated in place and must be contiguous");
+  check_update_hyperparameters(op, lr, momentum, weight_decay);
+  const int64_t B = v.size(0), N = chains ? chains->size(0) : B;
+  CDStats s = cd_statistics<K>(op, W, b, c, v, chains, sigma, kind, k, sparsity_target, sparsity_cost,
+                               1.0 / static_cast<double>(B), 1.0 / static_cast<double>(N), gen);
+  Tensor recon = s.sq_err.div_(static_cast<double>(v.numel()));
+  auto ok = K::apply(UpdateArgs{{{W, W_vel, s.dW, weight_decay}, {b, b_vel, s.db, 0.0}, {c, c_vel, s.dc, 0.0}},
+                                lr, momentum, recon});
+  if constexpr (std::is_same_v<decltype(ok), bool>) {
+    TORCH_CHECK(ok, op, ": the update is not finite (training diverged); the parameters were not changed. "
+                        "Lower lr, standardise the data (Gaussian visible units expect zero mean, unit variance) "
+                        "or add weight_decay");
+  }
+  if (chains) chains->copy_(s.vs);
   return recon;
 }
 

@@ -317,6 +317,47 @@ template <typename T> inline void normals_any(Draw d, uint64_t run, int64_t m, T
   normals(d, run, m, z);
 }
 
+// One pass over the three parameter tensors: f(ParamUpdate, scalar_t* p, scalar_t* vel, const scalar_t* g, m, lr,
+// decay, i0, i1) on chunks of each, in parallel.
+template <typename F> void for_each_update_chunk(const UpdateArgs& a, F f) {
+  AT_DISPATCH_FLOATING_TYPES(a.t[0].p.scalar_type(), "cd_apply_", [&] {
+    for (const ParamUpdate& u : a.t) {
+      scalar_t* pp = u.p.data_ptr<scalar_t>();
+      scalar_t* vp = u.vel.data_ptr<scalar_t>();
+      const scalar_t* gp = u.g.data_ptr<scalar_t>();
+      const auto m = static_cast<scalar_t>(a.momentum), lr = static_cast<scalar_t>(a.lr);
+      const auto decay = static_cast<scalar_t>(u.decay);
+      at::parallel_for(0, u.p.numel(), kGrain, [&](int64_t i0, int64_t i1) { f(pp, vp, gp, m, lr, decay, i0, i1); });
+    }
+  });
+}
+
+}  // namespace
+
+// Two passes: is every p + u finite (u = momentum * vel + lr * (g - decay * p))? Only then the same arithmetic again,
+// storing vel <- u and p <- p + u. No scratch memory, and nothing is written unless all of W, b and c can be.
+bool apply_update_cpu(const UpdateArgs& a) {
+  std::atomic<bool> finite{true};
+  for_each_update_chunk(a, [&](auto* pp, auto* vp, const auto* gp, auto m, auto lr, auto decay, int64_t i0,
+                               int64_t i1) {
+    uint32_t bad = 0;
+    for (int64_t i = i0; i < i1; ++i) bad |= nonfinite(pp[i] + (m * vp[i] + lr * (gp[i] - decay * pp[i])));
+    if (bad) finite = false;
+  });
+  if (!finite) return false;
+  for_each_update_chunk(a, [&](auto* pp, auto* vp, const auto* gp, auto m, auto lr, auto decay, int64_t i0,
+                               int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const auto u = m * vp[i] + lr * (gp[i] - decay * pp[i]);
+      vp[i] = u;
+      pp[i] += u;
+    }
+  });
+  return true;
+}
+
+namespace {
+
 struct CpuKernels {
   static Draw draw(const std::optional<at::Generator>& gen) {
     auto* g = at::get_generator_or_default<at::CPUGeneratorImpl>(gen, at::detail::getDefaultCPUGenerator());
@@ -369,43 +410,11 @@ struct CpuKernels {
     });
   }
 
-  static bool prepare_update(Tensor g, Tensor vel, Tensor p, double momentum, double lr_wd) {
-    std::atomic<bool> finite{true};
-    AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "prepare_update", [&] {
-      scalar_t* gp = g.data_ptr<scalar_t>();
-      const scalar_t* vp = vel.data_ptr<scalar_t>();
-      const scalar_t* pp = p.data_ptr<scalar_t>();
-      const auto m = static_cast<scalar_t>(momentum), wd = static_cast<scalar_t>(lr_wd);
-      at::parallel_for(0, g.numel(), kGrain, [&](int64_t i0, int64_t i1) {
-        uint32_t bad = 0;
-        for (int64_t i = i0; i < i1; ++i) {
-          const scalar_t u = m * vp[i] + gp[i] - wd * pp[i];
-          gp[i] = u;
-          bad |= nonfinite(pp[i] + u);
-        }
-        if (bad) finite = false;
-      });
-    });
-    return finite;
-  }
+  static bool apply(const UpdateArgs& a) { return apply_update_cpu(a); }
 
-  static void apply_update(Tensor p, Tensor vel, Tensor g) {
-    AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "apply_update", [&] {
-      scalar_t* pp = p.data_ptr<scalar_t>();
-      scalar_t* vp = vel.data_ptr<scalar_t>();
-      const scalar_t* gp = g.data_ptr<scalar_t>();
-      at::parallel_for(0, g.numel(), kGrain, [&](int64_t i0, int64_t i1) {
-        for (int64_t i = i0; i < i1; ++i) {
-          vp[i] = gp[i];
-          pp[i] += gp[i];
-        }
-      });
-    });
-  }
-
-  // Mean squared difference of two contiguous tensors of one shape. Partial sums over fixed 4096-element chunks,
+  // Sum of squared differences of two contiguous tensors of one shape. Partial sums over fixed 4096-element chunks,
   // added in order, so the result does not depend on the number of threads either.
-  static Tensor mse(const Tensor& a, const Tensor& b) {
+  static Tensor sq_err(const Tensor& a, const Tensor& b) {
     const int64_t n = a.numel(), chunks = (n + kGrain - 1) / kGrain;
     std::vector<double> partial(chunks);
     AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "mse", [&] {
@@ -430,7 +439,10 @@ struct CpuKernels {
     });
     double total = 0;
     for (double s : partial) total += s;
-    return at::scalar_tensor(total / static_cast<double>(n), a.options());
+    Tensor out = at::empty({}, a.options());
+    AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "sq_err",
+                               [&] { *out.data_ptr<scalar_t>() = narrow_float<scalar_t>(total); });
+    return out;
   }
 
   static bool all_finite(const Tensor& t) {
@@ -456,6 +468,8 @@ TORCH_LIBRARY_IMPL(pymusicrbm, CPU, m) {
   m.impl("sample_hidden", &sample_hidden<CpuKernels>);
   m.impl("sample_visible", &sample_visible<CpuKernels>);
   m.impl("free_energy", &free_energy);
+  m.impl("cd_stats", &cd_stats<CpuKernels>);
+  m.impl("cd_apply_", &cd_apply<CpuKernels>);
   m.impl("cd_step_", &cd_step<CpuKernels>);
 }
 

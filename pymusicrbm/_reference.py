@@ -18,8 +18,9 @@ from torch import Tensor
 
 from . import ops
 
-__all__ = ["CDStep", "sample_hidden", "sample_visible", "free_energy", "cd_step", "pool_blocks", "pool_unblocks",
-           "conv_pool", "conv_sample_hidden", "conv_sample_visible", "conv_cd_step"]
+__all__ = ["CDStep", "CDStats", "sample_hidden", "sample_visible", "free_energy", "cd_stats", "cd_apply", "cd_step",
+           "pool_blocks", "pool_unblocks", "conv_pool", "conv_sample_hidden", "conv_sample_visible", "conv_cd_stats",
+           "conv_cd_step"]
 
 
 class CDStep(NamedTuple):
@@ -74,18 +75,32 @@ def free_energy(v: Tensor, W: Tensor, b: Tensor, c: Tensor, sigma: Tensor | None
     return ((v - b) ** 2 / (2 * s ** 2)).sum(1) - F.softplus((v / s) @ W + c).sum(1)
 
 
-def cd_step(W: Tensor, b: Tensor, c: Tensor, W_vel: Tensor, b_vel: Tensor, c_vel: Tensor, v: Tensor,
-            chains: Tensor | None = None, sigma: Tensor | None = None, visible: str = "bernoulli", k: int = 1,
-            lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0, sparsity_target: float = 0.0,
-            sparsity_cost: float = 0.0, generator=None) -> CDStep:
-    """One CD-k (``chains=None``) or PCD-k step as :func:`pymusicrbm.ops.cd_step_` documents it, drawing in the
-    op's order: h0 from the data; then (CD) a visible sample from h0, or (PCD) a hidden and a visible sample from
-    the chains; then k - 1 more hidden/visible rounds. Velocities: ``momentum * vel + lr * gradient`` (weight decay
-    on W, the sparsity term on c); the reconstruction error is the MSE of the mean of p(v | h0) against v."""
+class CDStats(NamedTuple):
+    """The result of a reference statistics step: what the op returns, and the negative-phase visible sample (the
+    updated chains when persistent)."""
+
+    dW: Tensor
+    db: Tensor
+    dc: Tensor
+    sq_err: Tensor
+    chains: Tensor
+
+
+def _weight(w: float, rows: int) -> float:
+    return 1.0 / rows if w < 0 else w
+
+
+def cd_stats(W: Tensor, b: Tensor, c: Tensor, v: Tensor, chains: Tensor | None = None, sigma: Tensor | None = None,
+             visible: str = "bernoulli", k: int = 1, sparsity_target: float = 0.0, sparsity_cost: float = 0.0,
+             data_weight: float = -1.0, chain_weight: float = -1.0, generator=None) -> CDStats:
+    """The statistics of :func:`pymusicrbm.ops.cd_stats`, drawing in the op's order: h0 from the data; then (CD) a
+    visible sample from h0, or (PCD) a hidden and a visible sample from the chains; then k - 1 more hidden/visible
+    rounds. Weighted sums over rows (weights 1 / rows by default); ``sq_err`` the summed squared error of the mean
+    of p(v | h0) against v."""
     p0, h0 = sample_hidden(v, W, c, sigma, generator)
     persistent = chains is not None
     m1, vs = sample_visible(h0, W, b, sigma, visible, generator, sample=not persistent)
-    recon = F.mse_loss(m1, v)
+    sq_err = F.mse_loss(m1, v, reduction="sum")
     if persistent:
         _, h = sample_hidden(chains, W, c, sigma, generator)
         _, vs = sample_visible(h, W, b, sigma, visible, generator)
@@ -93,17 +108,36 @@ def cd_step(W: Tensor, b: Tensor, c: Tensor, W_vel: Tensor, b_vel: Tensor, c_vel
     for t in range(1, k):
         _, vs = sample_visible(h, W, b, sigma, visible, generator)
         pk, h = sample_hidden(vs, W, c, sigma, generator, sample=t + 1 < k)
+    dw, cw = _weight(data_weight, len(v)), _weight(chain_weight, len(vs))
     x0 = v / sigma if sigma is not None else v
     xk = vs / sigma if sigma is not None else vs
-    gW = x0.t() @ p0 / len(v) - xk.t() @ pk / len(vs)
-    gb = x0.mean(0) - xk.mean(0)
+    dW = dw * x0.t() @ p0 - cw * xk.t() @ pk
+    db = dw * x0.sum(0) - cw * xk.sum(0)
     if sigma is not None:
-        gb = gb / sigma
-    gc = p0.mean(0) - pk.mean(0) + sparsity_cost * (sparsity_target - p0.mean(0))
-    W_vel = momentum * W_vel + lr * (gW - weight_decay * W)
-    b_vel = momentum * b_vel + lr * gb
-    c_vel = momentum * c_vel + lr * gc
-    return CDStep(W + W_vel, b + b_vel, c + c_vel, W_vel, b_vel, c_vel, vs, recon)
+        db = db / sigma
+    dc = dw * p0.sum(0) - cw * pk.sum(0) + sparsity_cost * dw * (sparsity_target - p0).sum(0)
+    return CDStats(dW, db, dc, sq_err, vs)
+
+
+def cd_apply(W: Tensor, b: Tensor, c: Tensor, W_vel: Tensor, b_vel: Tensor, c_vel: Tensor, dW: Tensor, db: Tensor,
+             dc: Tensor, lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> CDStep:
+    """:func:`pymusicrbm.ops.cd_apply_` out of place (the chains and the error of the result are None):
+    ``vel = momentum * vel + lr * (d - weight_decay * W)`` (decay on W only), ``param + vel``."""
+    uW = momentum * W_vel + lr * (dW - weight_decay * W)
+    ub = momentum * b_vel + lr * db
+    uc = momentum * c_vel + lr * dc
+    return CDStep(W + uW, b + ub, c + uc, uW, ub, uc, None, None)
+
+
+def cd_step(W: Tensor, b: Tensor, c: Tensor, W_vel: Tensor, b_vel: Tensor, c_vel: Tensor, v: Tensor,
+            chains: Tensor | None = None, sigma: Tensor | None = None, visible: str = "bernoulli", k: int = 1,
+            lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0, sparsity_target: float = 0.0,
+            sparsity_cost: float = 0.0, generator=None) -> CDStep:
+    """One CD-k (``chains=None``) or PCD-k step as :func:`pymusicrbm.ops.cd_step_` documents it: :func:`cd_stats`
+    then :func:`cd_apply`; the reconstruction error is the MSE of the mean of p(v | h0) against v."""
+    s = cd_stats(W, b, c, v, chains, sigma, visible, k, sparsity_target, sparsity_cost, generator=generator)
+    out = cd_apply(W, b, c, W_vel, b_vel, c_vel, s.dW, s.db, s.dc, lr, momentum, weight_decay)
+    return out._replace(chains=s.chains, recon=s.sq_err / v.numel())
 
 
 # ---- convolutional RBM ----------------------------------------------------------------------------------------------
@@ -160,13 +194,13 @@ def conv_sample_visible(h: Tensor, W: Tensor, b: Tensor, sigma: Tensor | None = 
     return mean, (mean + sd * ops.philox_normal_(torch.empty_like(mean), generator) if sample else None)
 
 
-def conv_cd_step(W: Tensor, b: Tensor, c: Tensor, W_vel: Tensor, b_vel: Tensor, c_vel: Tensor, v: Tensor,
-                 chains: Tensor | None = None, sigma: Tensor | None = None, visible: str = "bernoulli", pool: int = 1,
-                 k: int = 1, lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0,
-                 sparsity_target: float = 0.0, sparsity_cost: float = 0.0, generator=None) -> CDStep:
-    """One CD-k / PCD-k step of :func:`pymusicrbm.ops.conv_cd_step_`, drawing in the op's order. Statistics are
-    averaged over the batch and the hidden map positions; the sparsity term pulls the pooled activations Q of the
-    data towards ``sparsity_target``; b's gradient is divided by sigma^2 (Gaussian units with sigma)."""
+def conv_cd_stats(W: Tensor, b: Tensor, c: Tensor, v: Tensor, chains: Tensor | None = None,
+                  sigma: Tensor | None = None, visible: str = "bernoulli", pool: int = 1, k: int = 1,
+                  sparsity_target: float = 0.0, sparsity_cost: float = 0.0, data_weight: float = -1.0,
+                  chain_weight: float = -1.0, generator=None) -> CDStats:
+    """The statistics of :func:`pymusicrbm.ops.conv_cd_stats`, drawing in the op's order. Weighted sums over rows
+    (1 / rows by default) of averages over the map positions; the sparsity term pulls the pooled activations Q of
+    the data towards ``sparsity_target``; b's statistic is divided by sigma^2 (Gaussian units with sigma)."""
     P0, H0, Q0 = conv_sample_hidden(v, W, c, pool, sigma, generator)
     if chains is None:
         mean, vs = conv_sample_visible(H0, W, b, sigma, visible, generator)
@@ -174,22 +208,32 @@ def conv_cd_step(W: Tensor, b: Tensor, c: Tensor, W_vel: Tensor, b_vel: Tensor, 
         mean, _ = conv_sample_visible(H0, W, b, sigma, visible, sample=False)
         _, h, _ = conv_sample_hidden(chains, W, c, pool, sigma, generator)
         _, vs = conv_sample_visible(h, W, b, sigma, visible, generator)
-    recon = F.mse_loss(mean, v)
+    sq_err = F.mse_loss(mean, v, reduction="sum")
     for _ in range(1, k):
         _, h, _ = conv_sample_hidden(vs, W, c, pool, sigma, generator)
         _, vs = conv_sample_visible(h, W, b, sigma, visible, generator)
     Pk, _, _ = conv_sample_hidden(vs, W, c, pool, sigma, sample=False)
     s = sigma.view(1, -1, 1, 1) if sigma is not None else 1.0
-    B, N, L = v.shape[0], vs.shape[0], P0.shape[2] * P0.shape[3]
-    gW = torch.nn.grad.conv2d_weight(v / s, W.shape, P0) / (B * L) - \
-        torch.nn.grad.conv2d_weight(vs / s, W.shape, Pk) / (N * L)
-    gc = P0.sum((0, 2, 3)) / (B * L) - Pk.sum((0, 2, 3)) / (N * L)
+    dw, cw = _weight(data_weight, v.shape[0]), _weight(chain_weight, vs.shape[0])
+    L = P0.shape[2] * P0.shape[3]
+    dW = (dw * torch.nn.grad.conv2d_weight(v / s, W.shape, P0) -
+          cw * torch.nn.grad.conv2d_weight(vs / s, W.shape, Pk)) / L
+    dc = (dw * P0.sum((0, 2, 3)) - cw * Pk.sum((0, 2, 3))) / L
     if sparsity_cost > 0:
-        gc = gc + sparsity_cost * (sparsity_target - Q0.mean((0, 2, 3)))
-    gb = v.mean((0, 2, 3)) - vs.mean((0, 2, 3))
+        dc = dc + sparsity_cost * dw * (sparsity_target - Q0.mean((2, 3))).sum(0)
+    db = (dw * v.mean((2, 3)).sum(0) - cw * vs.mean((2, 3)).sum(0))
     if sigma is not None:
-        gb = gb / sigma ** 2
-    uW = momentum * W_vel + lr * (gW - weight_decay * W)
-    ub = momentum * b_vel + lr * gb
-    uc = momentum * c_vel + lr * gc
-    return CDStep(W + uW, b + ub, c + uc, uW, ub, uc, vs, recon)
+        db = db / sigma ** 2
+    return CDStats(dW, db, dc, sq_err, vs)
+
+
+def conv_cd_step(W: Tensor, b: Tensor, c: Tensor, W_vel: Tensor, b_vel: Tensor, c_vel: Tensor, v: Tensor,
+                 chains: Tensor | None = None, sigma: Tensor | None = None, visible: str = "bernoulli", pool: int = 1,
+                 k: int = 1, lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0,
+                 sparsity_target: float = 0.0, sparsity_cost: float = 0.0, generator=None) -> CDStep:
+    """One CD-k / PCD-k step of :func:`pymusicrbm.ops.conv_cd_step_`: :func:`conv_cd_stats` then
+    :func:`cd_apply`."""
+    s = conv_cd_stats(W, b, c, v, chains, sigma, visible, pool, k, sparsity_target, sparsity_cost,
+                      generator=generator)
+    out = cd_apply(W, b, c, W_vel, b_vel, c_vel, s.dW, s.db, s.dc, lr, momentum, weight_decay)
+    return out._replace(chains=s.chains, recon=s.sq_err / v.numel())

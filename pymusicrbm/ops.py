@@ -4,8 +4,15 @@ and autograd where a gradient is meaningful.
 Non-finite values, one policy for the dense and the convolutional sampling ops: a NaN never becomes a
 plausible-looking sample. On the CPU (where the check costs no device synchronisation) an op raises a RuntimeError
 naming the argument that holds NaN or Inf; on a GPU the kernels propagate instead (a NaN probability or mean gives a
-NaN sample), and they do so on the CPU too for a NaN that comes from the parameters. The CD steps always raise and
-leave the parameters unchanged.
+NaN sample), and they do so on the CPU too for a NaN that comes from the parameters. A non-finite update is never
+applied: :func:`cd_apply_` returns a 0-d bool flag on the parameters' device (no host synchronisation); the fused
+steps :func:`cd_step_` / :func:`conv_cd_step_` raise on the CPU, and on a GPU return NaN as their error instead (read
+once per epoch by the training loop).
+
+The CD step in two parts, for data-parallel training (see :func:`cd_stats`): ``cd_stats`` / ``conv_cd_stats``
+compute the statistics of a batch (no parameter is touched; PCD chains are advanced), the caller may all-reduce them
+(a SUM over ranks), and :func:`cd_apply_` applies momentum, weight decay and the learning rate. ``cd_step_`` is
+exactly ``cd_stats`` then ``cd_apply_`` with the default weights, bit for bit.
 
 Randomness: every sampling phase of an op takes one draw from ``generator`` (the default generator of the tensors'
 device when ``None``) and feeds a counter-based Philox stream, so a seed fixes the result whatever the number of
@@ -68,11 +75,53 @@ def cd_step_(W: Tensor, b: Tensor, c: Tensor, W_vel: Tensor, b_vel: Tensor, c_ve
     W (n_visible, n_hidden), b (n_visible,), c (n_hidden,); the sparsity term adds
     ``sparsity_cost * (sparsity_target - mean p(h|v))`` to the hidden-bias gradient. Positive statistics use
     p(h | data); negative ones the k-th Gibbs sample of v and p(h | v_k). Returns the mean squared error between
-    the batch and its first mean-field reconstruction (0-d tensor). Non-finite input or a non-finite update raise
-    an error and leave the parameters unchanged.
+    the batch and its first mean-field reconstruction (0-d tensor). Exactly :func:`cd_stats` (default weights) then
+    :func:`cd_apply_`, bit for bit. Non-finite data or a non-finite update: on the CPU an error, the parameters (and
+    chains) unchanged; on a GPU the update is not applied and the returned error is NaN (no host synchronisation).
     """
     return _lib.cd_step_(W, b, c, W_vel, b_vel, c_vel, v, chains, sigma, visible, k, lr, momentum, weight_decay,
                          sparsity_target, sparsity_cost, generator)
+
+
+def cd_stats(W: Tensor, b: Tensor, c: Tensor, v: Tensor, chains: Tensor | None = None, sigma: Tensor | None = None,
+             visible: str = "bernoulli", k: int = 1, sparsity_target: float = 0.0, sparsity_cost: float = 0.0,
+             data_weight: float = -1.0, chain_weight: float = -1.0,
+             generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The statistics of one CD-k step (PCD-k when ``chains`` is given: they are advanced in place), without
+    touching W, b, c. Returns ``(dW, db, dc, sq_err)``, new tensors of W's dtype and device:
+
+    - ``dW = dw * X0^T p0 - cw * Xk^T pk``  (n_visible, n_hidden)
+    - ``db = (dw * sum_rows X0 - cw * sum_rows Xk) / sigma``  (n_visible,)
+    - ``dc = dw * sum_rows p0 - cw * sum_rows pk + sparsity_cost * dw * sum_rows (sparsity_target - p0)``
+    - ``sq_err``: 0-d, the SUM over the batch of the squared differences between v and its first mean-field
+      reconstruction; the mean squared error that :func:`cd_step_` returns is ``sq_err / v.numel()``.
+
+    with ``X = v / sigma`` (Gaussian units with sigma) or ``v``, X0 the data, Xk the k-th Gibbs sample (of the data
+    for CD, of the chains for PCD), p the hidden probabilities, ``dw = data_weight`` (default, any negative value:
+    1 / batch) and ``cw = chain_weight`` (default: 1 / rows of the negative phase, the chains' or the batch's).
+
+    Every term is a sum over rows times a weight, so data-parallel ranks that each pass
+    ``data_weight = 1 / global_batch`` and ``chain_weight = 1 / global_chains`` get statistics whose SUM
+    all-reduce is exactly the statistic of the global batch (the sparsity term included), and the SUM of ``sq_err``
+    divided by ``global_batch * n_visible`` is the global reconstruction error. The generator draws are those of
+    :func:`cd_step_`.
+    """
+    return _lib.cd_stats(W, b, c, v, chains, sigma, visible, k, sparsity_target, sparsity_cost, data_weight,
+                         chain_weight, generator)
+
+
+def cd_apply_(W: Tensor, b: Tensor, c: Tensor, W_vel: Tensor, b_vel: Tensor, c_vel: Tensor, dW: Tensor, db: Tensor,
+              dc: Tensor, lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> Tensor:
+    """Apply statistics (from :func:`cd_stats` / :func:`conv_cd_stats`, maybe all-reduced) to the parameters of a
+    dense or convolutional RBM, in place: ``u = momentum * vel + lr * (d - weight_decay * W)`` (decay on W only,
+    0 for b and c), ``vel = u``, ``param += u``. Element-wise: any shapes, each velocity and statistic shaped as
+    its parameter; dW, db, dc may be views into one flat (all-reduce) buffer.
+
+    Returns a 0-d bool tensor on the parameters' device: True when the update was applied; False when some
+    ``param + u`` was not finite, in which case nothing (no parameter, no velocity) was changed. Reading the flag
+    is the caller's choice (it costs a host synchronisation on a GPU; the op itself never syncs).
+    """
+    return _lib.cd_apply_(W, b, c, W_vel, b_vel, c_vel, dW, db, dc, lr, momentum, weight_decay)
 
 
 # ---- fake kernels: shapes and dtypes only, so the ops trace under torch.compile -------------------------------
@@ -102,6 +151,17 @@ def _(h, W, b, sigma=None, visible="bernoulli", generator=None):
 @torch.library.register_fake("pymusicrbm::free_energy")
 def _(v, W, b, c, sigma=None, visible="bernoulli"):
     return v.new_empty((v.shape[0],))
+
+
+@torch.library.register_fake("pymusicrbm::cd_stats")
+def _(W, b, c, v, chains=None, sigma=None, visible="bernoulli", k=1, sparsity_target=0.0, sparsity_cost=0.0,
+      data_weight=-1.0, chain_weight=-1.0, generator=None):
+    return torch.empty_like(W), torch.empty_like(b), torch.empty_like(c), W.new_empty(())
+
+
+@torch.library.register_fake("pymusicrbm::cd_apply_")
+def _(W, b, c, W_vel, b_vel, c_vel, dW, db, dc, lr, momentum=0.0, weight_decay=0.0):
+    return W.new_empty((), dtype=torch.bool)
 
 
 @torch.library.register_fake("pymusicrbm::cd_step_")
@@ -200,12 +260,39 @@ def conv_cd_step_(W: Tensor, b: Tensor, c: Tensor, W_vel: Tensor, b_vel: Tensor,
     probabilities and energies are never stored: the weight statistic is accumulated in the same pass.
 
     Returns the mean squared error between v and its first mean-field reconstruction E[v | h0] (0-d tensor).
-    NaN/Inf in v or chains, or a non-finite update, raise an error and leave every parameter unchanged.
+    Exactly :func:`conv_cd_stats` (default weights) then :func:`cd_apply_`, bit for bit. NaN/Inf in v or chains,
+    or a non-finite update: on the CPU an error, every parameter unchanged; on a GPU the update is not applied and
+    the returned error is NaN (no host synchronisation).
     Generator draws, in order: h0; v_1 (CD) or, for PCD, h and v of the chains; then h and v of each further
     Gibbs step.
     """
     return _lib.conv_cd_step_(W, b, c, W_vel, b_vel, c_vel, v, chains, sigma, visible, pool, k, lr, momentum,
                               weight_decay, sparsity_target, sparsity_cost, generator)
+
+
+def conv_cd_stats(W: Tensor, b: Tensor, c: Tensor, v: Tensor, chains: Tensor | None = None,
+                  sigma: Tensor | None = None, visible: str = "bernoulli", pool: int = 1, k: int = 1,
+                  sparsity_target: float = 0.0, sparsity_cost: float = 0.0, data_weight: float = -1.0,
+                  chain_weight: float = -1.0,
+                  generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The statistics of one convolutional CD-k / PCD-k step (:func:`conv_cd_step_`'s), W, b, c untouched, chains
+    advanced in place. Returns ``(dW, db, dc, sq_err)`` shaped as W (K, C, fh, fw), b (C,), c (K,) and 0-d. With
+    ``dw = data_weight`` (default 1 / batch), ``cw = chain_weight`` (default 1 / rows of the negative phase),
+    L = Hh * Wh hidden positions and Lv = Hv * Wv visible positions per map:
+
+    - ``dW[k,c,dy,dx] = (dw * sum_data - cw * sum_model) of v[c,y+dy,x+dx] / sigma_c * p_k(y,x)``, over rows and
+      positions, divided by L
+    - ``dc = (dw * sum_data p - cw * sum_model p) / L + sparsity_cost * dw * sum_rows (sparsity_target - mean q)``
+      (q: the pooled-unit probabilities of the data, or the hidden ones when pool == 1, mean over a map)
+    - ``db = (dw * sum_data v - cw * sum_model v_k) / Lv / sigma^2`` per channel
+    - ``sq_err``: the SUM of squared differences between v and E[v | h0]; ``conv_cd_step_`` returns
+      ``sq_err / v.numel()``.
+
+    As for :func:`cd_stats`, ranks passing ``1 / global_batch`` and ``1 / global_chains`` can SUM all-reduce the
+    results into the global batch's statistics, then call :func:`cd_apply_`.
+    """
+    return _lib.conv_cd_stats(W, b, c, v, chains, sigma, visible, pool, k, sparsity_target, sparsity_cost,
+                              data_weight, chain_weight, generator)
 
 
 def conv_output_shape(in_hw: tuple[int, int], filter_hw: tuple[int, int], pool: int = 1) -> tuple[int, int]:
@@ -225,6 +312,12 @@ def _(v, W, c, pool=1, sigma=None, generator=None):
 def _(h, W, b, sigma=None, visible="bernoulli", generator=None):
     shape = (h.shape[0], W.shape[1], h.shape[2] + W.shape[2] - 1, h.shape[3] + W.shape[3] - 1)
     return h.new_empty(shape), h.new_empty(shape)
+
+
+@torch.library.register_fake("pymusicrbm::conv_cd_stats")
+def _(W, b, c, v, chains=None, sigma=None, visible="bernoulli", pool=1, k=1, sparsity_target=0.0, sparsity_cost=0.0,
+      data_weight=-1.0, chain_weight=-1.0, generator=None):
+    return torch.empty_like(W), torch.empty_like(b), torch.empty_like(c), W.new_empty(())
 
 
 @torch.library.register_fake("pymusicrbm::conv_cd_step_")

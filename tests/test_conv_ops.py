@@ -176,6 +176,55 @@ def test_cd_step_matches_reference(device, case):
         torch.testing.assert_close(ch, ref.chains, **TOL[dtype])
 
 
+def _conv_cd_problem(device, dtype, case):
+    case = dict(case)
+    gaussian = case["visible"] == "gaussian"
+    v, W, b, c, sigma = problem(4, 2, 3, 3, 3, 6, 12, device, dtype, gaussian=gaussian)
+    sigma = sigma if case.pop("sigma", False) else None
+    chains = problem(5, 2, 3, 3, 3, 6, 12, device, dtype, seed=9, gaussian=gaussian)[0] if case.pop("chains", False) \
+        else None
+    update = {key: case.pop(key) for key in ("momentum", "weight_decay") if key in case}
+    vels = [torch.randn_like(t) * 0.01 for t in (W, b, c)]
+    return [W, b, c, *vels], v, chains, dict(sigma=sigma, **case), update
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CD_CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_stats_then_apply_is_the_fused_step_bitwise(device, dtype, case):
+    params, v, chains, sampling, update = _conv_cd_problem(device, dtype, case)
+    fused, split = [t.clone() for t in params], [t.clone() for t in params]
+    ch_f, ch_s = [chains.clone() if chains is not None else None for _ in range(2)]
+    for step in range(2):
+        recon = ops.conv_cd_step_(*fused, v, ch_f, lr=0.1, generator=gen(device, 10 + step), **sampling, **update)
+        dW, db, dc, sq_err = ops.conv_cd_stats(*split[:3], v, ch_s, generator=gen(device, 10 + step), **sampling)
+        assert bool(ops.cd_apply_(*split, dW, db, dc, lr=0.1, **update))
+        assert torch.equal(recon, sq_err / v.numel())
+        for a, b in zip(fused, split):
+            assert torch.equal(a, b)
+        if chains is not None:
+            assert torch.equal(ch_f, ch_s)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", CD_CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_cd_stats_with_weights_matches_reference(device, case):
+    params, v, chains, sampling, _ = _conv_cd_problem(device, torch.float64, case)
+    W, b, c = params[:3]
+    W0 = W.clone()
+    ch = chains.clone() if chains is not None else None
+    g = gen(device, 4)
+    state = g.get_state()
+    got = ops.conv_cd_stats(W, b, c, v, ch, data_weight=0.03, chain_weight=0.11, generator=g, **sampling)
+    want = reference.conv_cd_stats(W, b, c, v, chains, data_weight=0.03, chain_weight=0.11,
+                                   generator=gen(device).set_state(state), **sampling)
+    for a, e in zip(got, want[:4]):
+        torch.testing.assert_close(a, e, **TOL[torch.float64])
+    assert torch.equal(W, W0)  # statistics only
+    if chains is not None:
+        torch.testing.assert_close(ch, want.chains, **TOL[torch.float64])
+
+
 def test_cd_step_float32_agrees_with_float64():
     v, W, b, c, _ = problem(4, 1, 4, 3, 3, 8, 20, "cpu", torch.float64)
     p64 = [t.clone() for t in (W, b, c)] + [torch.zeros_like(t) for t in (W, b, c)]
@@ -274,6 +323,10 @@ def test_opcheck(device, dtype):
     torch.library.opcheck(torch.ops.pymusicrbm.conv_cd_step_, (Ws.clone(), b.clone(), c.clone(), *vels, vb,
                                                                vb[:1].clone(), None, "bernoulli", 1, 2, 1e-6, 0.5,
                                                                0.0, 0.0, 0.0, None))
+    torch.library.opcheck(torch.ops.pymusicrbm.conv_cd_stats, (Ws, b, c, vb, vb[:1].clone(), None, "bernoulli", 2, 1,
+                                                               0.1, 0.5, 0.2, 0.3, None))
+    torch.library.opcheck(torch.ops.pymusicrbm.cd_apply_, (Ws.clone(), b.clone(), c.clone(), *vels, *vels, 0.1, 0.5,
+                                                           0.01))
     # Gaussian noise is never deterministic: schema, fake and autograd registration only
     checks = ("test_schema", "test_autograd_registration", "test_faketensor")
     torch.library.opcheck(torch.ops.pymusicrbm.conv_sample_visible, (h, W, b, sigma, "gaussian", None),

@@ -277,6 +277,116 @@ def test_cd_step_matches_reference(device, dtype, case):
             torch.testing.assert_close(ch, chains, **tol)
 
 
+# ---- the step in two parts: cd_stats + cd_apply_ (data-parallel training) ------------------------------------
+
+def _cd_problem(device, dtype, case, V=31, H=11, B=17, N=9):
+    gauss = case["visible"] == "gaussian"
+    W, b, c, sigma = rbm(V, H, device, dtype, gaussian=gauss)
+    v = data(B, V, device, dtype, gaussian=gauss)
+    chains = data(N, V, device, dtype, seed=5, gaussian=gauss) if case["persistent"] else None
+    g0 = torch.Generator().manual_seed(8)
+    vels = [(torch.randn(t.shape, generator=g0, dtype=torch.float64) * 0.01).to(device, dtype) for t in (W, b, c)]
+    return [W, b, c, *vels], v, chains, sigma
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CD_CASES, ids=lambda d: "-".join(f"{k}{v}" for k, v in d.items()))
+def test_stats_then_apply_is_the_fused_step_bitwise(device, dtype, case):
+    params, v, chains, sigma = _cd_problem(device, dtype, case)
+    fused = [t.clone() for t in params]
+    split = [t.clone() for t in params]
+    ch_f = chains.clone() if chains is not None else None
+    ch_s = chains.clone() if chains is not None else None
+    sampling = dict(sigma=sigma, visible=case["visible"], k=case["k"], sparsity_target=case["target"],
+                    sparsity_cost=case["cost"])
+    for step in range(2):
+        recon = ops.cd_step_(*fused, v, ch_f, lr=0.05, momentum=case["momentum"], weight_decay=case["wd"],
+                             generator=gen(device, 30 + step), **sampling)
+        dW, db, dc, sq_err = ops.cd_stats(*split[:3], v, ch_s, generator=gen(device, 30 + step), **sampling)
+        ok = ops.cd_apply_(*split, dW, db, dc, lr=0.05, momentum=case["momentum"], weight_decay=case["wd"])
+        assert ok.dtype == torch.bool and ok.shape == () and ok.device == v.device and bool(ok)
+        assert torch.equal(recon, sq_err / v.numel())
+        for a, b in zip(fused, split):
+            assert torch.equal(a, b)
+        if chains is not None:
+            assert torch.equal(ch_f, ch_s)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CD_CASES[1:4], ids=lambda d: "-".join(f"{k}{v}" for k, v in d.items()))
+def test_cd_stats_with_weights_matches_reference(device, dtype, case):
+    params, v, chains, sigma = _cd_problem(device, dtype, case)
+    W, b, c = params[:3]
+    kw = dict(sigma=sigma, visible=case["visible"], k=case["k"], sparsity_target=case["target"],
+              sparsity_cost=case["cost"], data_weight=0.02, chain_weight=0.07)
+    ch = chains.clone() if chains is not None else None
+    W0 = W.clone()
+    got = ops.cd_stats(W, b, c, v, ch, generator=gen(device, 4), **kw)
+    want = reference.cd_stats(W, b, c, v, chains, generator=gen(device, 4), **kw)
+    tol = TOL[dtype] if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
+    for a, e in zip(got, want[:4]):
+        torch.testing.assert_close(a, e, **tol)
+    assert torch.equal(W, W0)  # statistics only
+    if chains is not None:
+        torch.testing.assert_close(ch, want.chains, **tol)
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+@pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
+def test_stats_of_shards_sum_to_the_whole_batch(persistent, visible):
+    """Data-parallel ranks pass 1/B_global and 1/N_global: the SUM of their statistics (sparsity term and squared
+    error included) is the statistic of the whole batch. Saturated Bernoulli probabilities make every sample
+    independent of the random stream, so shards and the whole batch sample alike; Gaussian visible samples never
+    are, so there the chains' term is left out (chain_weight=0)."""
+    gauss = visible == "gaussian"
+    W, b, c, sigma = saturated("cpu", torch.float64, gaussian=gauss)
+    b = b if gauss else b * 1e4
+    v = data(12, 12, "cpu", torch.float64)
+    chains = data(8, 12, "cpu", torch.float64, seed=3) if persistent else None
+    cw = 0.0 if gauss else 1 / (8 if persistent else 12)
+    kw = dict(sigma=sigma, visible=visible, sparsity_target=0.2, sparsity_cost=0.7, data_weight=1 / 12,
+              chain_weight=cw)
+    whole = ops.cd_stats(W, b, c, v, chains.clone() if persistent else None, **kw)
+    parts = [ops.cd_stats(W, b, c, v[r0:r1], chains[q0:q1].clone() if persistent else None, **kw)
+             for (r0, r1), (q0, q1) in [((0, 5), (0, 3)), ((5, 12), (3, 8))]]
+    for i in range(4):
+        torch.testing.assert_close(parts[0][i] + parts[1][i], whole[i], rtol=1e-12, atol=1e-12)
+    assert whole[2].abs().max() > 0.01  # the sparsity term is in the sum
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shapes", [[(7, 5), (7,), (5,)], [(4, 2, 3, 3), (2,), (4,)]], ids=["dense", "conv"])
+def test_cd_apply_matches_reference(device, dtype, shapes):
+    g = torch.Generator().manual_seed(2)
+    t = [torch.randn(s, generator=g, dtype=torch.float64).to(device, dtype) for s in shapes * 3]
+    params, grads = t[:6], t[6:]
+    out = reference.cd_apply(*params, *grads, lr=0.1, momentum=0.9, weight_decay=0.01)
+    ok = ops.cd_apply_(*params, *grads, lr=0.1, momentum=0.9, weight_decay=0.01)
+    assert bool(ok)
+    for a, e in zip(params, out[:6]):
+        torch.testing.assert_close(a, e, **TOL[dtype])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("where", [0, 1, 2])
+def test_cd_apply_rejects_a_non_finite_update_and_changes_nothing(device, where):
+    g = torch.Generator().manual_seed(2)
+    params = [torch.randn(s, generator=g).to(device) for s in [(6, 4), (6,), (4,)] * 2]
+    grads = [torch.randn(s, generator=g).to(device) for s in [(6, 4), (6,), (4,)]]
+    grads[where][1] = float("nan")
+    before = [p.clone() for p in params]
+    ok = ops.cd_apply_(*params, *grads, lr=0.1, momentum=0.5)
+    assert ok.device == params[0].device and not bool(ok)
+    for p, p0 in zip(params, before):
+        assert torch.equal(p, p0)
+    grads[where][1] = 1e38  # finite, but W + update overflows float32
+    params[where][1] = 3e38
+    assert not bool(ops.cd_apply_(*params, *grads, lr=10.0))
+
+
 def test_cd_training_raises_exact_likelihood():
     """CD-1 on a tiny world (8 visible, 6 hidden): exact log-likelihood by enumerating all 2^6 hidden states."""
     V, H = 8, 6
@@ -348,6 +458,13 @@ def test_opcheck(device, dtype):
                                                           "bernoulli", 1, 1e-6, 0.5, 0.0, 0.0, 0.0, None))
     torch.library.opcheck(torch.ops.pymusicrbm.cd_step_, (W.clone(), b.clone(), c.clone(), *vels, v, v[:3].clone(),
                                                           None, "bernoulli", 2, 1e-6, 0.5, 0.0, 0.0, 0.0, None))
+    torch.library.opcheck(torch.ops.pymusicrbm.cd_stats, (W, b, c, v, None, None, "bernoulli", 1, 0.1, 0.5, -1.0,
+                                                          -1.0, None))
+    torch.library.opcheck(torch.ops.pymusicrbm.cd_stats, (W, b, c, v, v[:3].clone(), None, "bernoulli", 2, 0.0, 0.0,
+                                                          0.01, 0.2, None))
+    grads = [torch.rand_like(t) for t in (W, b, c)]
+    torch.library.opcheck(torch.ops.pymusicrbm.cd_apply_, (W.clone(), b.clone(), c.clone(), *vels, *grads, 0.1, 0.5,
+                                                           0.01))
     # Gaussian noise is never deterministic: check schema, fake and autograd registration only
     checks = ("test_schema", "test_autograd_registration", "test_faketensor")
     torch.library.opcheck(torch.ops.pymusicrbm.sample_visible, (h, W, b, sigma, "gaussian", None), test_utils=checks)
@@ -405,6 +522,11 @@ def _cd(W, b, c, v, **kw):
     (lambda W, b, c, v: _cd(W.t().contiguous().t(), b, c, v), r"W is updated in place and must be contiguous"),
     (lambda W, b, c, v: ops.cd_step_(W, b, c, torch.zeros(3, 3), b, c, v), r"W_vel must have W's shape"),
     (lambda W, b, c, v: ops.philox_uniform_(torch.empty(3, dtype=torch.int32)), r"out must be float32 or float64"),
+    (lambda W, b, c, v: ops.cd_stats(W, b, c, v, data_weight=float("nan")), r"data_weight must be finite"),
+    (lambda W, b, c, v: ops.cd_stats(W, b, c, v, k=0), r"cd_stats: k \(Gibbs steps\) must be >= 1"),
+    (lambda W, b, c, v: ops.cd_apply_(W, b, c, W, b, c, W[:2], b, c, 0.1), r"dW must have W's shape"),
+    (lambda W, b, c, v: ops.cd_apply_(W, b, c, W, b, c.double(), W, b, c, 0.1), r"c_vel has dtype Double"),
+    (lambda W, b, c, v: ops.cd_apply_(W, b, c, W, b, c, W, b, c, 0.1, momentum=1.0), r"momentum must be in"),
 ])
 def test_bad_input_is_a_clear_error(call, match):
     with pytest.raises(RuntimeError, match=match):

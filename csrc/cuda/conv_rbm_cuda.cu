@@ -169,8 +169,9 @@ struct CudaConvKernels {
     a.mean.copy_(m);
   }
 
-  static Tensor channel_means(const Tensor& x) { return x.mean({0, 2, 3}); }
-  static Tensor mse(const Tensor& a, const Tensor& b) { return at::mse_loss(a, b); }
+  static Tensor channel_sums(const Tensor& x, double scale) { return x.sum({0, 2, 3}).mul_(scale); }
+  static Tensor sq_err(const Tensor& a, const Tensor& b) { return at::mse_loss(a, b, at::Reduction::Sum); }
+  static Tensor apply(const UpdateArgs& a) { return apply_update_cuda(a); }
 };
 
 }  // namespace
@@ -178,6 +179,7 @@ struct CudaConvKernels {
 TORCH_LIBRARY_IMPL(pymusicrbm, CUDA, m) {
   m.impl("conv_sample_hidden", &OnDevice<&conv_sample_hidden<CudaConvKernels>>::call);
   m.impl("conv_sample_visible", &OnDevice<&conv_sample_visible<CudaConvKernels>>::call);
+  m.impl("conv_cd_stats", &OnDevice<&conv_cd_stats<CudaConvKernels>>::call);
   m.impl("conv_cd_step_", &OnDevice<&conv_cd_step<CudaConvKernels>>::call);
 }
 

@@ -57,6 +57,43 @@ struct BadFlag {
   bool raised() const { return t.item<int>() != 0; }
 };
 
+}  // namespace
+
+// Two launches and no host synchronisation: a check of every p + u into a device flag, then the update, applied by
+// the second kernel only if the flag is clear (see update_apply_kernel).
+Tensor apply_update_cuda(const UpdateArgs& a) {
+  const Tensor& W = a.t[0].p;
+  c10::cuda::CUDAGuard guard(W.device());
+  Tensor bad = at::empty({1}, W.options().dtype(at::kInt));
+  Tensor ok = at::empty({}, W.options().dtype(at::kBool));
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  C10_CUDA_CHECK(cudaMemsetAsync(bad.data_ptr<int>(), 0, sizeof(int), stream));
+  AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "cd_apply_", [&] {
+    UpdateSegs<scalar_t> s;
+    int64_t end = 0;
+    for (int j = 0; j < 3; ++j) {
+      const ParamUpdate& u = a.t[j];
+      TORCH_INTERNAL_ASSERT(u.p.is_contiguous() && u.vel.is_contiguous() && u.g.is_contiguous());
+      s.p[j] = u.p.data_ptr<scalar_t>();
+      s.vel[j] = u.vel.data_ptr<scalar_t>();
+      s.g[j] = u.g.data_ptr<scalar_t>();
+      s.decay[j] = static_cast<scalar_t>(u.decay);
+      end += u.p.numel();
+      s.end[j] = end;
+    }
+    const auto m = static_cast<scalar_t>(a.momentum), lr = static_cast<scalar_t>(a.lr);
+    const dim3 grid = grid_for(std::max<int64_t>(end, 1));
+    update_check_kernel<scalar_t><<<grid, kThreads, 0, stream>>>(s, m, lr, bad.data_ptr<int>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    update_apply_kernel<scalar_t><<<grid, kThreads, 0, stream>>>(s, m, lr, bad.data_ptr<int>(), ok.data_ptr<bool>(),
+                                                                  ptr_or_null<scalar_t>(a.poison));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return ok;
+}
+
+namespace {
+
 struct CudaKernels {
   static Draw draw(const std::optional<at::Generator>& gen) { return cuda_draw(gen); }
 
@@ -114,38 +151,7 @@ struct CudaKernels {
     });
   }
 
-  static bool prepare_update(Tensor g, Tensor vel, Tensor p, double momentum, double lr_wd) {
-    TORCH_INTERNAL_ASSERT(g.is_contiguous() && vel.is_contiguous() && p.is_contiguous());
-    const int64_t n = g.numel();
-    if (n == 0) return true;
-    BadFlag bad(g);
-    const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-    AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "prepare_update", [&] {
-      scalar_t* gp = g.data_ptr<scalar_t>();
-      const scalar_t* vp = vel.data_ptr<scalar_t>();
-      const scalar_t* pp = p.data_ptr<scalar_t>();
-      prepare_update_kernel<scalar_t><<<grid_for(ceil_div(n, 4)), kThreads, 0, stream>>>(
-          gp, vp, pp, n, packable<scalar_t>(gp, vp, pp), static_cast<scalar_t>(momentum),
-          static_cast<scalar_t>(lr_wd), bad.ptr());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
-    return !bad.raised();
-  }
-
-  static void apply_update(Tensor p, Tensor vel, Tensor g) {
-    TORCH_INTERNAL_ASSERT(g.is_contiguous() && vel.is_contiguous() && p.is_contiguous());
-    const int64_t n = g.numel();
-    if (n == 0) return;
-    const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-    AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "apply_update", [&] {
-      scalar_t* pp = p.data_ptr<scalar_t>();
-      scalar_t* vp = vel.data_ptr<scalar_t>();
-      const scalar_t* gp = g.data_ptr<scalar_t>();
-      apply_update_kernel<scalar_t><<<grid_for(ceil_div(n, 4)), kThreads, 0, stream>>>(
-          pp, vp, gp, n, packable<scalar_t>(pp, vp, gp));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
-  }
+  static Tensor apply(const UpdateArgs& a) { return apply_update_cuda(a); }
 
   static bool all_finite(const Tensor& t) {
     const Tensor x = t.contiguous();
@@ -171,6 +177,8 @@ TORCH_LIBRARY_IMPL(pymusicrbm, CUDA, m) {
   m.impl("sample_hidden", &OnDevice<&sample_hidden<CudaKernels>>::call);
   m.impl("sample_visible", &OnDevice<&sample_visible<CudaKernels>>::call);
   m.impl("free_energy", &free_energy);
+  m.impl("cd_stats", &OnDevice<&cd_stats<CudaKernels>>::call);
+  m.impl("cd_apply_", &OnDevice<&cd_apply<CudaKernels>>::call);
   m.impl("cd_step_", &OnDevice<&cd_step<CudaKernels>>::call);
 }
 

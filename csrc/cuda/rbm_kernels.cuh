@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <tuple>
 
 #include "philox.h"
@@ -155,36 +156,57 @@ template <typename T> __global__ void sigmoid_kernel(T* p, int64_t n, bool packe
   }
 }
 
-// g <- momentum * vel + g - lr_wd * p; *bad = 1 if any p + g is not finite. Reads p and vel, never writes them.
+// The three tensors of a parameter update (W, b, c) as one index space: element q belongs to tensor j, the first
+// with q < end[j], at index q - end[j - 1].
+template <typename T> struct UpdateSegs {
+  T* p[3];
+  T* vel[3];
+  const T* g[3];
+  T decay[3];
+  int64_t end[3];
+};
+
 template <typename T>
-__global__ void prepare_update_kernel(T* g, const T* vel, const T* p, int64_t n, bool packed, T momentum, T lr_wd,
-                                      int* bad) {
+__device__ __forceinline__ void update_index(const UpdateSegs<T>& s, int64_t q, int& j, int64_t& i) {
+  j = q < s.end[0] ? 0 : (q < s.end[1] ? 1 : 2);
+  i = j == 0 ? q : q - s.end[j - 1];
+}
+
+// u = momentum * vel + lr * (g - decay * p): the same arithmetic as the CPU's apply_update_cpu.
+template <typename T>
+__device__ __forceinline__ T update_of(const UpdateSegs<T>& s, int j, int64_t i, T momentum, T lr) {
+  return momentum * s.vel[j][i] + lr * (s.g[j][i] - s.decay[j] * s.p[j][i]);
+}
+
+// *bad = 1 if some p + u is not finite (a non-finite u makes p + u non-finite too). Writes nothing else.
+template <typename T> __global__ void update_check_kernel(UpdateSegs<T> s, T momentum, T lr, int* bad) {
   bool ok = true;
-  for (int64_t q = first_thread(); q < ceil_div(n, 4); q += grid_stride()) {
-    const int64_t i = 4 * q;
-    Pack4<T> u = load4(g, i, n, packed);
-    const Pack4<T> v = load4(vel, i, n, packed);
-    const Pack4<T> w = load4(p, i, n, packed);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      u.v[j] = momentum * v.v[j] + u.v[j] - lr_wd * w.v[j];
-      ok &= isfinite(w.v[j] + u.v[j]);  // a non-finite g makes p + g non-finite too
-    }
-    store4(g, i, n, packed, u);
+  for (int64_t q = first_thread(); q < s.end[2]; q += grid_stride()) {
+    int j;
+    int64_t i;
+    update_index(s, q, j, i);
+    ok &= isfinite(s.p[j][i] + update_of(s, j, i, momentum, lr));
   }
   if (!ok) *bad = 1;  // every writer stores the same value: no atomic needed
 }
 
-// vel <- g; p += g.
-template <typename T> __global__ void apply_update_kernel(T* p, T* vel, const T* g, int64_t n, bool packed) {
-  for (int64_t q = first_thread(); q < ceil_div(n, 4); q += grid_stride()) {
-    const int64_t i = 4 * q;
-    const Pack4<T> u = load4(g, i, n, packed);
-    Pack4<T> w = load4(p, i, n, packed);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) w.v[j] += u.v[j];
-    store4(vel, i, n, packed, u);
-    store4(p, i, n, packed, w);
+// Unless *bad: vel <- u, p += u. Always: *ok <- !*bad, and *poison <- NaN when *bad (poison optional). The flag is
+// read on the device, so a rejected update costs no host synchronisation and the step stays graph-capturable.
+template <typename T>
+__global__ void update_apply_kernel(UpdateSegs<T> s, T momentum, T lr, const int* bad, bool* ok, T* poison) {
+  const bool rejected = *bad != 0;
+  if (first_thread() == 0) {
+    *ok = !rejected;
+    if (rejected && poison) *poison = std::numeric_limits<T>::quiet_NaN();
+  }
+  if (rejected) return;
+  for (int64_t q = first_thread(); q < s.end[2]; q += grid_stride()) {
+    int j;
+    int64_t i;
+    update_index(s, q, j, i);
+    const T u = update_of(s, j, i, momentum, lr);
+    s.vel[j][i] = u;
+    s.p[j][i] += u;
   }
 }
 
