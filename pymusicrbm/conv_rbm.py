@@ -383,57 +383,33 @@ class ConvRBM(TransformerMixin, TrainedEstimator):
 
     def _statistics(self, v: torch.Tensor, lr: float, global_rows: int):
         """(this batch's reconstruction error, statistics that SUM over the ranks to the global batch's).
-        CD/PCD: [gW, gb, gc] and the data's pooled activations (``sparsity_target``), this rank's sums divided by
-        the global batch size (chains: the global number of chains) and the hidden map size, as
-        ``conv_cd_step_`` averages them; chains advance in place. Reconstruction training: the gradients of this
-        rank's loss divided by the number of ranks (so the sum is the gradient of the global mean loss)."""
+        CD/PCD: ``ops.conv_cd_stats``'s [dW, db, dc] weighted by 1 / the global batch size (chains: 1 / the
+        global number of chains); chains advance in place. Reconstruction training: the gradients of this rank's
+        loss divided by the number of ranks (so the sum is the gradient of the global mean loss)."""
         if self.training == "reconstruction":
             loss, grads = self._reconstruction_grads(v)
             return loss, [g / distributed.world_size() for g in grads]
-        W, b, c = self._W, self._b, self._c
-        P0, H0, Q0 = ops.conv_sample_hidden(v, W, c, self.pool, generator=self._rng)
-        if self._chains is None:
-            mean, vs = ops.conv_sample_visible(H0, W, b, None, self.visible, generator=self._rng)
-            N, k = global_rows, self.k - 1
-        else:
-            mean, _ = ops.conv_sample_visible(H0, W, b, None, self.visible, generator=self._rng)
-            vs, N, k = self._chains, self._chains.shape[0] * distributed.world_size(), self.k
-        recon = F.mse_loss(mean, v)
-        for _ in range(k):
-            _, h, _ = ops.conv_sample_hidden(vs, W, c, self.pool, generator=self._rng)
-            _, vs = ops.conv_sample_visible(h, W, b, None, self.visible, generator=self._rng)
-        if self._chains is not None:
-            self._chains.copy_(vs)
-        Pk, _, _ = ops.conv_sample_hidden(vs, W, c, self.pool, generator=self._rng)
-        B, L = global_rows, P0.shape[2] * P0.shape[3]
-        gW = torch.nn.grad.conv2d_weight(v, W.shape, P0) / (B * L) - \
-            torch.nn.grad.conv2d_weight(vs, W.shape, Pk) / (N * L)
-        gc = P0.sum((0, 2, 3)) / (B * L) - Pk.sum((0, 2, 3)) / (N * L)
-        # b's statistic is a mean over all visible positions (constant map size: v and the chains share it)
-        hw = v.shape[2] * v.shape[3]
-        gb = v.sum((0, 2, 3)) / (B * hw) - vs.sum((0, 2, 3)) / (N * hw)
-        stats = [gW, gb, gc]
-        if self.sparsity_target is not None and self.sparsity_cost > 0:
-            stats.append(Q0.sum((0, 2, 3)) / (B * Q0.shape[2] * Q0.shape[3]))
-        return recon, stats
+        B = global_rows
+        N = B if self._chains is None else self._chains.shape[0] * distributed.world_size()
+        sparse = self.sparsity_target is not None
+        dW, db, dc, sq_err = ops.conv_cd_stats(self._W, self._b, self._c, v, chains=self._chains,
+                                               visible=self.visible, pool=self.pool, k=self.k,
+                                               sparsity_target=self.sparsity_target if sparse else 0.0,
+                                               sparsity_cost=self.sparsity_cost if sparse else 0.0,
+                                               data_weight=1.0 / B, chain_weight=1.0 / N, generator=self._rng)
+        return sq_err / v.numel(), [dW, db, dc]
 
     def _apply_statistics(self, stats: list, lr: float, epoch: int):
-        """``conv_cd_step_``'s update rule (momentum, weight decay on the filters, sparsity on c) from (all-reduced)
-        statistics; reconstruction training: an Adam step on the all-reduced gradients."""
+        """``ops.cd_apply_`` (``conv_cd_step_``'s update rule) on (all-reduced) statistics; reconstruction training:
+        an Adam step on the all-reduced gradients."""
         params = [self._W, self._b, self._c]
         if self.training == "reconstruction":
             self._adam_step(params, stats, lr, epoch)
             return
-        gW, gb, gc = stats[:3]
-        if len(stats) > 3:
-            gc = gc + self.sparsity_cost * (self.sparsity_target - stats[3])
-        new_vel = [self.momentum * self._W_vel + lr * (gW - self.weight_decay * self._W),
-                   self.momentum * self._b_vel + lr * gb, self.momentum * self._c_vel + lr * gc]
-        if not all(bool(torch.isfinite(t).all()) for t in new_vel):
+        ok = ops.cd_apply_(*params, self._W_vel, self._b_vel, self._c_vel, *stats, lr=lr, momentum=self.momentum,
+                           weight_decay=self.weight_decay)
+        if not bool(ok):
             raise self._diverged(epoch, lr, "a parameter update was not finite")
-        for p, vel, nv in zip(params, (self._W_vel, self._b_vel, self._c_vel), new_vel):
-            vel.copy_(nv)
-            p.add_(nv)
 
     def _make_adam(self) -> torch.optim.Adam:
         # L2 weight decay on the filters only, as in the CD update

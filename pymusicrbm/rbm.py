@@ -485,30 +485,41 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
 
     def _statistics(self, v: torch.Tensor, lr: float, global_rows: int, sigma: bool = True):
         """(this batch's reconstruction error, statistics): the gradient statistics of this rank's rows, summed
-        and divided by the global batch size (data) and the global number of negative samples (chains), so that
-        a SUM over the ranks gives the statistics of the global batch: [gW, gb, gc], the data's mean hidden
-        probability (``sparsity_target``) and the log-sigma statistic (``learn_sigma``, with ``sigma``; on the
-        parameters before this step's update). Chains advance in place; the parameters are not touched."""
+        and weighted by 1 / the global batch size (data) and 1 / the global number of negative samples (chains),
+        so that a SUM over the ranks gives the statistics of the global batch. CD-k / PCD-k: ``ops.cd_stats``'s
+        [dW, db, dc] (sparsity term included); fast PCD (from the sampling ops, the chains on W + W_fast):
+        [gW, gb, gc, the data's mean hidden probability (``sparsity_target``)]. Then, with ``learn_sigma`` and
+        ``sigma``, the log-sigma statistic (parameters before this step's update; negative samples: the chains,
+        or k Gibbs steps from the data for CD). Chains advance in place; the parameters are not touched."""
+        s = self._sigma()
+        W, b, c = self._W, self._b, self._c
+        B = global_rows
+        N = B if self._chains is None else self._chains.shape[0] * distributed.world_size()
+        if self.persistent == "fast":
+            recon, stats, neg = self._fast_statistics(v, B, N)
+        else:
+            sparse = self.sparsity_target is not None
+            dW, db, dc, sq_err = ops.cd_stats(W, b, c, v, chains=self._chains, sigma=s, visible=self.visible,
+                                              k=self.k, sparsity_target=self.sparsity_target if sparse else 0.0,
+                                              sparsity_cost=self.sparsity_cost if sparse else 0.0,
+                                              data_weight=1.0 / B, chain_weight=1.0 / N, generator=self._rng)
+            recon, stats, neg = sq_err / v.numel(), [dW, db, dc], self._chains
+        if sigma and self.learn_sigma:
+            if neg is None:
+                neg = self._negative_samples(v, W, b, c)
+            stats.append(self._sigma_statistic(v, s).sum(0) / B - self._sigma_statistic(neg, s).sum(0) / N)
+        return recon, stats
+
+    def _fast_statistics(self, v: torch.Tensor, B: int, N: int):
         s = self._sigma()
         W, b, c = self._W, self._b, self._c
         x0 = v if s is None else v / s
         p0, h0 = ops.sample_hidden(v, W, c, s, self._rng)
-        if self._chains is None:  # CD-k: the negative chain starts from the data's hidden sample
-            m1, vs = ops.sample_visible(h0, W, b, s, self.visible, self._rng)
-            recon = torch.nn.functional.mse_loss(m1, v)
-            neg = self._negative_samples(vs, W, b, c, self.k - 1)
-            N = global_rows
-        else:
-            recon_mean = torch.addmm(b, h0, W.t()).sigmoid_() if not self._gaussian else \
-                b + (h0 @ W.t()) * (1.0 if s is None else s)
-            recon = torch.nn.functional.mse_loss(recon_mean, v)
-            if self.persistent == "fast":
-                neg = self._negative_samples(self._chains, W + self._W_fast, b + self._b_fast, c + self._c_fast)
-            else:
-                neg = self._negative_samples(self._chains, W, b, c)
-            self._chains.copy_(neg)
-            N = self._chains.shape[0] * distributed.world_size()
-        B = global_rows
+        recon_mean = torch.addmm(b, h0, W.t()).sigmoid_() if not self._gaussian else \
+            b + (h0 @ W.t()) * (1.0 if s is None else s)
+        recon = torch.nn.functional.mse_loss(recon_mean, v)
+        neg = self._negative_samples(self._chains, W + self._W_fast, b + self._b_fast, c + self._c_fast)
+        self._chains.copy_(neg)
         xk = neg if s is None else neg / s
         pk = torch.sigmoid(torch.addmm(c, xk, W))
         gW = torch.addmm(x0.t() @ p0, xk.t(), pk, beta=1.0 / B, alpha=-1.0 / N)
@@ -518,31 +529,39 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
         stats = [gW, gb, p0.sum(0) / B - pk.sum(0) / N]
         if self.sparsity_target is not None:
             stats.append(p0.sum(0) / B)
-        if sigma and self.learn_sigma:
-            stats.append(self._sigma_statistic(v, s).sum(0) / B - self._sigma_statistic(neg, s).sum(0) / N)
-        return recon, stats
+        return recon, stats, neg
 
     def _apply_statistics(self, stats: list, lr: float, epoch: int):
-        """The update rule of ``cd_step_`` from (all-reduced) statistics: vel = momentum * vel + lr * (grad -
-        weight_decay * W); param += vel; fast weights decay and learn; log sigma steps and is clamped."""
+        """The update rule of ``cd_step_`` from (all-reduced) statistics, by ``ops.cd_apply_`` (fast PCD: the same
+        rule in PyTorch, and the fast weights decay and learn); then log sigma steps and is clamped."""
+        n_core = 4 if self.persistent == "fast" and self.sparsity_target is not None else 3
+        stats, sigma_stat = stats[:n_core], (stats[n_core] if len(stats) > n_core else None)
+        if self.persistent != "fast":
+            ok = ops.cd_apply_(self._W, self._b, self._c, self._W_vel, self._b_vel, self._c_vel, *stats, lr=lr,
+                               momentum=self.momentum, weight_decay=self.weight_decay)
+            if not bool(ok):
+                raise self._diverged(epoch, lr, "a parameter update was not finite")
+        else:
+            self._apply_fast(stats, lr, epoch)
+        if sigma_stat is not None:
+            self._step_sigma(sigma_stat, lr)
+
+    def _apply_fast(self, stats: list, lr: float, epoch: int):
         gW, gb, gc = stats[:3]
-        rest = stats[3:]
         if self.sparsity_target is not None:
-            gc = gc + self.sparsity_cost * (self.sparsity_target - rest.pop(0))
+            gc = gc + self.sparsity_cost * (self.sparsity_target - stats[3])
         W, b, c = self._W, self._b, self._c
         new_vel = [self.momentum * self._W_vel + lr * (gW - self.weight_decay * W),
                    self.momentum * self._b_vel + lr * gb, self.momentum * self._c_vel + lr * gc]
         if not all(bool(torch.isfinite(t).all()) for t in new_vel):
             raise self._diverged(epoch, lr, "a parameter update was not finite")
-        for p, vel, nv in ((W, self._W_vel, new_vel[0]), (b, self._b_vel, new_vel[1]), (c, self._c_vel, new_vel[2])):
+        flr = self.fast_learning_rate if self.fast_learning_rate is not None else self.learning_rate
+        for p, vel, nv, fast, g in ((W, self._W_vel, new_vel[0], self._W_fast, gW),
+                                    (b, self._b_vel, new_vel[1], self._b_fast, gb),
+                                    (c, self._c_vel, new_vel[2], self._c_fast, gc)):
             vel.copy_(nv)
             p.add_(nv)
-        if self.persistent == "fast":
-            flr = self.fast_learning_rate if self.fast_learning_rate is not None else self.learning_rate
-            for fast, g in ((self._W_fast, gW), (self._b_fast, gb), (self._c_fast, gc)):
-                fast.mul_(self.fast_decay).add_(g, alpha=flr)
-        if rest:  # the log-sigma statistic
-            self._step_sigma(rest.pop(0), lr)
+            fast.mul_(self.fast_decay).add_(g, alpha=flr)
 
     def _divergence_advice(self, lr: float) -> list[str]:
         advice = ["lower learning_rate (now %.3g)" % lr]

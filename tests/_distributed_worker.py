@@ -27,36 +27,51 @@ def _row_uniforms(x: torch.Tensor, n: int, salt: float) -> torch.Tensor:
     return torch.frac(torch.sin(base * 12.9898 + j * 78.233).abs() * 43758.5453)
 
 
+def _hash_hidden(v, W, c, sigma=None, generator=None, *, sample=True):
+    x = v if sigma is None else v / sigma
+    p = torch.sigmoid(torch.addmm(c, x, W))
+    return p, ((_row_uniforms(v, p.shape[1], 0.5).to(p.dtype) < p).to(p.dtype) if sample else None)
+
+
+def _hash_visible(h, W, b, sigma=None, visible="bernoulli", generator=None, *, sample=True):
+    a = h @ W.t()
+    if visible == "bernoulli":
+        m = torch.sigmoid(a + b)
+        return m, ((_row_uniforms(h, m.shape[1], 1.5).to(m.dtype) < m).to(m.dtype) if sample else None)
+    s = torch.ones_like(b) if sigma is None else sigma
+    m = b + s * a
+    if not sample:
+        return m, None
+    u1 = _row_uniforms(h, m.shape[1], 2.5).clamp_min(1e-12)
+    u2 = _row_uniforms(h, m.shape[1], 3.5)
+    return m, m + s * (torch.sqrt(-2 * torch.log(u1)) * torch.cos(2 * np.pi * u2)).to(m.dtype)
+
+
 @contextlib.contextmanager
 def row_hash_sampling():
-    """Replace the sampling ops the RBM step calls by ones drawing :func:`_row_uniforms` (the training generator is
-    not used)."""
-    from pymusicrbm import ops
+    """Replace the sampling the RBM step uses (the sampling ops, and ``ops.cd_stats`` by its plain-PyTorch
+    reference) by draws of :func:`_row_uniforms`; the training generator is not used."""
+    from pymusicrbm import _reference, ops
 
-    real_h, real_v = ops.sample_hidden, ops.sample_visible
+    saved = [(ops, "sample_hidden"), (ops, "sample_visible"), (ops, "cd_stats"), (_reference, "sample_hidden"),
+             (_reference, "sample_visible")]
+    saved = [(m, name, getattr(m, name)) for m, name in saved]
 
-    def sample_hidden(v, W, c, sigma=None, generator=None):
-        x = v if sigma is None else v / sigma
-        p = torch.sigmoid(torch.addmm(c, x, W))
-        return p, (_row_uniforms(v, p.shape[1], 0.5).to(p.dtype) < p).to(p.dtype)
+    def cd_stats(W, b, c, v, chains=None, sigma=None, visible="bernoulli", k=1, sparsity_target=0.0,
+                 sparsity_cost=0.0, data_weight=-1.0, chain_weight=-1.0, generator=None):
+        r = _reference.cd_stats(W, b, c, v, chains, sigma, visible, k, sparsity_target, sparsity_cost, data_weight,
+                                chain_weight, generator)
+        if chains is not None:  # the op advances the chains in place
+            chains.copy_(r[4])
+        return r[0], r[1], r[2], r[3]
 
-    def sample_visible(h, W, b, sigma=None, visible="bernoulli", generator=None):
-        a = h @ W.t()
-        if visible == "bernoulli":
-            m = torch.sigmoid(a + b)
-            return m, (_row_uniforms(h, m.shape[1], 1.5).to(m.dtype) < m).to(m.dtype)
-        s = torch.ones_like(b) if sigma is None else sigma
-        m = b + s * a
-        u1 = _row_uniforms(h, m.shape[1], 2.5).clamp_min(1e-12)
-        u2 = _row_uniforms(h, m.shape[1], 3.5)
-        z = (torch.sqrt(-2 * torch.log(u1)) * torch.cos(2 * np.pi * u2)).to(m.dtype)
-        return m, m + s * z
-
-    ops.sample_hidden, ops.sample_visible = sample_hidden, sample_visible
+    ops.sample_hidden, ops.sample_visible, ops.cd_stats = _hash_hidden, _hash_visible, cd_stats
+    _reference.sample_hidden, _reference.sample_visible = _hash_hidden, _hash_visible
     try:
         yield
     finally:
-        ops.sample_hidden, ops.sample_visible = real_h, real_v
+        for m, name, fn in saved:
+            setattr(m, name, fn)
 
 
 STEP_CASES = {  # RBM settings of the step-equivalence test

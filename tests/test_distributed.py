@@ -101,6 +101,44 @@ def test_init_from_env_without_world_size_is_single_process(monkeypatch):
     assert not torch.distributed.is_initialized()
 
 
+def _initialized(model, X):
+    """The training tensor of a freshly initialised model (what fit does before its epochs)."""
+    model._check_params()
+    return model._initialize(model._validate_input(X, reset=True))
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(persistent=True, k=2, sparsity_target=0.1, weight_decay=1e-3),
+                                dict(visible="gaussian", learning_rate=0.01)])
+def test_one_rank_data_parallel_step_is_the_fused_step(kw):
+    """The data-parallel step with one rank (cd_stats weighted 1/B, no reduction, cd_apply_) is cd_step_ bit for
+    bit: the two halves of the split op, and the weights the epoch loop passes."""
+    X = worker._bernoulli() if "visible" not in kw else worker.step_data("gaussian")
+    fused, split = (RBM(8, batch_size=6, random_state=0, **kw) for _ in range(2))
+    Xt = [_initialized(m, X) for m in (fused, split)]
+    for t in range(3):
+        a = fused._batch_update(Xt[0][6 * t:6 * t + 6], 0.1, 0)
+        b = split._data_parallel_update(Xt[1][6 * t:6 * t + 6], 0.1, 0)
+        assert torch.equal(a, b)
+    for name in ("_W", "_b", "_c", "_W_vel", "_chains"):
+        if getattr(fused, name) is not None:
+            assert torch.equal(getattr(fused, name), getattr(split, name)), name
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_one_rank_data_parallel_conv_step_is_the_fused_step(persistent):
+    from pymusicrbm import ConvRBM
+
+    X = np.random.default_rng(1).standard_normal((8, 1, 10, 10)).astype(np.float32)
+    fused, split = (ConvRBM(3, (3, 3), batch_size=4, persistent=persistent, sparsity_target=0.1, random_state=0)
+                    for _ in range(2))
+    Xt = [_initialized(m, X) for m in (fused, split)]
+    for t in range(2):
+        assert torch.equal(fused._batch_update(Xt[0][4 * t:4 * t + 4], 0.01, 0),
+                           split._data_parallel_update(Xt[1][4 * t:4 * t + 4], 0.01, 0))
+    for name in ("_W", "_b", "_c", "_W_vel"):
+        assert torch.equal(getattr(fused, name), getattr(split, name)), name
+
+
 # ---- 2 ranks ---------------------------------------------------------------------------------------------------
 
 
