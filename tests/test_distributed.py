@@ -239,3 +239,22 @@ def test_sharded_extraction_returns_every_clip_on_every_rank(tiny_gtzan, tmp_pat
             np.testing.assert_allclose(got[0][f"{tag}.{i}"].numpy(), f, rtol=1e-4, atol=1e-4)
             assert torch.equal(got[0][f"{tag}.{i}"], got[1][f"{tag}.{i}"])  # every rank returns the same arrays
     assert len(list((tmp_path / "cache" / "mfcc").glob("*.npy"))) == len(ref)
+
+
+def test_cli_under_torchrun_writes_one_results_json(tmp_path):
+    from pymusicrbm import datasets
+
+    ds = datasets.make_synthetic_genres(tmp_path / "data", n_per_class=3, seconds=5.0, seed=3)
+    out, scratch = tmp_path / "out", tmp_path / "tmp"
+    scratch.mkdir()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "pymusicrbm",
+           "dbn", "--data", str(ds.root), "--out", str(out), "--hidden", "16", "16", "--pretrain-epochs", "1",
+           "--pretrain-frames", "3000", "--finetune-epochs", "2", "--pca-components", "16", "--window-seconds", "2",
+           "--folds", "2", "--jobs", "1", "--threads", "1"]
+    r = subprocess.run(cmd, env=_env(TMPDIR=str(scratch)), cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(list(out.rglob("results.json"))) == 1  # rank 0 alone wrote OUT
+    res = json.loads((out / "results.json").read_text())
+    assert res["study"] == "hamel_eck" and len(res["models"]["dbn_svm"]["clip_accuracy"]["folds"]) == 2
+    assert r.stdout.count("results: ") == 1 and r.stdout.count("dbn_svm: clip accuracy") == 1  # rank 0 prints
+    assert list(scratch.glob("pymusicrbm-rank*")) == []  # the other rank's scratch folder is gone
