@@ -11,6 +11,7 @@ import math
 import time
 import warnings
 from numbers import Integral, Real
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -221,7 +222,6 @@ class TrainedEstimator(CheckpointMixin, BaseEstimator):
         if distributed.is_main():
             save_state(path, tensors, self._checkpoint_meta(state))
         distributed.barrier("writing a checkpoint on rank 0")
-        from pathlib import Path
         return Path(path)
 
     # ---- data parallel (a torch.distributed group of more than one rank; see pymusicrbm.distributed) --------
@@ -251,8 +251,8 @@ class TrainedEstimator(CheckpointMixin, BaseEstimator):
             from torch.nn.parallel import DistributedDataParallel
 
             dev = self._device
-            self._ddp = DistributedDataParallel(getattr(self, self._ddp_module),
-                                                device_ids=[dev.index] if dev.type == "cuda" else None)
+            gpu = [torch.cuda.current_device() if dev.index is None else dev.index] if dev.type == "cuda" else None
+            self._ddp = DistributedDataParallel(getattr(self, self._ddp_module), device_ids=gpu)
 
     def _train_module(self):
         """The network a training step calls: ``_ddp_module``, wrapped in DDP while training in a group."""
@@ -382,10 +382,11 @@ class TrainedEstimator(CheckpointMixin, BaseEstimator):
         n = (data[0] if isinstance(data, tuple) else data).shape[0]
         n_rows = n  # rows a rank runs through per epoch: its shard padded to the longest (DistributedSampler)
         if dp:
-            if n == 0:
-                raise ValueError(f"{type(self).__name__}.fit: rank {distributed.rank()} was given no rows; every "
-                                 "rank needs a non-empty shard of the data")
-            n_rows = distributed.all_max(n)
+            counts = distributed.all_gather_int(n)
+            if min(counts) == 0:  # (raised on every rank, so none waits for the others)
+                raise ValueError(f"{type(self).__name__}.fit: rank(s) {[r for r, c in enumerate(counts) if c == 0]} "
+                                 "were given no rows; every rank needs a non-empty shard of the data")
+            n_rows = max(counts)
             self._start_data_parallel()
         # a model with a statistics step all-reduces it; the others (DDP inside their _batch_update) train as usual
         update = self._data_parallel_update if dp and self._has_statistics() else self._batch_update

@@ -19,8 +19,9 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["DistributedError", "DEFAULT_TIMEOUT", "init_from_env", "is_distributed", "rank", "world_size",
-           "is_main", "shard_indices", "shard", "replicated_inputs", "inputs_replicated", "sharded_inputs", "rank_seed", "all_reduce_", "all_sum", "all_sum_array", "all_max", "broadcast_",
-           "all_gather_rows", "all_gather_object", "broadcast_object", "pooled_moments", "all_min_max", "barrier", "main_first"]
+           "is_main", "shard_indices", "shard", "replicated_inputs", "inputs_replicated", "sharded_inputs",
+           "rank_seed", "all_reduce_", "all_sum", "all_sum_array", "all_gather_int", "broadcast_", "all_gather_rows",
+           "all_gather_object", "broadcast_object", "pooled_moments", "all_min_max", "barrier"]
 
 DEFAULT_TIMEOUT = 600.0   # seconds a collective waits for the other ranks
 
@@ -170,10 +171,10 @@ def all_sum_array(a, what: str = "the all-reduce of data statistics") -> np.ndar
     return t.cpu().numpy().reshape(a.shape)
 
 
-def all_max(value: int, what: str = "agreeing on the number of steps") -> int:
-    t = torch.tensor([int(value)], dtype=torch.int64, device=_host())
-    all_reduce_([t], op=dist.ReduceOp.MAX if is_distributed() else None, what=what)
-    return int(t.item())
+def all_gather_int(value: int, what: str = "agreeing on the number of steps") -> list[int]:
+    """Every rank's ``value``, in rank order."""
+    t = torch.tensor([[int(value)]], dtype=torch.int64, device=_host())
+    return [int(v) for v in all_gather_rows(t, what=what).reshape(-1).tolist()]
 
 
 def broadcast_(tensors: list[torch.Tensor], src: int = 0, what: str = "the broadcast of rank 0's parameters"):
@@ -245,13 +246,3 @@ def all_min_max(lo: float, hi: float, what: str = "agreeing on the data range") 
 def barrier(what: str = "waiting for the other ranks"):
     if is_distributed():
         all_sum([0.0], what=what)
-
-
-@contextlib.contextmanager
-def main_first(what: str = "waiting for rank 0"):
-    """Rank 0 runs the block first (e.g. fills a cache), then the others."""
-    if not is_main():
-        barrier(what)
-    yield
-    if is_main():
-        barrier(what)

@@ -109,7 +109,7 @@ def run_steps(name: str, rank: int, world: int) -> dict:
             batch = Xt[t * STEP_BATCH:(t + 1) * STEP_BATCH]
             half = STEP_BATCH // world
             rbm._data_parallel_update(batch[rank * half:(rank + 1) * half], 0.05, 0)
-    out = {k: getattr(rbm, k).clone() for k in ("_W", "_b", "_c", "_W_vel") }
+    out = {k: getattr(rbm, k).clone() for k in ("_W", "_b", "_c", "_W_vel")}
     if rbm._log_sigma is not None:
         out["_log_sigma"] = rbm._log_sigma.clone()
     if rbm._W_fast is not None:
