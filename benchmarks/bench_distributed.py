@@ -1,5 +1,6 @@
 """Data-parallel scaling: samples/s of RBM training (CD-1, Bernoulli units) at 513->50 and 513->512, and clips/s
-of feature extraction (DFT frames, MFCCs), with 1 and 2 processes of one thread each (gloo, started as torchrun starts them).
+of feature extraction (DFT frames, MFCCs), with 1 and 2 processes of one thread each (gloo, started as torchrun
+starts them).
 
     python benchmarks/bench_distributed.py --json benchmarks/results/bench_distributed_cpu.json
 
