@@ -1,8 +1,9 @@
-"""The ``pymusicrbm`` command: ``demo``, ``dbn``, ``convrbm``, ``vae`` and ``features``.
+"""The ``pymusicrbm`` command: ``demo``, the studies ``dbn``, ``convrbm``, ``vae`` and ``tags``, ``features``, and
+``predict`` / ``embed`` (a saved pipeline applied to audio files).
 
-Under ``torchrun`` (``WORLD_SIZE`` > 1) ``dbn``, ``convrbm``, ``vae`` and ``features`` run on every rank in one
-process group: features are extracted shard by shard, models train data-parallel, and rank 0 alone prints and
-writes OUT (the other ranks write into a private scratch folder that is removed at the end).
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the studies and ``features`` run on every rank in one process group:
+features are extracted shard by shard, models train data-parallel, and rank 0 alone prints and writes OUT (the
+other ranks write into a private scratch folder that is removed at the end).
 """
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 STUDIES = {  # subcommand -> (pipeline module, one-line help)
     "dbn": ("hamel_eck", "Hamel & Eck DBN pipeline: DFT frames -> DBN -> 5 s windows -> SVM (+ fine-tuned DBN, MFCC)"),
     "convrbm": ("conv_study", "ConvRBM study: mel spectrograms -> convolutional RBM/DBN -> 5 poolings -> classifiers"),
     "vae": ("vae_study", "Convolutional VAE: latent features -> classifiers, and audio generated from the latents"),
+    "tags": ("tagging", "Autotagging: DBN features -> one logistic regression per tag; macro ROC-AUC / PR-AUC vs MFCC"),
 }
 
 
@@ -36,8 +40,90 @@ def _run_study(args) -> int:
     module = _pipeline(STUDIES[args.command][0])
     results = module.run(args.data, args.out, **_options(args))
     print(f"results: {Path(args.out) / 'results.json'}   report: {Path(args.out) / 'report.md'}")
-    print(_study.headline_line(results))
+    print(getattr(module, "headline_line", _study.headline_line)(results))
     return 0
+
+
+def _apply_args(args) -> dict:
+    return dict(batch_size=args.batch_size, cache_dir=args.cache_dir, n_jobs=args.jobs, on_error="skip",
+                verbose=int(not args.quiet))
+
+
+def _report_skipped(pipe, n: int) -> int:
+    for path, reason in pipe.skipped_:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    return 1 if pipe.skipped_ else 0
+
+
+def _predict(args) -> int:
+    import csv
+    import warnings
+
+    from . import audio
+    from .pipelines import load_pipeline
+
+    pipe = load_pipeline(args.model)
+    with warnings.catch_warnings():  # skipped files are listed below
+        warnings.simplefilter("ignore", audio.AudioWarning)
+        S = pipe.predict_scores(args.files, **_apply_args(args))
+    rows = []
+    for path, s in zip(args.files, S):
+        if np.isnan(s).any():
+            continue
+        order = np.argsort(-s, kind="stable")
+        pred = pipe.labels[order[0]] if pipe.task == "genres" else \
+            [pipe.labels[j] for j in order if s[j] >= pipe.threshold]
+        rows.append({"path": path, "prediction": pred, "scores": dict(zip(pipe.labels, s.round(6).tolist()))})
+        top = ", ".join(f"{pipe.labels[j]} {s[j]:.2f}" for j in order[:args.top])
+        shown = pred if pipe.task == "genres" else (",".join(pred) or "(no tag above the threshold)")
+        print(f"{path}\t{shown}\t[{top}]")
+    if args.out:
+        out = Path(args.out)
+        if out.suffix.lower() == ".json":
+            from . import reporting
+
+            reporting.write_json(out, {"task": pipe.task, "labels": pipe.labels, "predictions": rows,
+                                       "skipped": [list(e) for e in pipe.skipped_]})
+        else:  # CSV: path, prediction (tags joined by ';'), one score column per label
+            with open(out, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["path", "prediction"] + pipe.labels)
+                for r in rows:
+                    pred = r["prediction"] if pipe.task == "genres" else ";".join(r["prediction"])
+                    w.writerow([r["path"], pred] + [r["scores"][lab] for lab in pipe.labels])
+        print(f"predictions of {len(rows)} files: {out}")
+    return _report_skipped(pipe, len(args.files))
+
+
+def _embed(args) -> int:
+    import warnings
+
+    from . import audio
+    from .pipelines import load_pipeline
+
+    pipe = load_pipeline(args.model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", audio.AudioWarning)
+        E = pipe.embed(args.files, **_apply_args(args))
+    ok = ~np.isnan(E).any(1)
+    kept = [p for p, k in zip(args.files, ok) if k]
+    out = Path(args.out)
+    if out.suffix.lower() == ".parquet":
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ValueError("--out: writing .parquet needs pyarrow (pip install pyarrow); use a .npy file") \
+                from None
+        pq.write_table(pa.table({"path": kept, **{f"f{j}": E[ok, j] for j in range(E.shape[1])}}), out)
+    else:
+        if out.suffix.lower() != ".npy":
+            raise ValueError(f"--out must end in .npy (or .parquet with pyarrow), got {str(out)!r}")
+        np.save(out, E[ok].astype(np.float32), allow_pickle=False)
+        out.with_suffix(".txt").write_text("\n".join(kept) + "\n")
+    print(f"embeddings of {len(kept)} files, {E.shape[1]} features each: {out}"
+          + ("" if out.suffix.lower() == ".parquet" else f" (rows in the order of {out.with_suffix('.txt')})"))
+    return _report_skipped(pipe, len(args.files))
 
 
 def _features(args) -> int:
@@ -121,6 +207,21 @@ def _demo(args) -> int:
         print(line)
         sections += [f"## {title}", "", line, "", _study.models_table(results), "",
                      f"Full report: [{study}/report.md]({study}/report.md)", ""]
+    if "tags" not in (args.skip or []):
+        from .pipelines import tagging
+
+        print(f"\n== {STUDIES['tags'][1]}")
+        print(f"generating the synthetic tagged set ({args.tag_clips} clips, {args.seconds:g} s)")
+        tds = datasets.make_synthetic_tags(out / "data", n_clips=args.tag_clips, seconds=args.seconds,
+                                           seed=args.seed, n_jobs=2, verbose=1)
+        results = tagging.run(tds, out / "tags", quick=True, seed=args.seed, folds=args.folds,
+                              cache_dir=str(out / "cache"))
+        summary["tags"] = results
+        line = tagging.headline_line(results)
+        print(line)
+        sections += [f"## {STUDIES['tags'][1]}", "", f"Synthetic tagged set: {len(tds)} clips, tags {tds.tags} "
+                     f"(genre, lead instrument, tempo, mood, drums).", "", line, "", tagging.models_table(results),
+                     "", "Full report: [tags/report.md](tags/report.md)", ""]
     summary["total_seconds"] = time.perf_counter() - t0
     sections.append(f"Total time: {summary['total_seconds']:.0f} s.")
     (out / "report.md").write_text("\n".join(sections) + "\n")
@@ -133,26 +234,47 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pymusicrbm", description="RBM-family models for music audio.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="all studies on the built-in synthetic genre set, with a report",
-                       description="Generate the synthetic genre set and run the studies on it (quick settings).")
+    d = sub.add_parser("demo", help="all studies on the built-in synthetic sets, with a report",
+                       description="Generate the synthetic genre and tagged sets and run the studies on them (quick "
+                                   "settings).")
     d.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     d.add_argument("--clips", type=int, default=10, help="clips per class (default 10)")
     d.add_argument("--seconds", type=float, default=15.0, help="clip length (default 15)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--folds", type=int, default=None, help="stratified folds by clip (default: each study's quick "
                                                            "setting, 2 or 3)")
+    d.add_argument("--tag-clips", type=int, default=60, help="clips of the synthetic tagged set (default 60)")
     d.add_argument("--skip", nargs="*", choices=list(STUDIES), help="studies to leave out")
     d.set_defaults(func=_demo)
 
     for name, (module_name, help_) in STUDIES.items():
         s = sub.add_parser(name, help=help_, description=help_)
-        s.add_argument("--data", required=True, help="GTZAN folder, folder of class subfolders, or CSV manifest")
+        s.add_argument("--data", required=True, help="a tag manifest (path<TAB>tag1,tag2) or a folder holding tags.tsv"
+                       if name == "tags" else "GTZAN folder, folder of class subfolders, or CSV manifest")
         s.add_argument("--out", default=f"{name}_out", help=f"output folder (default {name}_out)")
         try:
             _pipeline(module_name).add_arguments(s)
         except ImportError:
             pass
         s.set_defaults(func=_run_study)
+
+    for name, fn, help_ in (("predict", _predict, "genres or tags of audio files from a saved pipeline"),
+                            ("embed", _embed, "features of audio files from a saved pipeline, as .npy")):
+        a = sub.add_parser(name, help=help_, description=help_ + " (a study's --save-model DIR). Files that cannot "
+                           "be read are skipped and listed on stderr; the exit status is then 1.")
+        a.add_argument("--model", required=True, metavar="DIR", help="folder written by --save-model")
+        a.add_argument("files", nargs="+", metavar="FILE", help="audio files")
+        if name == "predict":
+            a.add_argument("--out", help="also write the predictions: .csv (default) or .json")
+            a.add_argument("--top", type=int, default=3, help="scores printed per file (3)")
+        else:
+            a.add_argument("--out", required=True, help=".npy (one row a readable file; their paths in the .txt "
+                                                        "beside it), or .parquet when pyarrow is installed")
+        a.add_argument("--batch-size", type=int, default=32, help="files read per batch (32)")
+        a.add_argument("--cache-dir", default=None, help="feature cache (default: none)")
+        a.add_argument("--jobs", type=int, default=2, help="threads for reading files (2)")
+        a.add_argument("--quiet", action="store_true", help="no progress bar")
+        a.set_defaults(func=fn)
 
     f = sub.add_parser("features", help="extract and cache features only")
     f.add_argument("--data", required=True)
@@ -172,7 +294,7 @@ def main(argv=None) -> int:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     run = args.func
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.command != "demo":  # started by torchrun
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.command in (*STUDIES, "features"):  # under torchrun
         run = _distributed
     try:
         return run(args)

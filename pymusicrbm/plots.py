@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 __all__ = ["plot_learning_curves", "plot_filters", "plot_confusion", "plot_tsne", "plot_spectral_weights",
-           "plot_loss_curves", "plot_conv_filters", "plot_spectrogram_grid"]
+           "plot_loss_curves", "plot_conv_filters", "plot_spectrogram_grid", "plot_tag_scores"]
 
 
 def _pyplot():
@@ -244,3 +244,27 @@ def plot_spectrogram_grid(rows: Sequence[Sequence], titles: Sequence[Sequence[st
             ax.set_xticks([])
             ax.set_yticks([])
     return _save(fig, path, dpi=90)
+
+
+def plot_tag_scores(scores: Mapping[str, Mapping], tags: Sequence[str], path, title: str = "score per tag",
+                    chance: float | None = 0.5) -> Path:
+    """Horizontal bars of a per-tag score for each model (``{model: {tag: {"mean", "std"}}}``, as the tagging
+    study's ``per_tag_roc_auc``), tags sorted by the first model's mean; undefined (None) scores are left blank."""
+    plt = _pyplot()
+    first = next(iter(scores.values()))
+    order = sorted(tags, key=lambda t: -(first[t]["mean"] if first[t]["mean"] is not None else -1))
+    n, m = len(order), len(scores)
+    fig, ax = plt.subplots(figsize=(6.5, 1.2 + 0.28 * n * max(1, m / 2)))
+    height = 0.8 / m
+    for j, (name, s) in enumerate(scores.items()):
+        mean = [s[t]["mean"] if s[t]["mean"] is not None else np.nan for t in order]
+        std = [s[t]["std"] if s[t]["std"] is not None else 0.0 for t in order]
+        ax.barh(np.arange(n) + j * height, mean, height, xerr=std, label=name, capsize=2)
+    if chance is not None:
+        ax.axvline(chance, color="grey", lw=0.8, ls="--")
+    ax.set_yticks(np.arange(n) + 0.4 - height / 2, order)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)

@@ -45,8 +45,8 @@ def bad_file(tmp_path, kind):
 def write_clip(path, seed=0, sr=SR, channels=1, seconds=0.3):
     path.parent.mkdir(parents=True, exist_ok=True)
     y = 0.3 * np.random.default_rng(seed).uniform(-1, 1, (int(seconds * sr), channels))
-    fmt = {".au": "AU", ".flac": "FLAC"}.get(path.suffix, "WAV")
-    sf.write(path, y, sr, format=fmt, subtype="PCM_16")
+    fmt = {".au": "AU", ".flac": "FLAC", ".mp3": "MP3"}.get(path.suffix, "WAV")
+    sf.write(path, y, sr, format=fmt, subtype="MPEG_LAYER_III" if fmt == "MP3" else "PCM_16")
     return path
 
 

@@ -16,17 +16,19 @@ def tiny_set(tmp_path_factory):
 
 
 def test_cli_help_for_every_subcommand(capsys):
-    for sub in ("demo", "dbn", "convrbm", "vae", "features"):
+    for sub in ("demo", "dbn", "convrbm", "vae", "tags", "features", "predict", "embed"):
         with pytest.raises(SystemExit) as e:
             cli.main([sub, "--help"])
         assert e.value.code == 0
         out = capsys.readouterr().out
         assert "usage: pymusicrbm" in out
-        if sub != "features":
+        if sub not in ("features", "predict", "embed"):
             assert "--folds" in out, sub
+        if sub not in ("demo", "features", "predict", "embed"):
+            assert "--save-model" in out, sub
 
 
-@pytest.mark.parametrize("sub", ["dbn", "convrbm", "vae"])
+@pytest.mark.parametrize("sub", ["dbn", "convrbm", "vae", "tags"])
 def test_every_study_takes_the_shared_protocol_options(sub):
     args = cli.build_parser().parse_args([sub, "--data", "d", "--folds", "4", "--seed", "7", "--split", "a", "b",
                                           "--resume", "--quick"])
@@ -65,3 +67,14 @@ def test_cli_features_caches(tiny_set, tmp_path, capsys):
                      "--jobs", "1"]) == 0
     assert f"{len(tiny_set)} of {len(tiny_set)} clips" in capsys.readouterr().out
     assert len(list((tmp_path / "mfcc").glob("*.npy"))) == len(tiny_set)
+
+
+def test_demo_runs_the_tagging_study_on_the_synthetic_tagged_set(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--out", str(out), "--skip", "dbn", "convrbm", "vae", "--tag-clips", "12",
+                     "--seconds", "4", "--folds", "2"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert set(res) == {"tags", "total_seconds"} and res["tags"]["study"] == "tagging"
+    assert res["tags"]["dataset"]["n_clips"] == 12 and res["tags"]["protocol"]["folds"] == 2
+    assert "macro ROC-AUC" in (out / "report.md").read_text() and (out / "tags" / "report.md").is_file()
+    assert "dbn_logreg: macro ROC-AUC" in capsys.readouterr().out

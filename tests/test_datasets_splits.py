@@ -112,3 +112,100 @@ def test_read_split_lists_ambiguous_name(tmp_path):
     (tmp_path / "tr.txt").write_text("a/x.wav\n")
     assert [list(x) for x in datasets.read_split_lists(ds, tmp_path / "tr.txt", tmp_path / "te.txt")] == \
         [[0], [1], []]
+
+
+# ------------------------------------------------------------------------------------------- shipped splits
+def full_gtzan(root, ext=".wav", skip=()):
+    """All 1000 GTZAN names (genres/<genre>/<genre>.000NN<ext>), each a copy of one tiny clip, except ``skip``."""
+    clip = write_clip(root / "_clip.wav", seconds=0.01).read_bytes()
+    for g in datasets.GTZAN_GENRES:
+        (root / "genres" / g).mkdir(parents=True)
+        for i in range(100):
+            if f"{g}.{i:05d}" not in skip:
+                (root / "genres" / g / f"{g}.{i:05d}{ext}").write_bytes(clip)
+    (root / "_clip.wav").unlink()
+    return root
+
+
+def test_gtzan_fault_filtered_split_sizes_and_known_clips(tmp_path):
+    ds = datasets.load_gtzan(full_gtzan(tmp_path))
+    tr, va, te = datasets.gtzan_split(ds, "fault-filtered")
+    assert (len(tr), len(va), len(te)) == (443, 197, 290)  # Kereliuk, Sturm & Larsen; torchaudio's lists
+    parts = [set(tr), set(va), set(te)]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    stem = {i: n.split("/")[-1][:-4] for i, n in enumerate(ds.names)}
+    # a few clips checked by hand against torchaudio/datasets/gtzan.py (filtered_train / _valid / _test)
+    assert {"blues.00029", "jazz.00054", "rock.00099"} <= {stem[i] for i in tr}
+    assert {"blues.00000", "hiphop.00081", "rock.00085"} <= {stem[i] for i in va}
+    assert {"blues.00012", "disco.00001", "jazz.00099"} <= {stem[i] for i in te}
+    # 70 faulty clips belong to no part, e.g. the repeated/mislabelled jazz.00033..00040 and hiphop.00001
+    left = {stem[i] for i in range(len(ds))} - {stem[i] for p in parts for i in p}
+    assert len(left) == 70 and {"hiphop.00001", "jazz.00040"} <= left
+    # the same through named_split, and per genre every list holds each of the 10 genres
+    assert all(np.array_equal(a, b) for a, b in zip(datasets.named_split(ds, "fault-filtered"), (tr, va, te)))
+    for part in (tr, va, te):
+        assert set(ds.labels[part]) == set(range(10))
+
+
+def test_gtzan_split_on_a_copy_without_some_clips(tmp_path):
+    """A copy without the Kaggle-corrupt jazz.00054 (train) and with an unreadable pop.00010 (valid) still splits:
+    the absent clip is dropped with a warning naming it, the unreadable one as the loader skipped it."""
+    root = full_gtzan(tmp_path, ext=".au", skip={"jazz.00054"})
+    (root / "genres" / "pop" / "pop.00010.au").write_bytes(b"")
+    with pytest.warns(AudioWarning, match="skipped 1 unreadable"):
+        ds = datasets.load_gtzan(root)
+    with pytest.warns(AudioWarning) as rec:
+        tr, va, te = datasets.gtzan_split(ds)
+    msgs = " ".join(str(w.message) for w in rec)
+    assert "names 1 clips that are not in the dataset" in msgs and "jazz/jazz.00054.wav" in msgs
+    assert "dropped 1 clips skipped as unreadable" in msgs and "pop.00010" in msgs
+    assert (len(tr), len(va), len(te)) == (442, 196, 290)
+
+
+def test_gtzan_split_on_some_genres_and_errors(tmp_path):
+    make_layout(tmp_path / "g", "genres", genres=("blues", "rock"), n=30)
+    ds = datasets.load_gtzan(tmp_path / "g")
+    with pytest.warns(AudioWarning, match="not in the dataset"):
+        tr, va, te = datasets.gtzan_split(ds)
+    stems = [n.split("/")[-1].rsplit(".", 1)[0] for n in ds.names]
+
+    def named(genre, *ranges):
+        return [f"{genre}.{i:05d}" for r in ranges for i in r]
+
+    # the torchaudio lists restricted to clips 0-29 of blues and rock, by hand
+    assert [stems[i] for i in tr] == named("blues", [29]) + named("rock", range(10), range(16, 27))
+    assert [stems[i] for i in va] == named("blues", range(12))
+    assert [stems[i] for i in te] == named("blues", range(12, 29)) + named("rock", range(10, 16), range(27, 30))
+    with pytest.raises(ValueError, match="name must be 'fault-filtered'"):
+        datasets.gtzan_split(ds, "filtered")
+    with pytest.raises(ValueError, match="name must be one of"):
+        datasets.named_split(ds, "random")
+    with pytest.raises(ValueError, match="has no official split"):
+        datasets.named_split(ds, "official")
+    with pytest.raises(ValueError, match="missing must be"):
+        datasets.read_split_lists(ds, "a", "b", missing="ignore")
+
+
+def test_named_split_official_reads_the_loaders_split(tmp_path):
+    ds = datasets.TaggedDataset([tmp_path / f"{i}.wav" for i in range(5)], np.eye(5, 2, dtype=bool), ["a", "b"],
+                                tmp_path, splits={"train": [0, 1, 2], "test": [4]})
+    tr, va, te = datasets.named_split(ds, "official")
+    assert list(tr) == [0, 1, 2] and va.size == 0 and list(te) == [4]
+
+
+def test_shipped_split_files_match_their_recorded_checksums():
+    import hashlib
+    from pathlib import Path
+
+    import pymusicrbm.datasets as pkg
+
+    folder = Path(pkg.__file__).parent / "splits_data"
+    recorded = {}
+    for line in (folder / "SOURCES.md").read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2 and len(parts[0]) == 64:
+            recorded[parts[1]] = parts[0]
+    shipped = {p.name for p in folder.iterdir() if p.name != "SOURCES.md"}
+    assert shipped and set(recorded) == shipped
+    for name, digest in recorded.items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, name

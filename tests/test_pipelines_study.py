@@ -91,3 +91,20 @@ def test_classify_windows_votes_per_clip():
     assert (r["clip_pred"] == r["clip_true"]).all() and set(r["params"]) == {"C", "gamma"}
     with pytest.raises(ValueError, match="classifier must be one of"):
         classifiers.make("tree")
+
+
+def test_split_name_selects_a_named_split(synthetic_small):
+    ds = synthetic_small.subset(np.arange(len(synthetic_small)))
+    ds.splits = {"train": np.arange(0, 50), "valid": np.arange(50, 60), "test": np.arange(60, 80)}
+    usable = np.setdiff1d(np.arange(len(ds)), [55, 70])  # one skipped valid clip, one skipped test clip
+    opts = _study.merge_options("s", DEFAULTS, QUICK, {"split_name": "official"})
+    (tr, te, va), = _study.make_splits(ds, usable, opts)[0]
+    assert list(te) == [i for i in range(60, 80) if i != 70] and list(va) == [i for i in range(50, 60) if i != 55]
+    assert sorted(tr) == sorted([*range(50), *va])
+    assert _study.make_splits(ds, usable, opts)[1]["name"] == "official"
+    with pytest.raises(ValueError, match="give one of them, not both"):
+        _study.merge_options("s", DEFAULTS, QUICK, {"split_name": "official", "split_files": ["a", "b"]})
+    with pytest.raises(ValueError, match="split_name must be one of"):
+        _study.merge_options("s", DEFAULTS, QUICK, {"split_name": "filtered"})
+    with pytest.raises(ValueError, match="has no official split"):
+        _study.make_splits(synthetic_small, usable, opts)

@@ -14,13 +14,15 @@ __all__ = ["AudioDataset", "TaggedDataset"]
 class AudioDataset:
     """Clips with integer labels. ``labels[i]`` indexes ``classes``; ``root`` is the folder the clip names are
     relative to (for GTZAN the folder holding the genre folders); ``skipped`` lists ``(name, reason)`` of clips
-    left out because they could not be read."""
+    left out because they could not be read; ``splits`` maps a split name (``'train'``, ``'valid'``, ``'test'``)
+    to clip indices when the dataset ships one (e.g. FMA's)."""
 
     paths: list[Path]
     labels: np.ndarray
     classes: list[str]
     root: Path
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    splits: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self):
         self.paths = [Path(p) for p in self.paths]
@@ -32,6 +34,7 @@ class AudioDataset:
         if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.classes)):
             raise ValueError(f"AudioDataset: labels must lie in [0, {len(self.classes)}), got "
                              f"[{self.labels.min()}, {self.labels.max()}]")
+        self.splits = _check_splits(self.splits, len(self), "AudioDataset")
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -49,7 +52,7 @@ class AudioDataset:
         return np.bincount(self.labels, minlength=len(self.classes))
 
     def subset(self, indices) -> "AudioDataset":
-        """The clips at ``indices`` (same classes, root and skipped list)."""
+        """The clips at ``indices`` (same classes, root and skipped list); splits are dropped (they index the whole)."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
             raise ValueError(f"AudioDataset.subset: indices out of range for {len(self)} clips")
@@ -86,13 +89,7 @@ class TaggedDataset:
         self.targets = t.astype(bool)
         if len(set(self.tags)) != len(self.tags):
             raise ValueError(f"TaggedDataset: tags must be unique, got duplicates in {self.tags}")
-        splits = {}
-        for name, idx in dict(self.splits).items():
-            idx = np.asarray(idx, dtype=np.int64).reshape(-1)
-            if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
-                raise ValueError(f"TaggedDataset: split {name!r} has indices outside [0, {len(self)})")
-            splits[name] = idx
-        self.splits = splits
+        self.splits = _check_splits(self.splits, len(self), "TaggedDataset")
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -134,6 +131,16 @@ class TaggedDataset:
             raise ValueError(f"TaggedDataset.top_tags: k must be >= 1, got {k}")
         order = np.argsort(-self.tag_counts(), kind="stable")[:k]
         return self.select_tags([self.tags[j] for j in order])
+
+
+def _check_splits(splits, n: int, cls: str) -> dict[str, np.ndarray]:
+    out = {}
+    for name, idx in dict(splits).items():
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise ValueError(f"{cls}: split {name!r} has indices outside [0, {n})")
+        out[name] = idx
+    return out
 
 
 def _rel_name(path: Path, root: Path) -> str:

@@ -54,6 +54,8 @@ def _check_dir(root, fn: str) -> Path:
 def _probe(path: Path) -> str | None:
     """Why ``path`` cannot be used, from its header (cheap), or None. Full decoding problems surface in extract."""
     try:
+        if not path.exists():
+            return "file not found"
         if path.stat().st_size == 0:
             return "zero-length file (0 bytes)"
         info = sf.info(str(path))
@@ -69,19 +71,28 @@ def _probe(path: Path) -> str | None:
         return err.reason
 
 
-def _build(items: list[tuple[Path, str]], classes: list[str], root: Path, fn: str, check: bool,
-           skipped: list[tuple[str, str]] | None = None) -> AudioDataset:
+def _check_files(paths: list[Path], root: Path, fn: str, check: bool,
+                 skipped: list[tuple[str, str]] | None = None) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """Mask of the usable ``paths`` and ``skipped`` plus ``(name, reason)`` of the others, reported in one
+    warning: missing files always, unreadable ones (header) with ``check``."""
     skipped = list(skipped or [])
-    kept: list[tuple[Path, str]] = []
-    for path, label in items:
-        reason = _probe(path) if check else None
-        if reason is None:
-            kept.append((path, label))
-        else:
+    keep = np.ones(len(paths), bool)
+    for i, path in enumerate(paths):
+        reason = _probe(path) if check else (None if path.is_file() else "file not found")
+        if reason is not None:
+            keep[i] = False
             skipped.append((_rel_name(path, root), reason))
     if skipped:
-        lines = "\n".join(f"  {name}: {reason}" for name, reason in skipped)
-        warnings.warn(f"{fn}: skipped {len(skipped)} unreadable clips:\n{lines}", AudioWarning, stacklevel=3)
+        lines = "\n".join(f"  {name}: {reason}" for name, reason in skipped[:50])
+        more = f"\n  ... and {len(skipped) - 50} more" if len(skipped) > 50 else ""
+        warnings.warn(f"{fn}: skipped {len(skipped)} unreadable clips:\n{lines}{more}", AudioWarning, stacklevel=4)
+    return keep, skipped
+
+
+def _build(items: list[tuple[Path, str]], classes: list[str], root: Path, fn: str, check: bool,
+           skipped: list[tuple[str, str]] | None = None) -> AudioDataset:
+    keep, skipped = _check_files([p for p, _ in items], root, fn, check, skipped)
+    kept = [item for item, k in zip(items, keep) if k]
     present = [c for c in classes if any(lab == c for _, lab in kept)]
     if not kept:
         raise ValueError(f"{fn}: no readable audio clips under {str(root)!r}")
@@ -199,9 +210,14 @@ def load_manifest(csv_path, *, check: bool = True) -> AudioDataset:
     return _build(items, sorted({lab for _, lab in items}), root, fn, check)
 
 
-def load_dataset(path, *, check: bool = True) -> AudioDataset:
-    """Auto-detect: a file -> :func:`load_manifest` (CSV); a folder whose class folders (or file names) are all
-    GTZAN genres -> :func:`load_gtzan`; any other folder -> :func:`load_folder`."""
+def load_dataset(path, *, check: bool = True):
+    """Auto-detect: a file -> :func:`load_manifest` (CSV); a folder holding ``annotations_final.csv`` ->
+    :func:`~pymusicrbm.datasets.load_magnatagatune` (a :class:`~pymusicrbm.datasets.TaggedDataset`, top-50 tags,
+    the split of Won et al. 2020); a folder holding ``fma_metadata/tracks.csv`` and exactly one audio folder
+    ``fma_<subset>`` -> :func:`~pymusicrbm.datasets.load_fma` (that subset, ``genre_top``); a folder whose class
+    folders (or file names) are all GTZAN genres -> :func:`load_gtzan`; any other folder -> :func:`load_folder`.
+    MTG-Jamendo, whose audio lies apart from its metadata, is not guessed: call
+    :func:`~pymusicrbm.datasets.load_mtg_jamendo`."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"load_dataset: {str(path)!r} does not exist")
@@ -211,6 +227,13 @@ def load_dataset(path, *, check: bool = True) -> AudioDataset:
                              f"pass a .csv manifest or a folder")
         return load_manifest(path, check=check)
     _check_dir(path, "load_dataset")
+    if (path / "annotations_final.csv").is_file():
+        from .tagging import load_magnatagatune
+        return load_magnatagatune(path, check=check)
+    from .fma import _detect_fma, load_fma
+    fma_subset = _detect_fma(path)
+    if fma_subset is not None:
+        return load_fma(path, subset=fma_subset, check=check)
     if _find_gtzan(path, strict=True) is not None:
         return load_gtzan(path, check=check)
     return load_folder(path, check=check)

@@ -1,8 +1,11 @@
 """Splits by clip, so frames or windows of one clip never straddle train and test: seeded stratified folds, a
-train/valid/test split, and published split files such as the "fault-filtered" GTZAN split of Kereliuk & Sturm."""
+train/valid/test split, published split files, and the split lists shipped in ``splits_data/`` (the
+"fault-filtered" GTZAN split of Kereliuk, Sturm & Larsen; sources, licences and checksums in
+``splits_data/SOURCES.md``)."""
 from __future__ import annotations
 
 import warnings
+from importlib import resources
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -10,7 +13,11 @@ import numpy as np
 from ..audio import AUDIO_EXTENSIONS, AudioWarning
 from .core import AudioDataset
 
-__all__ = ["stratified_folds", "train_valid_test_split", "read_split_lists"]
+__all__ = ["stratified_folds", "train_valid_test_split", "read_split_lists", "gtzan_split", "named_split",
+           "SPLIT_NAMES"]
+
+# Names accepted by named_split (and the CLI's --split-name).
+SPLIT_NAMES = ("fault-filtered", "official")
 
 
 def _check_labels(labels, fn: str) -> np.ndarray:
@@ -76,7 +83,7 @@ def _suffix_match(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     return a[-n:] == b[-n:]
 
 
-def read_split_lists(dataset: AudioDataset, train_file, test_file, valid_file=None):
+def read_split_lists(dataset: AudioDataset, train_file, test_file, valid_file=None, *, missing: str = "raise"):
     """Clip indices named by split files -> (train_idx, test_idx, valid_idx), in the order of the arguments
     (``valid_idx`` is empty without ``valid_file``), each in file order.
 
@@ -84,9 +91,12 @@ def read_split_lists(dataset: AudioDataset, train_file, test_file, valid_file=No
     ``blues.00012.au``; the extension is ignored (the .au lists of the original GTZAN match the Kaggle .wav
     copy) and a line matches the clip whose path ends with it. ValueError for a missing file, an empty list, a
     line that matches no clip (or several), or a clip in two lists; lines naming clips the loader skipped as
-    unreadable are dropped with a warning.
+    unreadable are dropped with a warning. ``missing='warn'`` drops lines naming clips absent from the dataset
+    with a warning instead of the ValueError (for a copy that lacks some clips).
     """
     fn = "read_split_lists"
+    if missing not in ("raise", "warn"):
+        raise ValueError(f"{fn}: missing must be 'raise' or 'warn', got {missing!r}")
     names = dataset.names
     by_stem: dict[str, list[tuple[int, tuple[str, ...]]]] = {}
     for i, name in enumerate(names):
@@ -98,7 +108,7 @@ def read_split_lists(dataset: AudioDataset, train_file, test_file, valid_file=No
         file = Path(file)
         if not file.is_file():
             raise ValueError(f"{fn}: {what} {str(file)!r} does not exist")
-        out, missing, dropped, seen = [], [], [], set()
+        out, absent, dropped, seen = [], [], [], set()
         for lineno, line in enumerate(file.read_text(encoding="utf-8-sig").splitlines(), start=1):
             line = line.strip()
             if not line or line.startswith("#"):
@@ -112,14 +122,17 @@ def read_split_lists(dataset: AudioDataset, train_file, test_file, valid_file=No
                 if any(_suffix_match(k, key) for k in skipped_keys):
                     dropped.append(line)
                 else:
-                    missing.append(line)
+                    absent.append(line)
                 continue
             if hits[0] not in seen:
                 seen.add(hits[0])
                 out.append(hits[0])
-        if missing:
-            raise ValueError(f"{fn}: {what} {str(file)!r} names {len(missing)} clips that are not in the dataset "
-                             f"under {str(dataset.root)!r}: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if absent:
+            msg = (f"{what} {str(file)!r} names {len(absent)} clips that are not in the dataset under "
+                   f"{str(dataset.root)!r}: {absent[:5]}{' ...' if len(absent) > 5 else ''}")
+            if missing == "raise":
+                raise ValueError(f"{fn}: {msg}")
+            warnings.warn(f"{fn}: dropped, {msg}", AudioWarning, stacklevel=3)
         if dropped:
             warnings.warn(f"{fn}: {what} {file}: dropped {len(dropped)} clips skipped as unreadable: {dropped}",
                           AudioWarning, stacklevel=3)
@@ -137,3 +150,39 @@ def read_split_lists(dataset: AudioDataset, train_file, test_file, valid_file=No
             raise ValueError(f"{fn}: {both.size} clips are in both the {na} and {nb} lists, e.g. "
                              f"{[names[i] for i in both[:3]]}")
     return train, test, valid
+
+
+def _shipped(name: str) -> Path:
+    with resources.as_file(resources.files(__package__).joinpath("splits_data", name)) as path:
+        return Path(path)
+
+
+def gtzan_split(dataset: AudioDataset, name: str = "fault-filtered"):
+    """The shipped GTZAN split ``name`` as clip indices of ``dataset`` -> (train_idx, valid_idx, test_idx).
+
+    ``'fault-filtered'``: the fault- and artist-filtered split of Kereliuk, Sturm & Larsen (2015), 443 / 197 / 290
+    clips, the one torchaudio ships (it leaves out 70 clips with faults: repetitions, distortions, mislabels).
+    Matching follows :func:`read_split_lists` (any GTZAN layout, .wav or .au). Listed clips the dataset lacks,
+    e.g. a copy without the corrupt ``jazz.00054.wav`` or with only some genres, are dropped with an
+    :class:`~pymusicrbm.audio.AudioWarning` naming them; a ValueError if a list keeps no clip.
+    """
+    if name != "fault-filtered":
+        raise ValueError(f"gtzan_split: name must be 'fault-filtered', got {name!r}")
+    files = [_shipped(f"gtzan_fault_filtered_{part}.txt") for part in ("train", "test", "valid")]
+    train, test, valid = read_split_lists(dataset, *files, missing="warn")
+    return train, valid, test
+
+
+def named_split(dataset, name: str):
+    """A split selected by name -> (train_idx, valid_idx, test_idx): ``'fault-filtered'`` (:func:`gtzan_split`)
+    or ``'official'``, the split the dataset's loader read with it (``dataset.splits``: e.g. FMA's, MTG-Jamendo's,
+    MagnaTagATune's of Won et al. 2020)."""
+    if name == "fault-filtered":
+        return gtzan_split(dataset, name)
+    if name == "official":
+        splits = getattr(dataset, "splits", {}) or {}
+        if not {"train", "test"} <= set(splits):
+            raise ValueError(f"named_split: the dataset under {str(dataset.root)!r} has no official split (its loader "
+                             f"read none: splits={sorted(splits)}); load it with its split or pass split files")
+        return splits["train"], splits.get("valid", np.zeros(0, np.int64)), splits["test"]
+    raise ValueError(f"named_split: name must be one of {list(SPLIT_NAMES)}, got {name!r}")

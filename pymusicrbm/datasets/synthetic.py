@@ -548,8 +548,9 @@ def _record(c: _Clip) -> np.ndarray:
 
 
 def _synth_clip(genre: str, seconds: float, sr: int, rng) -> np.ndarray:
-    """One clip of ``genre`` as float32 in [-1, 1] (deterministic given ``rng``)."""
-    g = _GENRES[genre]
+    """One clip of ``genre`` (a name of :data:`_GENRES`, or such a dict: the tagged set's variants) as float32 in
+    [-1, 1] (deterministic given ``rng``)."""
+    g = _GENRES[genre] if isinstance(genre, str) else genre
     tempo, n_steps, step_at = _grid(g, seconds, sr, rng)
     steps = np.arange(n_steps - 16)
     key, harm, root_at = _harmony(g, tempo, steps, rng)
@@ -568,6 +569,24 @@ def _synth_file(path: str, genre: str, seed: int, c: int, i: int, seconds: float
     tmp = f"{path}.{os.getpid()}.tmp"
     sf.write(tmp, pcm, sr, subtype="PCM_16", format="WAV")
     os.replace(tmp, path)  # a clip is either complete or absent
+
+
+def _synth_files(jobs, desc: str, n_jobs: int, verbose) -> None:
+    """:func:`_synth_file` of every job, with a progress bar; ``n_jobs`` threads (1: a plain loop)."""
+    from tqdm.auto import tqdm
+
+    if n_jobs == 1:
+        for job in tqdm(jobs, desc=desc, unit="clip", disable=not verbose):
+            _synth_file(*job)
+        return
+    from joblib import Parallel, delayed
+
+    # Threads: the synthesis is numpy work on whole clips (the GIL is released), and worker processes would each
+    # pay for importing the package (and torch) again.
+    par = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")
+    for _ in tqdm(par(delayed(_synth_file)(*j) for j in jobs), total=len(jobs), desc=desc, unit="clip",
+                  disable=not verbose):
+        pass
 
 
 def make_synthetic_genres(root, n_per_class: int = 10, seconds: float = 30.0, seed: int = 0, sr: int = SR, *,
@@ -627,21 +646,8 @@ def make_synthetic_genres(root, n_per_class: int = 10, seconds: float = 30.0, se
             stamp_path.write_text(json.dumps({**want, "complete": False}, indent=1))
         except OSError as err:
             raise ValueError(f"{fn}: cannot write under {str(root)!r}: {err}") from None
-        from tqdm.auto import tqdm
-
         jobs = [(str(p), genre, int(seed), c, i, float(seconds), int(sr)) for p, genre, c, i in todo]
-        if n_jobs == 1:
-            for job in tqdm(jobs, desc="synthetic genres", unit="clip", disable=not verbose):
-                _synth_file(*job)
-        else:
-            from joblib import Parallel, delayed
-
-            # Threads: the synthesis is numpy work on whole clips (the GIL is released), and worker processes
-            # would each pay for importing the package (and torch) again.
-            par = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")
-            for _ in tqdm(par(delayed(_synth_file)(*j) for j in jobs),
-                          total=len(jobs), desc="synthetic genres", unit="clip", disable=not verbose):
-                pass
+        _synth_files(jobs, "synthetic genres", n_jobs, verbose)
         tmp = stamp_path.with_suffix(".tmp")
         tmp.write_text(json.dumps({**want, "complete": True}, indent=1))
         os.replace(tmp, stamp_path)

@@ -2,7 +2,8 @@
 files, the MFCC + SVM baseline and the one results schema.
 
 Protocol: stratified k-fold by clip (``folds``, default 5), or a dataset's official split (``split_files``: train and
-test lists, optionally valid) which gives one split and bootstrap intervals over its test clips. Every model is
+test lists, optionally valid; or ``split_name``: a split shipped with the package or read by the dataset's loader,
+see :func:`pymusicrbm.datasets.named_split`) which gives one split and bootstrap intervals over its test clips. Every model is
 reported as mean ± std over folds beside ``baselines.mfcc_svm`` (:func:`mfcc_baseline`, the same function and
 folds in every study), with per-fold paired differences and McNemar's test over all test clips.
 
@@ -27,8 +28,8 @@ from .. import audio, datasets, distributed, reporting
 from . import classifiers
 
 # The options every study takes (its own DEFAULTS add to these).
-COMMON = dict(folds=5, split_files=None, seed=0, device="cpu", n_jobs=2, cache_dir=None, resume=False, verbose=1,
-              num_threads=None, mfcc_window_seconds=5.0, svm_grid="small")
+COMMON = dict(folds=5, split_files=None, split_name=None, seed=0, device="cpu", n_jobs=2, cache_dir=None,
+              resume=False, verbose=1, num_threads=None, mfcc_window_seconds=5.0, svm_grid="small", save_model=None)
 PAIRED_METRICS = ("clip_accuracy", "f1_macro")
 BASELINE = "mfcc_svm"
 
@@ -40,6 +41,9 @@ def add_common_arguments(parser) -> None:
     g.add_argument("--split", nargs="+", metavar="FILE", dest="split_files", default=None,
                    help="the dataset's official split: train and test list files (and optionally valid); one split "
                         "with bootstrap intervals over its test clips instead of --folds")
+    g.add_argument("--split-name", dest="split_name", default=None, choices=datasets.SPLIT_NAMES,
+                   help="a named split instead of --split files: fault-filtered (GTZAN's, shipped) or official "
+                        "(the one the dataset's loader read, e.g. FMA's)")
     g.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     g.add_argument("--device", default=None, help="cpu or cuda")
     g.add_argument("--jobs", type=int, dest="n_jobs", default=None, help="processes for feature extraction (2)")
@@ -48,6 +52,9 @@ def add_common_arguments(parser) -> None:
     g.add_argument("--threads", type=int, dest="num_threads", default=None,
                    help="torch intra-op threads during the run (default: torch's setting)")
     g.add_argument("--quick", action="store_true", default=None, help="small, fast settings (the demo's)")
+    g.add_argument("--save-model", metavar="DIR", default=None,
+                   help="also train the final pipeline on all the data and save it in DIR (for `pymusicrbm predict` "
+                        "and `embed`, or pymusicrbm.pipelines.load_pipeline)")
 
 
 def merge_options(study: str, defaults: dict, quick: dict, options: dict) -> dict:
@@ -59,7 +66,12 @@ def merge_options(study: str, defaults: dict, quick: dict, options: dict) -> dic
     if unknown:
         raise ValueError(f"{study}.run: unknown option(s) {unknown}; expected some of {sorted(defaults)}")
     opts = {**defaults, **(quick if use_quick else {}), **{k: v for k, v in options.items() if v is not None}}
-    if opts["split_files"]:
+    if opts["split_name"] is not None:
+        if opts["split_files"]:
+            raise ValueError("split_name and split_files: give one of them, not both")
+        if opts["split_name"] not in datasets.SPLIT_NAMES:
+            raise ValueError(f"split_name must be one of {list(datasets.SPLIT_NAMES)}, got {opts['split_name']!r}")
+    elif opts["split_files"]:
         opts["split_files"] = [str(f) for f in np.atleast_1d(opts["split_files"])]
         if len(opts["split_files"]) not in (2, 3):
             raise ValueError(f"split_files: give train and test (and optionally valid) list files, got "
@@ -89,6 +101,9 @@ def load_dataset(data, study: str):
     if data is None:
         raise ValueError(f"{study}.run: data is required (a dataset folder, a CSV manifest or an AudioDataset)")
     ds = data if isinstance(data, datasets.AudioDataset) else datasets.load_dataset(data)
+    if isinstance(ds, datasets.TaggedDataset):
+        raise ValueError(f"{study}.run: {data} is a multi-label (tagging) dataset; this study needs one class a clip "
+                         f"(tagging: pymusicrbm tags, pymusicrbm.pipelines.tagging)")
     if len(ds.classes) < 2:
         raise ValueError(f"the dataset has {len(ds.classes)} class(es); genre classification needs at least 2")
     return ds
@@ -118,12 +133,17 @@ def make_splits(ds, usable: np.ndarray, opts: dict) -> tuple[list, dict]:
     of ``train`` a study may hold out for early stopping: the official split's validation list (joined to its
     training list), else empty."""
     labels = np.asarray(ds.labels)
-    if opts["split_files"]:
-        tr, te, va = datasets.read_split_lists(ds, *opts["split_files"])
+    if opts["split_files"] or opts.get("split_name"):
+        if opts.get("split_name"):
+            tr, va, te = datasets.named_split(ds, opts["split_name"])
+            source = {"name": opts["split_name"]}
+        else:
+            tr, te, va = datasets.read_split_lists(ds, *opts["split_files"])
+            source = {"files": opts["split_files"]}
         keep = set(usable.tolist())
         tr, te, va = (np.asarray([i for i in s if i in keep], dtype=np.int64) for s in (tr, te, va))
         splits = [(np.concatenate([tr, va]), te, va)]
-        protocol = {"kind": "official_split", "folds": 1, "files": opts["split_files"],
+        protocol = {"kind": "official_split", "folds": 1, **source,
                     "description": "the official split (one fold); intervals: 95% bootstrap over test clips"}
     else:
         k = int(opts["folds"])

@@ -184,3 +184,64 @@ def classify_windows(kind: str, train: tuple, test: tuple, n_classes: int, grid=
     clip_true = np.array([yt[gt == c][0] for c in clips])
     return {"window_true": yt, "window_pred": scores.argmax(1), "clip_ids": clips, "clip_true": clip_true,
             "clip_pred": clip_pred, "params": params}
+
+
+# ------------------------------------------------------------------------------------------------- tagging
+class TagClassifier:
+    """Multi-label one-vs-rest classifier: standardised features -> one L2 logistic regression per tag (sklearn's
+    ``LogisticRegression``, as ``OneVsRestClassifier`` would fit). A tag that is constant in the training rows
+    gets a constant score, its training rate. The fitted model is plain arrays (``mean_``, ``scale_``, ``coef_``
+    (n_tags, n_features), ``intercept_``): :meth:`state_dict` / :meth:`from_state_dict` save and restore it
+    without pickle, and a restored model scores exactly as the fitted one."""
+
+    def __init__(self, C: float = 1.0, max_iter: int = 1000, n_jobs: int = 1):
+        self.C, self.max_iter, self.n_jobs = C, max_iter, n_jobs
+
+    def fit(self, X, Y):
+        from joblib import Parallel, delayed
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
+
+        X, Y = np.asarray(X, np.float64), np.asarray(Y, bool)
+        if Y.ndim != 2 or len(Y) != len(X):
+            raise ValueError(f"TagClassifier.fit: Y must be (n_samples, n_tags) with n_samples = {len(X)}, got "
+                             f"{Y.shape}")
+        scaler = StandardScaler().fit(X)
+        Xs = scaler.transform(X)
+
+        def one(y):
+            rate = float(y.mean())
+            if rate in (0.0, 1.0):  # no positive (or no negative) row: the training rate, clipped off 0 and 1
+                p = min(max(rate, 1e-6), 1 - 1e-6)
+                return np.zeros(X.shape[1]), float(np.log(p / (1 - p)))
+            lr = LogisticRegression(C=self.C, max_iter=self.max_iter).fit(Xs, y)
+            return lr.coef_[0], float(lr.intercept_[0])
+
+        fits = Parallel(n_jobs=self.n_jobs, prefer="threads")(delayed(one)(Y[:, j]) for j in range(Y.shape[1]))
+        self.mean_, self.scale_ = scaler.mean_, scaler.scale_
+        self.coef_ = np.stack([w for w, _ in fits])
+        self.intercept_ = np.array([b for _, b in fits])
+        return self
+
+    def decision_function(self, X) -> np.ndarray:
+        """Per-tag log-odds, (n_samples, n_tags)."""
+        X = np.asarray(X, np.float64)
+        if X.ndim != 2 or X.shape[1] != self.coef_.shape[1]:
+            raise ValueError(f"TagClassifier: X must be (n_samples, {self.coef_.shape[1]}), got {X.shape}")
+        return ((X - self.mean_) / self.scale_) @ self.coef_.T + self.intercept_
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Per-tag probabilities (independent sigmoids), (n_samples, n_tags)."""
+        from scipy.special import expit
+
+        return expit(self.decision_function(X))
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {"mean": self.mean_, "scale": self.scale_, "coef": self.coef_, "intercept": self.intercept_}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "TagClassifier":
+        model = cls()
+        model.mean_, model.scale_, model.coef_, model.intercept_ = (
+            np.asarray(state[k], np.float64) for k in ("mean", "scale", "coef", "intercept"))
+        return model

@@ -317,6 +317,14 @@ def _run(data, out_dir, opts) -> dict:
     plots.plot_loss_curves({name: h[0] for name, h in results["histories"].items()}, out / "loss_curves.png")
     plots.plot_confusion(results["models"]["convrbm"]["confusion"], classes, out / "confusion_convrbm.png",
                          "ConvRBM, inner-CV-chosen configuration (clips, all folds)")
+    if opts["save_model"]:  # the configuration chosen on most folds, trained on every usable clip
+        from collections import Counter
+
+        from . import saved
+
+        chosen = Counter((s["bins"], s["pooling"], s["classifier"]) for s in results["selection"])
+        (b, p, c), _ = chosen.most_common(1)[0]
+        saved.fit_conv(X[int(b)], usable, ds, int(b), p, c, opts).save(opts["save_model"])
     results["timing"]["total_seconds"] = time.perf_counter() - t_start
     (out / "report.md").write_text(_report(results, classes))
     reporting.write_json(out / "results.json", results)

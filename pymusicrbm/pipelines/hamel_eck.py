@@ -36,18 +36,23 @@ DEFAULTS = dict(
 QUICK = dict(folds=3, pretrain_epochs=5, pretrain_frames=30_000, finetune_epochs=50, finetune_lr=0.01, num_threads=1)
 
 
-def add_arguments(parser) -> None:
-    _study.add_common_arguments(parser)
-    g = parser.add_argument_group("Hamel & Eck DBN pipeline")
+def add_front_end_arguments(g) -> None:
+    """The flags of the DBN front end (shared with the tagging study) in the argument group ``g``."""
     g.add_argument("--hidden", type=int, nargs="+", default=None, help="DBN layer sizes (50 50 50)")
     g.add_argument("--pca-components", type=int, default=None, help=f"default {DEFAULTS['pca_components']}")
     g.add_argument("--pretrain-epochs", type=int, default=None, help="CD epochs a layer")
     g.add_argument("--pretrain-frames", type=int, default=None,
                    help="at most this many training frames (a random subset) for pre-training")
+    g.add_argument("--window-seconds", type=float, default=None, help="default 5")
+
+
+def add_arguments(parser) -> None:
+    _study.add_common_arguments(parser)
+    g = parser.add_argument_group("Hamel & Eck DBN pipeline")
+    add_front_end_arguments(g)
     g.add_argument("--finetune-epochs", type=int, default=None)
     g.add_argument("--no-finetune", dest="finetune", action="store_false", default=None,
                    help="skip the fine-tuned DBNClassifier")
-    g.add_argument("--window-seconds", type=float, default=None, help="default 5")
 
 
 # ------------------------------------------------------------------------------------------------- folds
@@ -57,39 +62,12 @@ def _frames_of(feats, idx):
 
 def run_fold(k, train, test, feats, labels, classes, fold_dir: Path, opts) -> tuple[dict, dict]:
     """One fold: (the fold record with ``models`` and ``baselines``, extras for fold 0's figures)."""
-    from ..dbn import DBNClassifier
-
     dft = feats["dft"]
-    rng = np.random.default_rng(opts["seed"] + k)
     size, hop = _study.window_frames(opts["window_seconds"], opts["hop"], opts["window_overlap"])
     res = {"fold": k, "n_train_clips": len(train), "n_test_clips": len(test), "models": {}, "baselines": {}}
     models, extras = res["models"], {}
-
-    # Whitening and pre-training on (a random subset of) the training frames only.
-    train_frames = _frames_of(dft, train)
-    if len(train_frames) > opts["pretrain_frames"]:
-        train_frames = train_frames[rng.choice(len(train_frames), opts["pretrain_frames"], replace=False)]
-    whitener = audio.PCAWhitener(n_components=min(opts["pca_components"], train_frames.shape[1]),
-                                 random_state=opts["seed"]).fit(train_frames)
-    del train_frames
-    hidden = tuple(opts["hidden"])
-    # Gaussian first layer on whitened (unit-variance) input wants a smaller step than the Bernoulli layers.
-    layer_params = [{"learning_rate": opts["first_layer_lr"]}] + [{}] * (len(hidden) - 1)
-    pretrain = dict(hidden_layer_sizes=hidden, visible="gaussian", n_iter=opts["pretrain_epochs"],
-                    learning_rate=opts["learning_rate"], pretrain_batch_size=128,
-                    weight_decay=opts["weight_decay"], sparsity_target=opts["sparsity_target"],
-                    layer_params=layer_params, random_state=opts["seed"] + k, device=opts["device"],
-                    verbose=opts["verbose"])
-    # One DBNClassifier per fold: its pre-trained stack (dbn_) gives the unsupervised features, its fine-tuned
-    # network the supervised ones and the frame-level softmax predictions. Without fine-tuning: max_iter=0.
-    clf = DBNClassifier(**pretrain, batch_size=512, max_iter=opts["finetune_epochs"] if opts["finetune"] else 0,
-                        learning_rate_init=opts["finetune_lr"], early_stopping=True, validation_fraction=0.1,
-                        n_iter_no_change=10)
     ckpt = fold_dir / "dbn_classifier.safetensors"
-    ytr_f = np.concatenate([np.full(len(dft[i]), labels[i]) for i in train])
-    keep = np.sort(rng.choice(len(ytr_f), min(len(ytr_f), opts["pretrain_frames"]), replace=False))
-    clf.fit(whitener.transform(_frames_of(dft, train)[keep]), ytr_f[keep],
-            resume=ckpt if (opts["resume"] and ckpt.exists()) else None, checkpoint=ckpt)
+    whitener, clf = fit_front_end(dft, train, opts, opts["seed"] + k, labels=labels, checkpoint=ckpt)
     res["dbn_history"] = clf.dbn_.history_
 
     clips = np.concatenate([train, test])
@@ -125,6 +103,56 @@ def run_fold(k, train, test, feats, labels, classes, fold_dir: Path, opts) -> tu
     del white
     res["baselines"][_study.BASELINE] = _study.mfcc_baseline(feats["mfcc"], labels, train, test, len(classes), opts)
     return res, extras
+
+
+def fit_front_end(dft, train, opts, seed: int, labels=None, checkpoint=None):
+    """Whitening and the DBN of the pipeline, fitted on (a random subset of ``pretrain_frames``) frames of the
+    clips ``train`` of ``dft`` (per-clip |DFT| frame arrays). With ``labels`` (one class a clip): a
+    :class:`DBNClassifier` pre-trained and, with ``opts["finetune"]``, fine-tuned on the frames' labels; without
+    (multi-label data, the tagging study): the pre-trained :class:`DBN` only. ``checkpoint``: its checkpoint file
+    (resumed from with ``opts["resume"]``). Returns (whitener, model)."""
+    from ..dbn import DBN, DBNClassifier
+
+    rng = np.random.default_rng(seed)
+    train_frames = _frames_of(dft, train)
+    if len(train_frames) > opts["pretrain_frames"]:
+        train_frames = train_frames[rng.choice(len(train_frames), opts["pretrain_frames"], replace=False)]
+    whitener = audio.PCAWhitener(n_components=min(opts["pca_components"], train_frames.shape[1]),
+                                 random_state=opts["seed"]).fit(train_frames)
+    del train_frames
+    hidden = tuple(opts["hidden"])
+    # Gaussian first layer on whitened (unit-variance) input wants a smaller step than the Bernoulli layers.
+    layer_params = [{"learning_rate": opts["first_layer_lr"]}] + [{}] * (len(hidden) - 1)
+    pretrain = dict(hidden_layer_sizes=hidden, visible="gaussian", n_iter=opts["pretrain_epochs"],
+                    learning_rate=opts["learning_rate"], weight_decay=opts["weight_decay"],
+                    sparsity_target=opts["sparsity_target"], layer_params=layer_params, random_state=seed,
+                    device=opts["device"], verbose=opts["verbose"])
+    resume = checkpoint if (opts["resume"] and checkpoint is not None and Path(checkpoint).exists()) else None
+    frames = _frames_of(dft, train)
+    if labels is None:
+        keep = np.sort(rng.choice(len(frames), min(len(frames), opts["pretrain_frames"]), replace=False))
+        model = DBN(**pretrain, batch_size=128).fit(whitener.transform(frames[keep]), resume=resume,
+                                                    checkpoint=checkpoint)
+        return whitener, model
+    # One DBNClassifier: its pre-trained stack (dbn_) gives the unsupervised features, its fine-tuned network the
+    # supervised ones and the frame-level softmax predictions. Without fine-tuning: max_iter=0.
+    model = DBNClassifier(**pretrain, pretrain_batch_size=128, batch_size=512,
+                          max_iter=opts["finetune_epochs"] if opts["finetune"] else 0,
+                          learning_rate_init=opts["finetune_lr"], early_stopping=True, validation_fraction=0.1,
+                          n_iter_no_change=10)
+    ytr_f = np.concatenate([np.full(len(dft[i]), labels[i]) for i in train])
+    keep = np.sort(rng.choice(len(ytr_f), min(len(ytr_f), opts["pretrain_frames"]), replace=False))
+    model.fit(whitener.transform(frames[keep]), ytr_f[keep], resume=resume, checkpoint=checkpoint)
+    return whitener, model
+
+
+def activations(model, whitener, frames, finetuned: bool) -> np.ndarray:
+    """The pipeline's frame features of one clip: whitened |DFT| frames -> hidden activations of every layer of
+    ``model`` (a DBN, or a DBNClassifier's pre-trained stack, or with ``finetuned`` its fine-tuned network)."""
+    white = whitener.transform(np.asarray(frames, dtype=np.float32))
+    if finetuned:
+        return finetuned_activations(model, white)
+    return getattr(model, "dbn_", model).transform(white, layers="all")
 
 
 def finetuned_activations(clf, X) -> np.ndarray:
@@ -183,6 +211,10 @@ def _run(data, out_dir, opts) -> dict:
     results = _study.build_results("hamel_eck", ds, usable, skipped, opts, protocol, folds, names,
                                    [_study.BASELINE], "dbn_svm", feature_seconds=feature_seconds,
                                    fold_seconds=[f["seconds"] for f in folds])
+    if opts["save_model"]:  # the final pipeline, trained on every usable clip
+        from . import saved
+
+        saved.fit_hamel_eck(feats, usable, ds, opts).save(opts["save_model"])
     results["total_seconds"] = time.perf_counter() - t0
     _write_report(out, results, folds, extras, classes)
     reporting.write_json(out / "results.json", results)

@@ -185,6 +185,8 @@ def _run(data, out_dir, opts) -> dict:
         [_study.BASELINE, f"pca_{clf}", f"mel_stats_{clf}"], f"vae_{clf}", vae=_vae_summary(vae_stats))
     results["protocol"]["description"] += (f"; window = excerpt of {opts['excerpt_frames']} frames; clip label = "
                                            "vote over its excerpts")
+    if opts["save_model"]:
+        _save_final(feats, usable, ds, out, opts)
     t0 = time.perf_counter()
     results["generated"] = _generate(first, classes, out, opts)
     results["figures"] = _figures(results, vae_stats, first, classes, out)
@@ -215,14 +217,7 @@ def _fold(k, train_clips, test_clips, valid_clips, feats, labels, n_classes, out
         vae = ConvVAE.load(model_path, device=opts["device"])
         log(f"[vae] fold {k + 1}: reusing {model_path}")
     else:
-        vae = ConvVAE(n_mels=opts["n_mels"], n_frames=opts["excerpt_frames"], latent_dim=opts["latent_dim"],
-                      channels=opts["channels"], beta=opts["beta"], kl_warmup_epochs=opts["kl_warmup_epochs"],
-                      learning_rate=opts["lr"], batch_size=opts["batch_size"], n_iter=opts["epochs"],
-                      n_iter_no_change=opts["patience"], device=opts["device"], random_state=seed + k,
-                      verbose=verbose)
-        ckpt = out / "checkpoints" / f"vae_fold{k}.training.safetensors"
-        vae.fit(X_tr[~in_valid], X_valid=X_tr[in_valid] if in_valid.any() else None, checkpoint=ckpt,
-                resume=ckpt if opts["resume"] and ckpt.exists() else None)
+        vae = _fit_vae(X_tr, in_valid, seed + k, out / "checkpoints" / f"vae_fold{k}.training.safetensors", opts)
         vae.save(model_path)
     t_train = time.perf_counter() - t0
 
@@ -256,6 +251,33 @@ def _fold(k, train_clips, test_clips, valid_clips, feats, labels, n_classes, out
     first = {"vae": vae, "y_tr": y_tr, "F_tr": F_tr[:, :vae.latent_dim], "X_te": X_te, "y_te": y_te, "g_te": g_te,
              "F_te": F_te[:, :vae.latent_dim]}
     return rec, first
+
+
+def _fit_vae(X, in_valid, seed: int, ckpt: Path, opts):
+    """A ConvVAE fitted on the excerpts ``X`` (those ``in_valid`` steer early stopping), checkpointed to ``ckpt``
+    (and resumed from it with ``opts["resume"]``)."""
+    from ..vae import ConvVAE
+
+    vae = ConvVAE(n_mels=opts["n_mels"], n_frames=opts["excerpt_frames"], latent_dim=opts["latent_dim"],
+                  channels=opts["channels"], beta=opts["beta"], kl_warmup_epochs=opts["kl_warmup_epochs"],
+                  learning_rate=opts["lr"], batch_size=opts["batch_size"], n_iter=opts["epochs"],
+                  n_iter_no_change=opts["patience"], device=opts["device"], random_state=seed,
+                  verbose=int(opts["verbose"]))
+    return vae.fit(X[~in_valid], X_valid=X[in_valid] if in_valid.any() else None, checkpoint=ckpt,
+                   resume=ckpt if opts["resume"] and ckpt.exists() else None)
+
+
+def _save_final(feats, usable, ds, out: Path, opts) -> None:
+    """The final pipeline (a VAE on every usable clip's excerpts, then the headline classifier) saved in
+    ``opts["save_model"]``."""
+    from . import saved
+
+    labels = np.asarray(ds.labels)
+    valid = _holdout(usable, labels, opts["valid_fraction"], int(opts["seed"]))
+    X, g = _excerpts(feats["mel"], usable, opts["excerpt_frames"], opts["excerpt_hop"])
+    vae = _fit_vae(X, np.isin(g, valid), int(opts["seed"]), out / "checkpoints" / "vae_final.training.safetensors",
+                   opts)
+    saved.fit_vae(vae, feats, usable, ds, opts).save(opts["save_model"])
 
 
 def _holdout(train_idx, y, fraction, seed):
