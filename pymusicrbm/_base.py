@@ -11,15 +11,17 @@ import math
 import time
 import warnings
 from numbers import Integral, Real
+from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 
+from . import distributed
 from ._utils import (draw_seed, generator_from_state, generator_to_state, layer_seed, make_generator,
                      resolve_device, resolve_dtype, split_indices)
-from .checkpoint import CheckpointMixin, load_state
+from .checkpoint import CheckpointMixin, load_state, save_state
 
 __all__ = ["TrainingDivergedError", "TrainedEstimator", "StackEstimator", "COMMON_CONSTRAINTS", "Interval",
            "StrOptions", "Options"]
@@ -43,6 +45,13 @@ COMMON_CONSTRAINTS = {
     "n_iter": [Interval(Integral, 0, None, closed="left")],
     "validation_fraction": [Interval(Real, 0, 0.9, closed="both"), None],
 }
+
+
+def _take_rows(data, idx):
+    """Rows ``idx`` (numpy) of a tensor, an array or a tuple of them."""
+    if isinstance(data, tuple):
+        return tuple(_take_rows(d, idx) for d in data)
+    return data.index_select(0, torch.from_numpy(idx).to(data.device)) if torch.is_tensor(data) else data[idx]
 
 
 def _as_tuples(x):
@@ -145,6 +154,7 @@ class TrainedEstimator(CheckpointMixin, BaseEstimator):
 
     def __getstate__(self):
         state = dict(super().__getstate__())
+        state.pop("_ddp", None)
         for name in self._generators:
             if isinstance(state.get(name), torch.Generator):
                 state[name] = generator_to_state(state[name])
@@ -166,6 +176,9 @@ class TrainedEstimator(CheckpointMixin, BaseEstimator):
         """The ``_STATE_TENSORS``, the generators' states and the input standardisation (``mean_``, ``scale_``)."""
         tensors = {name[1:]: self.__dict__[name].detach() for name in self._STATE_TENSORS
                    if self.__dict__.get(name) is not None}
+        for name in self._RANK_TENSORS:  # a process group: rank 0 writes every rank's chains, in rank order
+            if name[1:] in tensors:
+                tensors[name[1:]] = distributed.all_gather_rows(tensors[name[1:]])
         tensors.update(self._generator_tensors())
         if "mean_" in self.__dict__:
             tensors["mean_"] = torch.from_numpy(np.asarray(self.mean_, dtype=np.float64))
@@ -200,6 +213,106 @@ class TrainedEstimator(CheckpointMixin, BaseEstimator):
     def _checkpointer(self, checkpoint):
         return None if checkpoint is None else (lambda: self.save(checkpoint))
 
+    def save(self, path):
+        """Write the model (and its training state) to ``path`` (safetensors + JSON, atomically). In a process
+        group every rank must call it: the per-rank state (PCD chains) is gathered and rank 0 alone writes."""
+        if not distributed.is_distributed():
+            return super().save(path)
+        tensors, state = self._get_state()
+        if distributed.is_main():
+            save_state(path, tensors, self._checkpoint_meta(state))
+        distributed.barrier("writing a checkpoint on rank 0")
+        return Path(path)
+
+    # ---- data parallel (a torch.distributed group of more than one rank; see pymusicrbm.distributed) --------
+    # Every rank fits its own shard of the data. The epoch loop pads the shards to one length (as
+    # DistributedSampler does), so every rank takes the same number of steps of the same size; a model's step
+    # all-reduces its statistics once (``_data_parallel_update``) or its network is wrapped in
+    # DistributedDataParallel. Rank 0's initial parameters are broadcast; each rank draws its own streams
+    # (re-seeded from (seed, rank, epoch) at every epoch, so a resumed run continues exactly); the epoch's loss and
+    # monitors are averaged over the ranks, so that every rank takes the same decisions (divergence, early
+    # stopping). Checkpoints: rank 0 writes, with every rank's chains; see ``_share_rank_tensors``.
+
+    # state tensors that stay on their rank (PCD chains); the other _STATE_TENSORS are the same on every rank
+    _RANK_TENSORS: tuple[str, ...] = ("_chains",)
+
+    def _shared_tensors(self) -> list:
+        """The tensors every rank must hold identically (broadcast from rank 0 when training starts)."""
+        return [self.__dict__[n] for n in self._STATE_TENSORS
+                if n not in self._RANK_TENSORS and self.__dict__.get(n) is not None]
+
+    # a model trained by autograd names its network: in a group its steps call it wrapped in
+    # DistributedDataParallel (which broadcasts rank 0's weights and averages the gradients)
+    _ddp_module: str | None = None
+
+    def _start_data_parallel(self):
+        distributed.broadcast_(self._shared_tensors())
+        if self._ddp_module is not None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            dev = self._device
+            gpu = [torch.cuda.current_device() if dev.index is None else dev.index] if dev.type == "cuda" else None
+            self._ddp = DistributedDataParallel(getattr(self, self._ddp_module), device_ids=gpu)
+
+    def _train_module(self):
+        """The network a training step calls: ``_ddp_module``, wrapped in DDP while training in a group."""
+        ddp = self.__dict__.get("_ddp")
+        return ddp if ddp is not None else getattr(self, self._ddp_module)
+
+    def _agreed_resume(self, resume):
+        """Rank 0 decides whether (and from which file) a run resumes; every rank reads that file."""
+        return distributed.broadcast_object(None if resume is None else str(resume), what="agreeing on resume") \
+            if distributed.is_distributed() else resume
+
+    def _seed_rank_epoch(self, epoch: int):
+        """Each rank's own sampling and shuffling streams for this epoch (independent of the other ranks')."""
+        r = distributed.rank()
+        self._rng.manual_seed(distributed.rank_seed(self._seed, r, 2 * epoch))
+        self._shuffle_rng.manual_seed(distributed.rank_seed(self._seed, r, 2 * epoch + 1))
+
+    def _share_rank_tensors(self, saved_world: int):
+        """After loading a checkpoint written by ``saved_world`` ranks (chains stacked in rank order): this rank
+        continues the chains of saved rank ``rank % saved_world``. Same world size: every rank gets its own
+        chains back; fewer ranks: the chains of the missing ranks are dropped; more ranks: a saved rank's chains
+        are continued by several ranks, whose own random streams make them drift apart."""
+        world = distributed.world_size()
+        if saved_world <= 1 and world <= 1:
+            return
+        r = distributed.rank() % saved_world
+        for name in self._RANK_TENSORS:
+            t = self.__dict__.get(name)
+            if t is not None and saved_world > 1:
+                n = t.shape[0] // saved_world
+                self.__dict__[name] = t[r * n:(r + 1) * n].contiguous()
+
+    def _data_parallel_update(self, batch, lr: float, epoch: int) -> torch.Tensor:
+        """One data-parallel step: this rank's statistics of its batch, weighted by the global batch size,
+        all-reduced in one flat buffer, then the same update applied on every rank. Returns the local loss."""
+        rows = (batch[0] if isinstance(batch, tuple) else batch).shape[0]
+        loss, stats = self._statistics(batch, lr, rows * distributed.world_size())
+        distributed.all_reduce_(stats)
+        self._apply_statistics(stats, lr, epoch)
+        return loss
+
+    def _has_statistics(self) -> bool:
+        return type(self)._statistics is not TrainedEstimator._statistics
+
+    def _statistics(self, batch, lr: float, global_rows: int):
+        """(local loss, list of statistic tensors that SUM over the ranks to the global ones)."""
+        raise NotImplementedError(f"{type(self).__name__} has no data-parallel step")
+
+    def _apply_statistics(self, stats: list, lr: float, epoch: int):
+        raise NotImplementedError(f"{type(self).__name__} has no data-parallel step")
+
+    def _agree(self, record: dict) -> dict:
+        """The epoch's monitors (each rank's estimate on its shard) averaged over the ranks."""
+        keys = [k for k, v in record.items() if k != "epoch" and isinstance(v, (int, float)) and
+                not isinstance(v, bool)]
+        means = distributed.all_sum([record[k] for k in keys], what="averaging the epoch's monitors")
+        out = dict(record)
+        out.update({k: m / distributed.world_size() for k, m in zip(keys, means)})
+        return out
+
     # ---- fitting ------------------------------------------------------------------------------------------
 
     def fit(self, X, y=None, *, resume=None, checkpoint=None):
@@ -211,6 +324,7 @@ class TrainedEstimator(CheckpointMixin, BaseEstimator):
         """
         self._check_params()
         X = self._validate_input(X, reset=True)
+        resume = self._agreed_resume(resume)
         if resume is not None:
             self._set_state(*self._read_resume(resume), check_against=X)
         return self._fit_validated(X, resume is not None, self._checkpointer(checkpoint))
@@ -262,8 +376,22 @@ class TrainedEstimator(CheckpointMixin, BaseEstimator):
         """The epoch loop: up to ``n_epochs`` epochs continuing from ``n_iter_``."""
         from tqdm.auto import tqdm
 
+        dp = distributed.is_distributed()
+        if dp and distributed.inputs_replicated():  # every rank was given all rows: train on this rank's share
+            data = _take_rows(data, distributed.shard_indices(len(data[0] if isinstance(data, tuple) else data)))
         n = (data[0] if isinstance(data, tuple) else data).shape[0]
-        bar = tqdm(range(n_epochs), desc=self._progress_desc(), disable=self.verbose < 1 or self._verbose_lines,
+        n_rows = n  # rows a rank runs through per epoch: its shard padded to the longest (DistributedSampler)
+        if dp:
+            counts = distributed.all_gather_int(n)
+            if min(counts) == 0:  # (raised on every rank, so none waits for the others)
+                raise ValueError(f"{type(self).__name__}.fit: rank(s) {[r for r, c in enumerate(counts) if c == 0]} "
+                                 "were given no rows; every rank needs a non-empty shard of the data")
+            n_rows = max(counts)
+            self._start_data_parallel()
+        # a model with a statistics step all-reduces it; the others (DDP inside their _batch_update) train as usual
+        update = self._data_parallel_update if dp and self._has_statistics() else self._batch_update
+        quiet = self.verbose < 1 or not distributed.is_main()
+        bar = tqdm(range(n_epochs), desc=self._progress_desc(), disable=quiet or self._verbose_lines,
                    leave=False, unit="epoch")
         for _ in bar:
             if self._stop_early():
@@ -271,28 +399,38 @@ class TrainedEstimator(CheckpointMixin, BaseEstimator):
             epoch = self.n_iter_
             lr = self._learning_rate(epoch)
             t0 = time.perf_counter()
+            if dp:
+                self._seed_rank_epoch(epoch)
             perm = torch.randperm(n, generator=self._shuffle_rng)
+            if n_rows > n:
+                perm = perm.repeat(-(-n_rows // n))[:n_rows]
             total = None
-            batches = tqdm(self._batches(data, perm), total=-(-n // self.batch_size), disable=self.verbose < 2,
-                           leave=False, unit="batch")
+            batches = tqdm(self._batches(data, perm), total=-(-n_rows // self.batch_size),
+                           disable=self.verbose < 2 or quiet, leave=False, unit="batch")
             for rows, batch in batches:
-                loss = self._batch_update(batch, lr, epoch).detach()
+                loss = update(batch, lr, epoch).detach()
                 if total is None:
                     total = torch.zeros_like(loss)
                 total.add_(loss, alpha=rows)  # summed on the device: no host sync per batch
             loss = (total.double() / n).tolist()  # the one host read of the epoch
+            if dp:  # the mean over every rank's rows
+                sums = distributed.all_sum([*total.double().reshape(-1).tolist(), n_rows])
+                loss = [s / sums[-1] for s in sums[:-1]]
+                loss = loss[0] if total.dim() == 0 else loss
             self._check_divergence(loss, epoch, lr)
             self.n_iter_ = epoch + 1
             rec = {"epoch": epoch + 1}
             rec.update(self._epoch_record(loss, lr, data, valid))
+            if dp:
+                rec = self._agree(rec)
             rec["time"] = time.perf_counter() - t0
             for key, val in rec.items():
                 if not key.startswith("_"):  # "_name": for the hooks only, not history
                     self.history_.setdefault(key, []).append(val)
             self._track_best(rec)
-            if self.verbose and self._verbose_lines:
+            if self.verbose and self._verbose_lines and not quiet:
                 print(self._epoch_line(rec), flush=True)
-            elif self.verbose:
+            elif not quiet:
                 bar.set_postfix({k: f"{v:.4g}" for k, v in rec.items() if k in self._progress_keys})
             if on_epoch is not None:
                 on_epoch()
@@ -351,17 +489,21 @@ class TrainedEstimator(CheckpointMixin, BaseEstimator):
         return patience is not None and self._no_improve >= patience
 
     def _end_training(self):
+        self.__dict__.pop("_ddp", None)
         if self.__dict__.get("_best") is not None:  # early stopping: keep the weights of the best epoch
             self._restore_snapshot(self._best)
 
     def _training_state(self) -> dict:
         """JSON part of the epoch loop's state (for ``_get_state``)."""
         state = {"n_iter_": self.n_iter_, "history_": self.history_}
+        if distributed.is_distributed():  # the rank tensors (chains) were gathered: one block per rank
+            state["world_size"] = distributed.world_size()
         if "best_epoch_" in self.__dict__:
             state.update(best_score=self._best_score, no_improve=self._no_improve, best_epoch_=self.best_epoch_)
         return state
 
     def _restore_training_state(self, state: dict):
+        self._share_rank_tensors(int(state.get("world_size", 1)))
         self.n_iter_ = int(state["n_iter_"])
         self.history_ = {k: list(v) for k, v in state.get("history_", {}).items()}
         self._best = None
@@ -447,6 +589,7 @@ class StackEstimator(TrainedEstimator):
         checkpoint holds the finished layers and the state of the layer in training, which continues."""
         self._check_params()
         seed, layer_states = None, []
+        resume = self._agreed_resume(resume)
         if resume is not None:
             tensors, state = self._read_resume(resume)
             seed = state.get("seed")  # (absent from ConvDBN checkpoints of version 1: the layers hold theirs)

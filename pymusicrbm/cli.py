@@ -1,5 +1,10 @@
 """The ``pymusicrbm`` command: ``demo``, the studies ``dbn``, ``convrbm``, ``vae`` and ``tags``, ``features``, and
-``predict`` / ``embed`` (a saved pipeline applied to audio files)."""
+``predict`` / ``embed`` (a saved pipeline applied to audio files).
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the studies and ``features`` run on every rank in one process group:
+features are extracted shard by shard, models train data-parallel, and rank 0 alone prints and writes OUT (the
+other ranks write into a private scratch folder that is removed at the end).
+"""
 from __future__ import annotations
 
 import argparse
@@ -128,12 +133,50 @@ def _features(args) -> int:
     params = json.loads(args.params) if args.params else {}
     t0 = time.perf_counter()
     feats, errors = audio.extract(ds, args.kind, params, cache_dir=args.cache_dir, n_jobs=args.jobs,
-                                  return_errors=True)
+                                  return_errors=True)  # (under torchrun: each rank extracts its share)
     ok = sum(f is not None for f in feats)
     print(f"{args.kind}: {ok} of {len(feats)} clips in {time.perf_counter() - t0:.1f} s, cached in {args.cache_dir}")
     for name, reason in errors:
         print(f"  skipped {name}: {reason}")
     return 0
+
+
+def _distributed(args) -> int:
+    """Run the command on this rank of the ``torchrun`` process group (see the module docstring). All ranks read
+    the same dataset and share one feature cache (OUT/cache unless --cache-dir): a folder every machine sees.
+    With --resume the other ranks start from a copy of rank 0's OUT, so every rank takes the same decisions."""
+    import contextlib
+    import shutil
+    import tempfile
+
+    from . import distributed
+
+    distributed.init_from_env()
+    main = distributed.is_main()
+    scratch = None
+    try:
+        if args.func is _run_study:
+            if args.cache_dir is None:
+                args.cache_dir = str(Path(args.out) / "cache")
+            if not main:
+                scratch = tempfile.mkdtemp(prefix=f"pymusicrbm-rank{distributed.rank()}-")
+                if args.resume and Path(args.out).is_dir():
+                    shutil.copytree(args.out, scratch, dirs_exist_ok=True,
+                                    ignore=lambda d, names: [n for n in names if Path(d, n) == Path(args.cache_dir)])
+                args.out, args.verbose = scratch, 0
+        quiet = contextlib.redirect_stdout(open(os.devnull, "w")) if not main else contextlib.nullcontext()
+        with quiet, distributed.replicated_inputs():
+            return args.func(args)
+    except distributed.DistributedError as err:
+        print(f"pymusicrbm {args.command} (rank {distributed.rank()}): error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _demo(args) -> int:
@@ -250,8 +293,11 @@ def main(argv=None) -> int:
     if "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
+    run = args.func
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.command in (*STUDIES, "features"):  # under torchrun
+        run = _distributed
     try:
-        return args.func(args)
+        return run(args)
     except ValueError as err:  # bad input: one clear line, not a traceback
         print(f"pymusicrbm {args.command}: error: {err}", file=sys.stderr)
         return 2

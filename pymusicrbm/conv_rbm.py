@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.base import TransformerMixin
 
-from . import ops
+from . import distributed, ops
 from ._base import COMMON_CONSTRAINTS, Interval, StackEstimator, StrOptions, TrainedEstimator, TrainingDivergedError
 
 __all__ = ["ConvRBM", "ConvDBN", "TrainingDivergedError", "as_maps", "cropped_size"]
@@ -305,6 +305,9 @@ class ConvRBM(TransformerMixin, TrainedEstimator):
         axes = (0, 2, 3) if self.standardize == "channel" else (0, 3)
         mean = X.mean(axis=axes, dtype=np.float64, keepdims=True)[0]
         std = X.std(axis=axes, dtype=np.float64, keepdims=True)[0]
+        if distributed.sharded_inputs():  # every rank holds a shard: the statistics of all of them
+            mean, var = distributed.pooled_moments(X.size // mean.size, mean, std ** 2)
+            std = np.sqrt(var)
         self.mean_ = mean
         self.scale_ = np.where(std > 1e-8 * np.maximum(1.0, np.abs(mean)), std, 1.0)
 
@@ -376,15 +379,51 @@ class ConvRBM(TransformerMixin, TrainedEstimator):
                 raise self._diverged(epoch, lr, "a parameter update was not finite") from None
             raise
 
+    # ---- the statistics step (in a process group: all-reduced between the two halves) --------------------------
+
+    def _statistics(self, v: torch.Tensor, lr: float, global_rows: int):
+        """(this batch's reconstruction error, statistics that SUM over the ranks to the global batch's).
+        CD/PCD: ``ops.conv_cd_stats``'s [dW, db, dc] weighted by 1 / the global batch size (chains: 1 / the
+        global number of chains); chains advance in place. Reconstruction training: the gradients of this rank's
+        loss divided by the number of ranks (so the sum is the gradient of the global mean loss)."""
+        if self.training == "reconstruction":
+            loss, grads = self._reconstruction_grads(v)
+            return loss, [g / distributed.world_size() for g in grads]
+        B = global_rows
+        N = B if self._chains is None else self._chains.shape[0] * distributed.world_size()
+        sparse = self.sparsity_target is not None
+        dW, db, dc, sq_err = ops.conv_cd_stats(self._W, self._b, self._c, v, chains=self._chains,
+                                               visible=self.visible, pool=self.pool, k=self.k,
+                                               sparsity_target=self.sparsity_target if sparse else 0.0,
+                                               sparsity_cost=self.sparsity_cost if sparse else 0.0,
+                                               data_weight=1.0 / B, chain_weight=1.0 / N, generator=self._rng)
+        return sq_err / v.numel(), [dW, db, dc]
+
+    def _apply_statistics(self, stats: list, lr: float, epoch: int):
+        """``ops.cd_apply_`` (``conv_cd_step_``'s update rule) on (all-reduced) statistics; reconstruction training:
+        an Adam step on the all-reduced gradients."""
+        params = [self._W, self._b, self._c]
+        if self.training == "reconstruction":
+            self._adam_step(params, stats, lr, epoch)
+            return
+        ok = ops.cd_apply_(*params, self._W_vel, self._b_vel, self._c_vel, *stats, lr=lr, momentum=self.momentum,
+                           weight_decay=self.weight_decay)
+        if not bool(ok):
+            raise self._diverged(epoch, lr, "a parameter update was not finite")
+
     def _make_adam(self) -> torch.optim.Adam:
         # L2 weight decay on the filters only, as in the CD update
         return torch.optim.Adam([{"params": [self._W], "weight_decay": self.weight_decay},
                                  {"params": [self._b, self._c], "weight_decay": 0.0}], lr=self._lr)
 
     def _reconstruction_step(self, v: torch.Tensor, lr: float, epoch: int) -> torch.Tensor:
+        loss, grads = self._reconstruction_grads(v)
+        self._adam_step([self._W, self._b, self._c], grads, lr, epoch)
+        return loss
+
+    def _reconstruction_grads(self, v: torch.Tensor):
+        """(mean-field reconstruction MSE, its gradients (plus the sparsity penalty's) for W, b, c)."""
         params = [self._W, self._b, self._c]
-        if self._adam is None:
-            self._adam = self._make_adam()
         for p in params:
             p.requires_grad_(True)
         try:
@@ -398,6 +437,11 @@ class ConvRBM(TransformerMixin, TrainedEstimator):
         finally:
             for p in params:
                 p.requires_grad_(False)
+        return loss.detach(), list(grads)
+
+    def _adam_step(self, params: list, grads: list, lr: float, epoch: int):
+        if self._adam is None:
+            self._adam = self._make_adam()
         for p, g in zip(params, grads):
             p.grad = g
         for group in self._adam.param_groups:
@@ -407,7 +451,6 @@ class ConvRBM(TransformerMixin, TrainedEstimator):
             p.grad = None
         if not all(bool(torch.isfinite(p).all()) for p in params):
             raise self._diverged(epoch, lr, "a parameter update was not finite")
-        return loss.detach()
 
     def _divergence_advice(self, lr: float) -> list[str]:
         advice = [f"lower learning_rate (now {lr:.3g})", "add weight_decay (e.g. 1e-4)"]

@@ -492,6 +492,7 @@ class DBNClassifier(ClassifierMixin, TrainedEstimator):
             raise ValueError(f"DBNClassifier needs samples of at least 2 classes in y; got only one class: "
                              f"{classes.tolist()}")
         state, tensors = {}, {}
+        resume = self._agreed_resume(resume)
         if resume is not None:
             tensors, state = self._read_resume(resume)
             if state.get("classes") is not None and list(map(str, classes)) != list(map(str, state["classes"])):
@@ -577,11 +578,12 @@ class DBNClassifier(ClassifierMixin, TrainedEstimator):
         return "fine-tuning"
 
     _progress_keys = ("loss", "val_loss", "val_accuracy")
+    _ddp_module = "network_"
 
     def _batch_update(self, batch, lr: float, epoch: int) -> torch.Tensor:
         self.network_.train()
         xb, yb = batch
-        loss = nn.functional.cross_entropy(self.network_(xb), yb)
+        loss = nn.functional.cross_entropy(self._train_module()(xb), yb)
         self._optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self._optimizer.step()

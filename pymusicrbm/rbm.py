@@ -14,7 +14,7 @@ from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.sparsefuncs import mean_variance_axis
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import ops
+from . import distributed, ops
 from ._base import COMMON_CONSTRAINTS, Interval, StrOptions, TrainedEstimator, TrainingDivergedError
 from ._utils import draw_seed, input_dtype, make_generator, numpy_dtype, randn, to_tensor
 from .ais import AISResult, ais_log_partition, exact_log_partition
@@ -357,6 +357,9 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
             else:
                 self.mean_ = X.mean(0, dtype=np.float64)
                 scale = X.std(0, dtype=np.float64)
+            if distributed.sharded_inputs():  # every rank holds a shard: the statistics of all of them
+                self.mean_, var = distributed.pooled_moments(X.shape[0], self.mean_, scale ** 2)
+                scale = np.sqrt(var)
             self.scale_ = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(self.mean_)), scale, 1.0)
         opts = dict(dtype=self._dtype, device=self._device)
         self._W = randn((V, H), self._rng, scale=0.01, **opts)
@@ -444,10 +447,10 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
             self._update_sigma(v, lr)
         return r
 
-    def _negative_samples(self, v: torch.Tensor, W, b, c) -> torch.Tensor:
-        """k steps of block Gibbs sampling from v."""
+    def _negative_samples(self, v: torch.Tensor, W, b, c, k: int | None = None) -> torch.Tensor:
+        """k (default ``self.k``) steps of block Gibbs sampling from v."""
         s = self._sigma()
-        for _ in range(self.k):
+        for _ in range(self.k if k is None else k):
             _, h = ops.sample_hidden(v, W, c, s, self._rng)
             _, v = ops.sample_visible(h, W, b, s, self.visible, self._rng)
         return v
@@ -456,13 +459,15 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
         # d log p / d log sigma_i = <(v_i-b_i)^2/sigma_i^2 - (v_i/sigma_i) (W p(h|v))_i>_data - <same>_model
         neg = self._chains if self._chains is not None else self._negative_samples(v, self._W, self._b, self._c)
         s = self._sigma()
+        self._step_sigma(self._sigma_statistic(v, s).mean(0) - self._sigma_statistic(neg, s).mean(0), lr)
 
-        def stat(x):
-            xs = x / s
-            p = torch.sigmoid(torch.addmm(self._c, xs, self._W))
-            return (((x - self._b) / s).square() - xs * (p @ self._W.t())).mean(0)
+    def _sigma_statistic(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """Per row: (x - b)^2 / sigma^2 - (x / sigma) (W p(h | x)), the log-sigma gradient's summand."""
+        xs = x / s
+        p = torch.sigmoid(torch.addmm(self._c, xs, self._W))
+        return ((x - self._b) / s).square() - xs * (p @ self._W.t())
 
-        g = stat(v) - stat(neg)
+    def _step_sigma(self, g: torch.Tensor, lr: float):
         slr = self.sigma_learning_rate if self.sigma_learning_rate is not None else lr / 10
         if not bool(torch.isfinite(g).all()):
             raise self._diverged(self.n_iter_, lr, "the sigma update was not finite")
@@ -470,25 +475,82 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
 
     def _fpcd_update(self, v: torch.Tensor, lr: float, epoch: int) -> torch.Tensor:
         """Fast PCD (Tieleman & Hinton 2009) from the sampling ops: chains run on the regular + fast weights."""
+        recon, stats = self._statistics(v, lr, v.shape[0], sigma=False)
+        self._apply_statistics(stats, lr, epoch)
+        if self.learn_sigma:
+            self._update_sigma(v, lr)
+        return recon
+
+    # ---- the statistics step (fast PCD; every mode in a process group, all-reduced between the two halves) ----
+
+    def _statistics(self, v: torch.Tensor, lr: float, global_rows: int, sigma: bool = True):
+        """(this batch's reconstruction error, statistics): the gradient statistics of this rank's rows, summed
+        and weighted by 1 / the global batch size (data) and 1 / the global number of negative samples (chains),
+        so that a SUM over the ranks gives the statistics of the global batch. CD-k / PCD-k: ``ops.cd_stats``'s
+        [dW, db, dc] (sparsity term included); fast PCD (from the sampling ops, the chains on W + W_fast):
+        [gW, gb, gc, the data's mean hidden probability (``sparsity_target``)]. Then, with ``learn_sigma`` and
+        ``sigma``, the log-sigma statistic (parameters before this step's update; negative samples: the chains,
+        or k Gibbs steps from the data for CD). Chains advance in place; the parameters are not touched."""
         s = self._sigma()
         W, b, c = self._W, self._b, self._c
-        B, N = v.shape[0], self._chains.shape[0]
+        B = global_rows
+        N = B if self._chains is None else self._chains.shape[0] * distributed.world_size()
+        if self.persistent == "fast":
+            recon, stats, neg = self._fast_statistics(v, B, N)
+        else:
+            sparse = self.sparsity_target is not None
+            dW, db, dc, sq_err = ops.cd_stats(W, b, c, v, chains=self._chains, sigma=s, visible=self.visible,
+                                              k=self.k, sparsity_target=self.sparsity_target if sparse else 0.0,
+                                              sparsity_cost=self.sparsity_cost if sparse else 0.0,
+                                              data_weight=1.0 / B, chain_weight=1.0 / N, generator=self._rng)
+            recon, stats, neg = sq_err / v.numel(), [dW, db, dc], self._chains
+        if sigma and self.learn_sigma:
+            if neg is None:
+                neg = self._negative_samples(v, W, b, c)
+            stats.append(self._sigma_statistic(v, s).sum(0) / B - self._sigma_statistic(neg, s).sum(0) / N)
+        return recon, stats
+
+    def _fast_statistics(self, v: torch.Tensor, B: int, N: int):
+        s = self._sigma()
+        W, b, c = self._W, self._b, self._c
         x0 = v if s is None else v / s
         p0, h0 = ops.sample_hidden(v, W, c, s, self._rng)
         recon_mean = torch.addmm(b, h0, W.t()).sigmoid_() if not self._gaussian else \
             b + (h0 @ W.t()) * (1.0 if s is None else s)
         recon = torch.nn.functional.mse_loss(recon_mean, v)
-        chains = self._negative_samples(self._chains, W + self._W_fast, b + self._b_fast, c + self._c_fast)
-        xk = chains if s is None else chains / s
+        neg = self._negative_samples(self._chains, W + self._W_fast, b + self._b_fast, c + self._c_fast)
+        self._chains.copy_(neg)
+        xk = neg if s is None else neg / s
         pk = torch.sigmoid(torch.addmm(c, xk, W))
         gW = torch.addmm(x0.t() @ p0, xk.t(), pk, beta=1.0 / B, alpha=-1.0 / N)
-        gb = x0.mean(0) - xk.mean(0)
+        gb = x0.sum(0) / B - xk.sum(0) / N
         if s is not None:
             gb = gb / s
-        gc = p0.mean(0) - pk.mean(0)
+        stats = [gW, gb, p0.sum(0) / B - pk.sum(0) / N]
         if self.sparsity_target is not None:
-            gc = gc + self.sparsity_cost * (self.sparsity_target - p0.mean(0))
-        # same update rule as cd_step_: vel = momentum * vel + lr * (grad - weight_decay * W); param += vel
+            stats.append(p0.sum(0) / B)
+        return recon, stats, neg
+
+    def _apply_statistics(self, stats: list, lr: float, epoch: int):
+        """The update rule of ``cd_step_`` from (all-reduced) statistics, by ``ops.cd_apply_`` (fast PCD: the same
+        rule in PyTorch, and the fast weights decay and learn); then log sigma steps and is clamped."""
+        n_core = 4 if self.persistent == "fast" and self.sparsity_target is not None else 3
+        stats, sigma_stat = stats[:n_core], (stats[n_core] if len(stats) > n_core else None)
+        if self.persistent != "fast":
+            ok = ops.cd_apply_(self._W, self._b, self._c, self._W_vel, self._b_vel, self._c_vel, *stats, lr=lr,
+                               momentum=self.momentum, weight_decay=self.weight_decay)
+            if not bool(ok):
+                raise self._diverged(epoch, lr, "a parameter update was not finite")
+        else:
+            self._apply_fast(stats, lr, epoch)
+        if sigma_stat is not None:
+            self._step_sigma(sigma_stat, lr)
+
+    def _apply_fast(self, stats: list, lr: float, epoch: int):
+        gW, gb, gc = stats[:3]
+        if self.sparsity_target is not None:
+            gc = gc + self.sparsity_cost * (self.sparsity_target - stats[3])
+        W, b, c = self._W, self._b, self._c
         new_vel = [self.momentum * self._W_vel + lr * (gW - self.weight_decay * W),
                    self.momentum * self._b_vel + lr * gb, self.momentum * self._c_vel + lr * gc]
         if not all(bool(torch.isfinite(t).all()) for t in new_vel):
@@ -500,10 +562,6 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
             vel.copy_(nv)
             p.add_(nv)
             fast.mul_(self.fast_decay).add_(g, alpha=flr)
-        self._chains.copy_(chains)
-        if self.learn_sigma:
-            self._update_sigma(v, lr)
-        return recon
 
     def _divergence_advice(self, lr: float) -> list[str]:
         advice = ["lower learning_rate (now %.3g)" % lr]

@@ -17,6 +17,7 @@ import torch
 from sklearn.base import TransformerMixin
 from torch import nn
 
+from . import distributed
 from ._base import COMMON_CONSTRAINTS, Interval, TrainedEstimator
 from ._utils import draw_seed, split_indices
 from .checkpoint import load_state
@@ -86,6 +87,12 @@ class _Net(nn.Module):
         x = nn.functional.pad(x.unsqueeze(1), (0, self.pad_w, 0, self.pad_h))
         mu, logvar = self.to_latent(self.encoder(x).flatten(1)).chunk(2, dim=1)
         return mu, logvar.clamp(-12.0, 8.0)
+
+    def forward(self, x, eps=None):
+        """(mu, logvar, reconstruction) of standardised x; eps None decodes the posterior mean."""
+        mu, logvar = self.encode(x)
+        z = mu if eps is None else mu + eps * torch.exp(0.5 * logvar)
+        return mu, logvar, self.decode(z)
 
     def decode(self, z):
         h = self.from_latent(z).view(-1, self.channels_last, self.h, self.w)
@@ -260,11 +267,10 @@ class ConvVAE(TransformerMixin, TrainedEstimator):
     def _standardise(self, xb):
         return (xb - self._mean_t[:, None]) / self._std_t[:, None]
 
-    def _terms(self, x, eps):
-        """Per-excerpt reconstruction NLL and KL (nats); eps None decodes the posterior mean."""
-        mu, logvar = self.net_.encode(x)
-        z = mu if eps is None else mu + eps * torch.exp(0.5 * logvar)
-        xhat = self.net_.decode(z)
+    def _terms(self, x, eps, net=None):
+        """Per-excerpt reconstruction NLL and KL (nats); eps None decodes the posterior mean. ``net``: the network
+        called (training: wrapped in DistributedDataParallel in a process group)."""
+        mu, logvar, xhat = (self.net_ if net is None else net)(x, eps)
         log_sigma = self.net_.log_sigma.clamp(min=-4.0)[:, None]
         nll = 0.5 * (((x - xhat) * torch.exp(-log_sigma)) ** 2 + 2 * log_sigma + math.log(2 * math.pi))
         kl = 0.5 * (mu ** 2 + logvar.exp() - 1.0 - logvar)
@@ -318,6 +324,7 @@ class ConvVAE(TransformerMixin, TrainedEstimator):
         if X_valid is not None:
             X_valid = self._check_X(X_valid, "X_valid")
         tensors = state = None
+        resume = self._agreed_resume(resume)
         if resume is not None:
             tensors, state = self._read_resume(resume)
         seed = draw_seed(self.random_state) if state is None else int(state["seed"])
@@ -336,9 +343,15 @@ class ConvVAE(TransformerMixin, TrainedEstimator):
 
     def _initialize(self, X: np.ndarray, seed: int):
         # per-band statistics over all training excerpts and frames (float64 against cancellation)
-        self.mean_ = X.mean(axis=(0, 2), dtype=np.float64).astype(np.float32)
-        self.std_ = np.maximum(X.std(axis=(0, 2), dtype=np.float64), 1e-3).astype(np.float32)
-        self.range_ = np.array([X.min(), X.max()], dtype=np.float32)
+        mean, std = X.mean(axis=(0, 2), dtype=np.float64), X.std(axis=(0, 2), dtype=np.float64)
+        lo, hi = X.min(), X.max()
+        if distributed.sharded_inputs():  # every rank holds a shard: the statistics of all of them
+            mean, var = distributed.pooled_moments(X.shape[0] * X.shape[2], mean, std ** 2)
+            std = np.sqrt(var)
+            lo, hi = distributed.all_min_max(lo, hi)
+        self.mean_ = mean.astype(np.float32)
+        self.std_ = np.maximum(std, 1e-3).astype(np.float32)
+        self.range_ = np.array([lo, hi], dtype=np.float32)
         self._seed_generators(seed)
         self._build(seed)
         self._fingerprint = self._fingerprint_of(X)
@@ -359,9 +372,15 @@ class ConvVAE(TransformerMixin, TrainedEstimator):
 
     @staticmethod
     def _fingerprint_of(X) -> list:
-        return [len(X), float(X.sum(dtype=np.float64))]
+        fp = [len(X), float(X.sum(dtype=np.float64))]
+        if distributed.sharded_inputs():  # of all the shards: a run resumes on any number of ranks
+            n, total = distributed.all_sum(fp, what="fingerprinting the training data")
+            fp = [int(n), total]
+        return fp
 
     # ---- the epoch loop's hooks ----
+
+    _ddp_module = "net_"
 
     def _progress_desc(self) -> str:
         return "ConvVAE"
@@ -370,7 +389,7 @@ class ConvVAE(TransformerMixin, TrainedEstimator):
         self.net_.train()
         w = self._kl_weight(epoch)
         eps = torch.randn((len(xb), self.latent_dim), generator=self._rng, device=self._device, dtype=self._dtype)
-        nll, kl = self._terms(xb, eps)
+        nll, kl = self._terms(xb, eps, self._train_module())
         loss = (nll + w * kl).mean()
         self._optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import distributed
 from .features import _log_mode, dft_frames, mel_spectrogram, mfcc_features
 from .io import SR, AudioError, AudioWarning, _check_load_args, _load_bytes
 
@@ -136,6 +137,25 @@ def _clip_list(dataset) -> tuple[list[str], list[str]]:
     return paths, names
 
 
+def _sharded(run, n: int, cached: bool) -> list:
+    """``run(indices)`` over all n clips in a process group: each rank extracts its share (rows rank, rank +
+    world, ...). With a cache folder the ranks then read the others' clips from it (one shared by every machine:
+    each clip is extracted once; a folder per machine: a machine recomputes what it lacks); the failures, which
+    are not cached, are exchanged. Without a cache the features themselves are exchanged by collectives."""
+    mine = distributed.shard_indices(n).tolist()
+    done = dict(zip(mine, run(mine)))
+    if cached:
+        failed = {i: r for i, r in done.items() if r[0] is None}
+        for part in distributed.all_gather_object(failed, what="exchanging the clips that failed"):
+            done.update(part)  # (also waits until every rank has written its share to the cache)
+        rest = [i for i in range(n) if i not in done]
+        done.update(zip(rest, run(rest)))
+    else:
+        for part in distributed.all_gather_object(done, what="exchanging the extracted features"):
+            done.update(part)
+    return [done[i] for i in range(n)]
+
+
 def extract(dataset, kind: str, params: dict | None = None, cache_dir=None, n_jobs: int = 2, verbose: int = 1,
             *, return_errors: bool = False):
     """Features of every clip of ``dataset`` (an ``AudioDataset`` or a sequence of paths), in dataset order.
@@ -149,6 +169,10 @@ def extract(dataset, kind: str, params: dict | None = None, cache_dir=None, n_jo
     plain ``.npy`` arrays written atomically, read with ``allow_pickle=False``. ``n_jobs`` joblib threads
     (1: a plain loop). A clip that fails gives ``None`` and is reported, with its name and the reason, in one
     :class:`AudioWarning`; ``return_errors=True`` also returns that list as ``(features, [(name, reason)])``.
+
+    In a ``torch.distributed`` process group (``torchrun``) every rank calls ``extract`` with the same dataset:
+    each extracts its share of the clips and every rank returns all of them, through ``cache_dir`` when given
+    (a folder every machine sees extracts each clip once) or else through collectives.
     """
     p = feature_params(kind, params)
     if not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0:
@@ -168,21 +192,26 @@ def extract(dataset, kind: str, params: dict | None = None, cache_dir=None, n_jo
 
     from tqdm.auto import tqdm
 
-    jobs = ((path, kind, p, cache_dir, key_prefix) for path in paths)
-    if n_jobs == 1 or len(paths) <= 1:
-        results = (_extract_one(*job) for job in jobs)
-    else:
-        from joblib import Parallel, delayed
+    def run(indices) -> list:
+        jobs = ((paths[i], kind, p, cache_dir, key_prefix) for i in indices)
+        if n_jobs == 1 or len(indices) <= 1:
+            results = (_extract_one(*job) for job in jobs)
+        else:
+            from joblib import Parallel, delayed
 
-        # Threads, not processes: decoding, FFTs and file I/O release the GIL, and a worker process would spend
-        # seconds importing the package (and torch) before its first clip.
-        results = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")(
-            delayed(_extract_one)(*job) for job in jobs)
+            # Threads, not processes: decoding, FFTs and file I/O release the GIL, and a worker process would spend
+            # seconds importing the package (and torch) before its first clip.
+            results = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")(
+                delayed(_extract_one)(*job) for job in jobs)
+        return list(tqdm(results, total=len(indices), desc=f"features ({kind})", unit="clip",
+                         disable=not verbose or not distributed.is_main()))
+
+    results = _sharded(run, len(paths), cache_dir is not None) if distributed.is_distributed() else \
+        run(range(len(paths)))
     features: list[np.ndarray | None] = []
     errors: list[tuple[str, str]] = []
     write_failures = 0
-    for name, (feat, reason, _hit, write_failed) in zip(
-            names, tqdm(results, total=len(paths), desc=f"features ({kind})", disable=not verbose, unit="clip")):
+    for name, (feat, reason, _hit, write_failed) in zip(names, results):
         features.append(feat)
         write_failures += write_failed
         if reason is not None:

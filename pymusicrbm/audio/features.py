@@ -252,8 +252,12 @@ class PCAWhitener(TransformerMixin, BaseEstimator):
         """Fit on ``X`` (n_samples, n_features), or a list of per-clip (n_frames, n_features) arrays."""
         from sklearn.decomposition import PCA
 
+        from .. import distributed
+
         seed = self._seed()
         X = self._as_matrix(X, "fit")
+        if distributed.sharded_inputs():
+            return self._fit_pooled(X, seed)
         if self.max_samples is not None and X.shape[0] > self.max_samples:
             rows = np.random.default_rng(seed).choice(X.shape[0], self.max_samples, replace=False)
             X = X[np.sort(rows)]
@@ -269,6 +273,43 @@ class PCAWhitener(TransformerMixin, BaseEstimator):
         self.scale_ = np.sqrt(var).astype(np.float32)
         self.explained_variance_ratio_ = pca.explained_variance_ratio_.astype(np.float32)
         self.n_features_in_ = X.shape[1]
+        return self
+
+    def _fit_pooled(self, X: np.ndarray, seed: int) -> "PCAWhitener":
+        """In a process group where each rank holds a shard of the frames: PCA of the covariance of all the
+        shards, all-reduced in one buffer (row count, sums, scatter matrix; float64), so every rank gets the same
+        whitener. ``max_samples`` is split between the ranks (each draws its rows with its own seed)."""
+        from .. import distributed
+
+        if self.max_samples is not None:
+            cap = max(2, self.max_samples // distributed.world_size())
+            if X.shape[0] > cap:
+                rng = np.random.default_rng([seed, distributed.rank()])
+                X = X[np.sort(rng.choice(X.shape[0], cap, replace=False))]
+        d = X.shape[1]
+        Xd = X.astype(np.float64)
+        m = Xd.mean(0) if len(Xd) else np.zeros(d)
+        Xc = Xd - m
+        local = np.concatenate([[len(Xd)], len(Xd) * m, (Xc.T @ Xc + len(Xd) * np.outer(m, m)).ravel()])
+        total = distributed.all_sum_array(local, what="the all-reduce of the PCA covariance")
+        n = total[0]
+        if self.n_components > min(n, d):
+            raise ValueError(f"PCAWhitener.fit: n_components={self.n_components} must be <= min(n_samples, "
+                             f"n_features) = {int(min(n, d))} for the {int(n)} rows of all ranks")
+        mean = total[1:d + 1] / n
+        cov = (total[d + 1:].reshape(d, d) - n * np.outer(mean, mean)) / max(n - 1, 1)
+        var, vecs = np.linalg.eigh((cov + cov.T) / 2)
+        order = np.argsort(var)[::-1][:self.n_components]
+        comps = vecs[:, order].T
+        comps *= np.sign(comps[np.arange(len(comps)), np.abs(comps).argmax(1)])[:, None]  # a fixed sign
+        var = np.maximum(var[order], 0.0)
+        ratio = var / max(float(np.trace(cov)), 1e-300)
+        var = np.maximum(var, 1e-12 * max(float(var.max()), 1e-30))
+        self.mean_ = mean.astype(np.float32)
+        self.components_ = comps.astype(np.float32)
+        self.scale_ = np.sqrt(var).astype(np.float32)
+        self.explained_variance_ratio_ = ratio.astype(np.float32)
+        self.n_features_in_ = d
         return self
 
     def _check_fitted(self, what: str, n_features: int | None = None) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import audio, datasets, reporting
+from .. import audio, datasets, distributed, reporting
 from . import classifiers
 
 # The options every study takes (its own DEFAULTS add to these).
@@ -166,8 +166,10 @@ def run_folds(splits, out: Path, fold_fn, resume: bool, verbose: int = 1) -> tup
         fold_dir = out / "folds" / f"fold{k}"
         fold_dir.mkdir(parents=True, exist_ok=True)
         done = fold_dir / "fold_results.json"
-        if resume and done.exists() and k > 0:
-            records.append(reporting.read_json(done))
+        # under torchrun rank 0 decides, and hands its record over, so that every rank runs the same folds
+        if distributed.broadcast_object(bool(resume and done.exists() and k > 0), what="agreeing on the folds"):
+            records.append(distributed.broadcast_object(reporting.read_json(done) if distributed.is_main() else None,
+                                                        what="sharing a finished fold"))
             continue
         t0 = time.perf_counter()
         record, fold_extras = fold_fn(k, train, test, valid, fold_dir)
