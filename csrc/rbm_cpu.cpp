@@ -235,7 +235,8 @@ struct CpuKernels {
   static bool apply(const UpdateArgs& a) { return apply_update_cpu(a); }
 
   // One pass: each column summed over the rows in row order (columns split between threads), so the result does
-  // not depend on the number of threads; the inner loop runs along a row and vectorises.
+  // not depend on the number of threads; the inner loop runs along a row and vectorises. The sums accumulate in
+  // double: a float32 running sum over hundreds of rows loses digits that ATen's cascade summation keeps.
   static Tensor weighted_column_sums(Tensor& X, int64_t B, double w0, double w1, bool scale) {
     const int64_t R = X.size(0), C = X.size(1);
     Tensor out = at::empty({C}, X.options());
@@ -244,19 +245,20 @@ struct CpuKernels {
       scalar_t* o = out.data_ptr<scalar_t>();
       const auto a = static_cast<scalar_t>(w0), z = static_cast<scalar_t>(w1);
       at::parallel_for(0, C, std::max<int64_t>(256, kGrain / std::max<int64_t>(R, 1)), [&](int64_t c0, int64_t c1) {
-        std::fill(o + c0, o + c1, scalar_t(0));
+        std::vector<double> acc(c1 - c0, 0.0);
         for (int64_t r = 0; r < R; ++r) {
           const scalar_t w = r < B ? a : z;
           scalar_t* row = x + r * C;
           if (scale) {
             for (int64_t c = c0; c < c1; ++c) {
               row[c] *= w;
-              o[c] += row[c];
+              acc[c - c0] += row[c];
             }
           } else {
-            for (int64_t c = c0; c < c1; ++c) o[c] += w * row[c];
+            for (int64_t c = c0; c < c1; ++c) acc[c - c0] += static_cast<double>(w * row[c]);
           }
         }
+        for (int64_t c = c0; c < c1; ++c) o[c] = static_cast<scalar_t>(acc[c - c0]);
       });
     });
     return out;
