@@ -34,6 +34,19 @@ def test_windows_are_mean_and_variance_of_frame_runs():
     assert [len(x) for x in classifiers.window_index([23, 4], 10, 5)] == [3, 1]
 
 
+def test_frame_rows_gathers_the_same_rows_as_concatenating_first():
+    rng = np.random.default_rng(1)
+    per_clip = [rng.normal(size=(n, 4)).astype(np.float32) for n in (7, 1, 12, 5)]
+    idx = [3, 0, 2]
+    every = np.concatenate([per_clip[i] for i in idx])
+    rows = rng.choice(len(every), 15, replace=False)  # unsorted, as the whitener's subset
+    np.testing.assert_array_equal(hamel_eck.frame_rows(per_clip, idx, rows), every[rows])
+    np.testing.assert_array_equal(hamel_eck.frame_rows(per_clip, idx, np.sort(rows)), every[np.sort(rows)])
+    all_rows = hamel_eck.frame_rows(per_clip, idx)
+    assert all_rows.dtype == np.float32
+    np.testing.assert_array_equal(all_rows, every)
+
+
 def test_pipeline_writes_results_report_and_plots(tiny_run, tiny_set):
     out, res = tiny_run
     on_disk = json.loads((out / "results.json").read_text())

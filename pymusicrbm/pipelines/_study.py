@@ -42,7 +42,8 @@ def add_common_arguments(parser) -> None:
                         "with bootstrap intervals over its test clips instead of --folds")
     g.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     g.add_argument("--device", default=None, help="cpu or cuda")
-    g.add_argument("--jobs", type=int, dest="n_jobs", default=None, help="processes for feature extraction (2)")
+    g.add_argument("--jobs", type=int, dest="n_jobs", default=None,
+                   help="threads for feature extraction and the classifiers' grid searches (2)")
     g.add_argument("--cache-dir", default=None, help="feature cache (default: OUT/cache)")
     g.add_argument("--resume", action="store_true", default=None, help="reuse finished folds and checkpoints in OUT")
     g.add_argument("--threads", type=int, dest="num_threads", default=None,
@@ -171,7 +172,7 @@ def mfcc_baseline(mfcc, labels, train, test, n_classes: int, opts: dict) -> dict
     size, hop = window_frames(opts["mfcc_window_seconds"], 512)
     return classifiers.classify_windows("svm", classifiers.window_set(mfcc, train, size, hop, labels),
                                         classifiers.window_set(mfcc, test, size, hop, labels), n_classes,
-                                        opts["svm_grid"], opts["seed"])
+                                        opts["svm_grid"], opts["seed"], opts["n_jobs"])
 
 
 # ------------------------------------------------------------------------------------------------ the schema

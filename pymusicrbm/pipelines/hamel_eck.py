@@ -14,6 +14,7 @@ finished folds and continues interrupted DBN training from its checkpoint.
 """
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from pathlib import Path
@@ -51,8 +52,34 @@ def add_arguments(parser) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- folds
-def _frames_of(feats, idx):
-    return np.concatenate([feats[i] for i in idx]).astype(np.float32)
+def frame_rows(per_clip, idx, rows=None) -> np.ndarray:
+    """Rows ``rows`` (indices into the concatenation of the frames of the clips ``idx``, in that order; None: all
+    of them) as one float32 matrix, gathered clip by clip: a random subset of the training frames costs its own
+    size, not a copy of every training frame first (1 GB at GTZAN scale)."""
+    if rows is None:
+        return np.concatenate([per_clip[i] for i in idx], dtype=np.float32)
+    rows = np.asarray(rows)
+    starts = np.concatenate([[0], np.cumsum([len(per_clip[i]) for i in idx])])
+    clip = np.searchsorted(starts, rows, side="right") - 1
+    order = np.argsort(clip, kind="stable")
+    bounds = np.searchsorted(clip[order], np.arange(len(idx) + 1))
+    out = np.empty((len(rows), per_clip[idx[0]].shape[1]), np.float32)
+    for j, i in enumerate(idx):
+        sel = order[bounds[j]:bounds[j + 1]]
+        if len(sel):
+            out[sel] = per_clip[i][rows[sel] - starts[j]]
+    return out
+
+
+class _PerClip:
+    """``per_clip[i]`` computed on demand: the windows of one clip's activations are all the classifiers keep, so
+    the activations of every clip (2 x 400 MB at GTZAN scale) are never held at once."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __getitem__(self, i):
+        return self.fn(i)
 
 
 def run_fold(k, train, test, feats, labels, classes, fold_dir: Path, opts) -> tuple[dict, dict]:
@@ -66,9 +93,10 @@ def run_fold(k, train, test, feats, labels, classes, fold_dir: Path, opts) -> tu
     models, extras = res["models"], {}
 
     # Whitening and pre-training on (a random subset of) the training frames only.
-    train_frames = _frames_of(dft, train)
-    if len(train_frames) > opts["pretrain_frames"]:
-        train_frames = train_frames[rng.choice(len(train_frames), opts["pretrain_frames"], replace=False)]
+    n_frames = sum(len(dft[i]) for i in train)
+    subset = rng.choice(n_frames, opts["pretrain_frames"], replace=False) if n_frames > opts["pretrain_frames"] \
+        else None
+    train_frames = frame_rows(dft, train, subset)
     whitener = audio.PCAWhitener(n_components=min(opts["pca_components"], train_frames.shape[1]),
                                  random_state=opts["seed"]).fit(train_frames)
     del train_frames
@@ -88,28 +116,31 @@ def run_fold(k, train, test, feats, labels, classes, fold_dir: Path, opts) -> tu
     ckpt = fold_dir / "dbn_classifier.safetensors"
     ytr_f = np.concatenate([np.full(len(dft[i]), labels[i]) for i in train])
     keep = np.sort(rng.choice(len(ytr_f), min(len(ytr_f), opts["pretrain_frames"]), replace=False))
-    clf.fit(whitener.transform(_frames_of(dft, train)[keep]), ytr_f[keep],
+    clf.fit(whitener.transform(frame_rows(dft, train, keep)), ytr_f[keep],
             resume=ckpt if (opts["resume"] and ckpt.exists()) else None, checkpoint=ckpt)
     res["dbn_history"] = clf.dbn_.history_
 
-    clips = np.concatenate([train, test])
-    white = {i: whitener.transform(dft[i].astype(np.float32)) for i in clips}
-    feature_sets = {"dbn_pretrained_svm": {i: clf.dbn_.transform(white[i], layers="all") for i in clips}}
+    def white(i):
+        return whitener.transform(dft[i])
+
+    # Activations clip by clip, straight into their windows.
+    layers = {"dbn_pretrained_svm": lambda X: clf.dbn_.transform(X, layers="all")}
     if opts["finetune"]:
-        feature_sets["dbn_svm"] = {i: finetuned_activations(clf, white[i]) for i in clips}
+        layers["dbn_svm"] = functools.partial(finetuned_activations, clf)
     else:
-        feature_sets["dbn_svm"] = feature_sets.pop("dbn_pretrained_svm")
-    for name, act in feature_sets.items():
+        layers["dbn_svm"] = layers.pop("dbn_pretrained_svm")
+    for name, activations in layers.items():
+        act = _PerClip(lambda i, f=activations: f(white(i)))
         tr = classifiers.window_set(act, train, size, hop, labels)
         te = classifiers.window_set(act, test, size, hop, labels)
-        models[name] = classifiers.classify_windows("svm", tr, te, len(classes), opts["svm_grid"], opts["seed"])
+        models[name] = classifiers.classify_windows("svm", tr, te, len(classes), opts["svm_grid"], opts["seed"],
+                                                    opts["n_jobs"])
         if name == "dbn_svm":
             extras["tsne"] = te[:2]
     extras["first_layer"] = _first_layer_in_dft_space(clf.dbn_, whitener)
-    del feature_sets
 
     if opts["finetune"]:
-        probs = {i: clf.predict_proba(white[i]) for i in test}
+        probs = {i: clf.predict_proba(white(i)) for i in test}
         frame_true = np.concatenate([np.full(len(probs[i]), labels[i]) for i in test])
         frame_pred = np.concatenate([probs[i].argmax(1) for i in test])
         # windows and clips: mean of the frame probabilities
@@ -122,7 +153,6 @@ def run_fold(k, train, test, feats, labels, classes, fold_dir: Path, opts) -> tu
                                    "window_true": w_true, "window_pred": w_pred, "clip_ids": np.asarray(test),
                                    "clip_true": labels[test], "clip_pred": clip_pred}
         res["finetune_history"] = clf.history_
-    del white
     res["baselines"][_study.BASELINE] = _study.mfcc_baseline(feats["mfcc"], labels, train, test, len(classes), opts)
     return res, extras
 
