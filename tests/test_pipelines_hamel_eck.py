@@ -106,3 +106,16 @@ def test_unwritable_output_folder(tiny_set, tmp_path):
     blocker.write_text("x")
     with pytest.raises(ValueError, match="not a writable folder"):
         hamel_eck.run(tiny_set, blocker / "out", **TINY)
+
+
+def test_frame_file_reads_back_every_clip_and_gathers_like_a_list(tmp_path):
+    rng = np.random.default_rng(2)
+    per_clip = [rng.normal(size=(n, 3)).astype(np.float32) for n in (4, 9)] + [None] + \
+        [rng.normal(size=(6, 3)).astype(np.float32)]
+    store = hamel_eck.FrameFile(tmp_path / "f.f32", per_clip)
+    assert len(store) == 4 and store[2] is None
+    for i in (0, 1, 3):
+        np.testing.assert_array_equal(store[i], per_clip[i])
+    rows = rng.choice(19, 7, replace=False)
+    np.testing.assert_array_equal(hamel_eck.frame_rows(store, [3, 0, 1], rows),
+                                  hamel_eck.frame_rows(per_clip, [3, 0, 1], rows))

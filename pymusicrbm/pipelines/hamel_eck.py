@@ -52,6 +52,40 @@ def add_arguments(parser) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- folds
+class FrameFile:
+    """Per-clip frame matrices (None for a clip that failed) kept in one float32 file and read back clip by clip.
+
+    Every fold reads every clip's raw frames again (whitening and the DBN are fitted per fold), and at GTZAN scale
+    those are 1.3 GB (1000 clips x 646 frames x 513 bins): read from the file (the page cache, not this process's
+    resident memory, holds them) they cost one clip at a time. Reading gives back the same float32 values."""
+
+    def __init__(self, path, per_clip):
+        self.path = Path(path)
+        self.lengths = np.array([0 if x is None else len(x) for x in per_clip], np.int64)
+        widths = {x.shape[1] for x in per_clip if x is not None}
+        self.width = widths.pop() if widths else 0
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)]) * self.width * 4
+        self._none = {i for i, x in enumerate(per_clip) if x is None}
+        with open(self.path, "wb") as f:
+            for x in per_clip:
+                if x is not None:
+                    f.write(np.ascontiguousarray(x, np.float32).tobytes())
+
+    def __len__(self):
+        return len(self.lengths)
+
+    def __getitem__(self, i):
+        if i in self._none:
+            return None
+        n = int(self.lengths[i])
+        return np.fromfile(self.path, np.float32, n * self.width, offset=int(self.offsets[i])).reshape(n, self.width)
+
+
+def _lengths(per_clip, idx) -> np.ndarray:
+    lengths = getattr(per_clip, "lengths", None)
+    return lengths[np.asarray(idx)] if lengths is not None else np.array([len(per_clip[i]) for i in idx], np.int64)
+
+
 def frame_rows(per_clip, idx, rows=None) -> np.ndarray:
     """Rows ``rows`` (indices into the concatenation of the frames of the clips ``idx``, in that order; None: all
     of them) as one float32 matrix, gathered clip by clip: a random subset of the training frames costs its own
@@ -59,15 +93,18 @@ def frame_rows(per_clip, idx, rows=None) -> np.ndarray:
     if rows is None:
         return np.concatenate([per_clip[i] for i in idx], dtype=np.float32)
     rows = np.asarray(rows)
-    starts = np.concatenate([[0], np.cumsum([len(per_clip[i]) for i in idx])])
+    starts = np.concatenate([[0], np.cumsum(_lengths(per_clip, idx))])
     clip = np.searchsorted(starts, rows, side="right") - 1
     order = np.argsort(clip, kind="stable")
     bounds = np.searchsorted(clip[order], np.arange(len(idx) + 1))
-    out = np.empty((len(rows), per_clip[idx[0]].shape[1]), np.float32)
+    out = None
     for j, i in enumerate(idx):
         sel = order[bounds[j]:bounds[j + 1]]
         if len(sel):
-            out[sel] = per_clip[i][rows[sel] - starts[j]]
+            frames = per_clip[i]
+            if out is None:
+                out = np.empty((len(rows), frames.shape[1]), np.float32)
+            out[sel] = frames[rows[sel] - starts[j]]
     return out
 
 
@@ -93,7 +130,8 @@ def run_fold(k, train, test, feats, labels, classes, fold_dir: Path, opts) -> tu
     models, extras = res["models"], {}
 
     # Whitening and pre-training on (a random subset of) the training frames only.
-    n_frames = sum(len(dft[i]) for i in train)
+    lengths = _lengths(dft, train)
+    n_frames = int(lengths.sum())
     subset = rng.choice(n_frames, opts["pretrain_frames"], replace=False) if n_frames > opts["pretrain_frames"] \
         else None
     train_frames = frame_rows(dft, train, subset)
@@ -114,7 +152,7 @@ def run_fold(k, train, test, feats, labels, classes, fold_dir: Path, opts) -> tu
                         learning_rate_init=opts["finetune_lr"], early_stopping=True, validation_fraction=0.1,
                         n_iter_no_change=10)
     ckpt = fold_dir / "dbn_classifier.safetensors"
-    ytr_f = np.concatenate([np.full(len(dft[i]), labels[i]) for i in train])
+    ytr_f = np.repeat(labels[train], lengths)
     keep = np.sort(rng.choice(len(ytr_f), min(len(ytr_f), opts["pretrain_frames"]), replace=False))
     clf.fit(whitener.transform(frame_rows(dft, train, keep)), ytr_f[keep],
             resume=ckpt if (opts["resume"] and ckpt.exists()) else None, checkpoint=ckpt)
@@ -202,13 +240,17 @@ def _run(data, out_dir, opts) -> dict:
     classes, labels = list(ds.classes), np.asarray(ds.labels)
     dft_params = {"frame_length": opts["frame_length"], "hop_length": opts["hop_length"], "log": opts["log"]}
     feats, usable, skipped, feature_seconds = _study.extract_features(ds, {"dft": ("dft", dft_params)}, opts, out)
+    feats["dft"] = FrameFile(out / "frames_dft.f32", feats["dft"])  # the in-memory list goes
     opts["hop"] = audio.feature_params("dft", dft_params)["hop_length"]
     splits, protocol = _study.make_splits(ds, usable, opts)
 
     def fold(k, train, test, valid, fold_dir):
         return run_fold(k, train, test, feats, labels, classes, fold_dir, opts)
 
-    folds, extras = _study.run_folds(splits, out, fold, opts["resume"], opts["verbose"])
+    try:
+        folds, extras = _study.run_folds(splits, out, fold, opts["resume"], opts["verbose"])
+    finally:
+        feats["dft"].path.unlink(missing_ok=True)
     names = [n for n in ("dbn_svm", "dbn_pretrained_svm", "dbn_finetuned") if n in folds[0]["models"]]
     results = _study.build_results("hamel_eck", ds, usable, skipped, opts, protocol, folds, names,
                                    [_study.BASELINE], "dbn_svm", feature_seconds=feature_seconds,
