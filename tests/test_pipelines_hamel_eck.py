@@ -113,7 +113,7 @@ def test_frame_file_reads_back_every_clip_and_gathers_like_a_list(tmp_path):
     per_clip = [rng.normal(size=(n, 3)).astype(np.float32) for n in (4, 9)] + [None] + \
         [rng.normal(size=(6, 3)).astype(np.float32)]
     store = hamel_eck.FrameFile(tmp_path / "f.f32", per_clip)
-    assert len(store) == 4 and store[2] is None
+    assert len(store) == 4 and store[2] is None and [x is None for x in store] == [False, False, True, False]
     for i in (0, 1, 3):
         np.testing.assert_array_equal(store[i], per_clip[i])
     rows = rng.choice(19, 7, replace=False)

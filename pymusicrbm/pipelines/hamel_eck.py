@@ -74,6 +74,9 @@ class FrameFile:
     def __len__(self):
         return len(self.lengths)
 
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
     def __getitem__(self, i):
         if i in self._none:
             return None
