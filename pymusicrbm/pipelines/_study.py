@@ -47,7 +47,8 @@ def add_common_arguments(parser) -> None:
     g.add_argument("--cache-dir", default=None, help="feature cache (default: OUT/cache)")
     g.add_argument("--resume", action="store_true", default=None, help="reuse finished folds and checkpoints in OUT")
     g.add_argument("--threads", type=int, dest="num_threads", default=None,
-                   help="torch intra-op threads during the run (default: torch's setting)")
+                   help="torch intra-op threads during the run (default: the study's: 1 for dbn, "
+                        "torch's setting for the others)")
     g.add_argument("--quick", action="store_true", default=None, help="small, fast settings (the demo's)")
 
 
