@@ -121,6 +121,10 @@ if not ops or missing:
 print(f"build_cuda: {sys.argv[1].rsplit('/', 1)[-1]} loads into torch {torch.__version__}; CUDA kernels for all "
       f"{len(ops)} ops ({', '.join(n.split('::')[1] for n in ops)})")
 EOF
+  # The build info a CUDA wheel ships: the torch it needs and that it holds CUDA kernels (pymusicrbm._extension).
+  grep -qx "TORCH_VERSION = \"$TORCH_VERSION\"" "$BUILD/_build_info.py" &&
+    grep -qx "CUDA_VERSION = \"$TORCH_CUDA\"" "$BUILD/_build_info.py" ||
+    fail "$BUILD/_build_info.py does not record torch $TORCH_VERSION with CUDA $TORCH_CUDA"
   what="compiled for $SM_LIST and linked into $(basename "$so")"
 else
   OBJ=$BUILD/objects

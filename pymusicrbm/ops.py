@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import _C  # noqa: F401  (loading the library registers the torch.ops.pymusicrbm ops)
+from ._extension import _C  # noqa: F401  (registers torch.ops.pymusicrbm; explains a build for another torch)
 
 _lib = torch.ops.pymusicrbm
 

@@ -34,6 +34,19 @@ def test_windows_are_mean_and_variance_of_frame_runs():
     assert [len(x) for x in classifiers.window_index([23, 4], 10, 5)] == [3, 1]
 
 
+def test_frame_rows_gathers_the_same_rows_as_concatenating_first():
+    rng = np.random.default_rng(1)
+    per_clip = [rng.normal(size=(n, 4)).astype(np.float32) for n in (7, 1, 12, 5)]
+    idx = [3, 0, 2]
+    every = np.concatenate([per_clip[i] for i in idx])
+    rows = rng.choice(len(every), 15, replace=False)  # unsorted, as the whitener's subset
+    np.testing.assert_array_equal(hamel_eck.frame_rows(per_clip, idx, rows), every[rows])
+    np.testing.assert_array_equal(hamel_eck.frame_rows(per_clip, idx, np.sort(rows)), every[np.sort(rows)])
+    all_rows = hamel_eck.frame_rows(per_clip, idx)
+    assert all_rows.dtype == np.float32
+    np.testing.assert_array_equal(all_rows, every)
+
+
 def test_pipeline_writes_results_report_and_plots(tiny_run, tiny_set):
     out, res = tiny_run
     on_disk = json.loads((out / "results.json").read_text())
@@ -93,3 +106,16 @@ def test_unwritable_output_folder(tiny_set, tmp_path):
     blocker.write_text("x")
     with pytest.raises(ValueError, match="not a writable folder"):
         hamel_eck.run(tiny_set, blocker / "out", **TINY)
+
+
+def test_frame_file_reads_back_every_clip_and_gathers_like_a_list(tmp_path):
+    rng = np.random.default_rng(2)
+    per_clip = [rng.normal(size=(n, 3)).astype(np.float32) for n in (4, 9)] + [None] + \
+        [rng.normal(size=(6, 3)).astype(np.float32)]
+    store = hamel_eck.FrameFile(tmp_path / "f.f32", per_clip)
+    assert len(store) == 4 and store[2] is None and [x is None for x in store] == [False, False, True, False]
+    for i in (0, 1, 3):
+        np.testing.assert_array_equal(store[i], per_clip[i])
+    rows = rng.choice(19, 7, replace=False)
+    np.testing.assert_array_equal(hamel_eck.frame_rows(store, [3, 0, 1], rows),
+                                  hamel_eck.frame_rows(per_clip, [3, 0, 1], rows))

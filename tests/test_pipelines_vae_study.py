@@ -100,3 +100,14 @@ def test_thread_setting_is_restored(ds, tmp_path):
     with pytest.raises(ValueError):
         vae_study.run(ds, tmp_path, num_threads=1, excerpt_frames=32, verbose=0)
     assert torch.get_num_threads() == n
+
+
+def test_time_estimate_before_training_scales_to_every_epoch_and_fold():
+    X = np.random.default_rng(0).normal(-40.0, 10.0, (48, 64, 64)).astype(np.float32)
+    opts = vae_study._options({**OPTS, "channels": (8, 16, 16), "device": "cpu"})
+    line = vae_study._time_estimate(X, opts)
+    assert line.startswith("[vae] on cpu: about ") and "over 48 excerpts" in line
+    assert "up to 3 epochs x 2 folds" in line and "--quick" not in line  # seconds, not hours: no advice
+    # a run that would take hours on a CPU gets the suggestion before it starts
+    long = vae_study._time_estimate(X, {**opts, "epochs": 10**7})
+    assert "up to 10000000 epochs x 2 folds" in long and "--quick" in long and "--device cuda" in long

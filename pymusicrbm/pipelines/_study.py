@@ -46,11 +46,13 @@ def add_common_arguments(parser) -> None:
                         "(the one the dataset's loader read, e.g. FMA's)")
     g.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     g.add_argument("--device", default=None, help="cpu or cuda")
-    g.add_argument("--jobs", type=int, dest="n_jobs", default=None, help="processes for feature extraction (2)")
+    g.add_argument("--jobs", type=int, dest="n_jobs", default=None,
+                   help="threads for feature extraction and the classifiers' grid searches (2)")
     g.add_argument("--cache-dir", default=None, help="feature cache (default: OUT/cache)")
     g.add_argument("--resume", action="store_true", default=None, help="reuse finished folds and checkpoints in OUT")
     g.add_argument("--threads", type=int, dest="num_threads", default=None,
-                   help="torch intra-op threads during the run (default: torch's setting)")
+                   help="torch intra-op threads during the run (default: the study's: 1 for dbn, "
+                        "torch's setting for the others)")
     g.add_argument("--quick", action="store_true", default=None, help="small, fast settings (the demo's)")
     g.add_argument("--save-model", metavar="DIR", default=None,
                    help="also train the final pipeline on all the data and save it in DIR (for `pymusicrbm predict` "
@@ -193,7 +195,7 @@ def mfcc_baseline(mfcc, labels, train, test, n_classes: int, opts: dict) -> dict
     size, hop = window_frames(opts["mfcc_window_seconds"], 512)
     return classifiers.classify_windows("svm", classifiers.window_set(mfcc, train, size, hop, labels),
                                         classifiers.window_set(mfcc, test, size, hop, labels), n_classes,
-                                        opts["svm_grid"], opts["seed"])
+                                        opts["svm_grid"], opts["seed"], opts["n_jobs"])
 
 
 # ------------------------------------------------------------------------------------------------ the schema

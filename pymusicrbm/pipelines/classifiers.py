@@ -29,9 +29,18 @@ def _grouped_cv(y, groups, seed: int, max_splits: int = 3):
     return None if n_splits < 2 else StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
 
 
-def fit_svm(X, y, groups, grid: str = "small", seed: int = 0):
-    """Standardise -> RBF SVC (one-vs-rest decision values); C and gamma by grouped CV over ``SVM_GRIDS[grid]``.
-    Returns (fitted model, chosen parameters)."""
+def _search(search, X, y, groups, n_jobs: int):
+    """``search.fit`` with its candidates on ``n_jobs`` threads: libsvm and BLAS release the GIL, and threads share
+    the training windows where worker processes would each copy them. The choice is the same for any n_jobs."""
+    from joblib import parallel_config
+
+    with parallel_config(backend="threading", n_jobs=n_jobs):
+        return search.fit(X, y, groups=groups)
+
+
+def fit_svm(X, y, groups, grid: str = "small", seed: int = 0, n_jobs: int = 1):
+    """Standardise -> RBF SVC (one-vs-rest decision values); C and gamma by grouped CV over ``SVM_GRIDS[grid]``
+    (candidates on ``n_jobs`` threads). Returns (fitted model, chosen parameters)."""
     from sklearn.model_selection import GridSearchCV
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -46,7 +55,7 @@ def fit_svm(X, y, groups, grid: str = "small", seed: int = 0):
         return model.fit(X, y), {}
     d = X.shape[1]
     params = {"svc__C": SVM_GRIDS[grid]["C"], "svc__gamma": [f / d for f in SVM_GRIDS[grid]["gamma_factor"]]}
-    search = GridSearchCV(model, params, cv=cv, n_jobs=1).fit(X, y, groups=groups)
+    search = _search(GridSearchCV(model, params, cv=cv), X, y, groups, n_jobs)
     return search.best_estimator_, {k.replace("svc__", ""): float(v) for k, v in search.best_params_.items()}
 
 
@@ -102,9 +111,9 @@ def make(name: str, seed: int = 0, n_estimators: int = 300, n_jobs: int = 1, wid
     raise ValueError(f"classifier must be one of {CLASSIFIERS}, got {name!r}")
 
 
-def fit_logistic_regression(X, y, groups, grid: bool = True, seed: int = 0):
-    """Standardise -> logistic regression, C in {0.01, 0.1, 1, 10} by grouped CV when ``grid``. Returns (model,
-    chosen parameters)."""
+def fit_logistic_regression(X, y, groups, grid: bool = True, seed: int = 0, n_jobs: int = 1):
+    """Standardise -> logistic regression, C in {0.01, 0.1, 1, 10} by grouped CV when ``grid`` (on ``n_jobs``
+    threads). Returns (model, chosen parameters)."""
     from sklearn.model_selection import GridSearchCV
 
     model = make("logistic_regression", seed)
@@ -112,8 +121,8 @@ def fit_logistic_regression(X, y, groups, grid: bool = True, seed: int = 0):
     cv = _grouped_cv(y, groups, seed) if grid else None
     if cv is None:
         return model.fit(X, y), {}
-    search = GridSearchCV(model, {"logisticregression__C": [0.01, 0.1, 1.0, 10.0]}, cv=cv, n_jobs=1)
-    search.fit(X, y, groups=groups)
+    search = _search(GridSearchCV(model, {"logisticregression__C": [0.01, 0.1, 1.0, 10.0]}, cv=cv), X, y, groups,
+                     n_jobs)
     return search.best_estimator_, {"C": float(search.best_params_["logisticregression__C"])}
 
 
@@ -167,15 +176,17 @@ def window_scores(model, X, n_classes: int) -> np.ndarray:
     return full
 
 
-def classify_windows(kind: str, train: tuple, test: tuple, n_classes: int, grid="small", seed: int = 0) -> dict:
-    """Fit ``kind`` ("svm": :func:`fit_svm`; "logistic_regression": :func:`fit_logistic_regression`) on the
-    training windows ``(X, y, groups)``, score the test windows and vote per clip. Returns the fold record
+def classify_windows(kind: str, train: tuple, test: tuple, n_classes: int, grid="small", seed: int = 0,
+                     n_jobs: int = 1) -> dict:
+    """Fit ``kind`` ("svm": :func:`fit_svm`; "logistic_regression": :func:`fit_logistic_regression`; a grid search
+    on ``n_jobs`` threads) on the training windows ``(X, y, groups)``, score the test windows and vote per clip.
+    Returns the fold record
     ``{"window_true", "window_pred", "clip_ids", "clip_true", "clip_pred", "params"}``."""
     X, y, g = train
     if kind == "svm":
-        model, params = fit_svm(X, y, g, grid if isinstance(grid, str) else ("small" if grid else "none"), seed)
+        model, params = fit_svm(X, y, g, grid if isinstance(grid, str) else ("small" if grid else "none"), seed, n_jobs)
     elif kind == "logistic_regression":
-        model, params = fit_logistic_regression(X, y, g, grid not in (False, "none"), seed)
+        model, params = fit_logistic_regression(X, y, g, grid not in (False, "none"), seed, n_jobs)
     else:
         raise ValueError(f"window classifier must be 'svm' or 'logistic_regression', got {kind!r}")
     Xt, yt, gt = test

@@ -369,9 +369,14 @@ class SavedPipeline:
 
     # ---- saving ---------------------------------------------------------------------------------------------
     def save(self, path) -> Path:
-        """Write the pipeline into the folder ``path`` (created; files replaced atomically)."""
+        """Write the pipeline into the folder ``path`` (created; files replaced atomically). Under torchrun only
+        rank 0 writes (every rank trained the same pipeline); the others return ``path`` untouched."""
         import torch
 
+        from .. import distributed
+
+        if not distributed.is_main():
+            return Path(path)
         folder = reporting.prepare_out_dir(path)
         (folder / _MANIFEST).unlink(missing_ok=True)  # absent until the save is complete
         front = self.front_end.save(folder)

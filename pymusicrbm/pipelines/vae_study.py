@@ -213,6 +213,8 @@ def _fold(k, train_clips, test_clips, valid_clips, feats, labels, n_classes, out
 
     t0 = time.perf_counter()
     model_path = out / "checkpoints" / f"vae_fold{k}.safetensors"
+    if k == 0 and verbose and not (opts["resume"] and model_path.exists()):
+        log(_time_estimate(X_tr[~in_valid], opts))
     if opts["resume"] and model_path.exists():
         vae = ConvVAE.load(model_path, device=opts["device"])
         log(f"[vae] fold {k + 1}: reusing {model_path}")
@@ -278,6 +280,34 @@ def _save_final(feats, usable, ds, out: Path, opts) -> None:
     vae = _fit_vae(X, np.isin(g, valid), int(opts["seed"]), out / "checkpoints" / "vae_final.training.safetensors",
                    opts)
     saved.fit_vae(vae, feats, usable, ds, opts).save(opts["save_model"])
+
+
+def _time_estimate(X, opts, probe_batches: int = 3) -> str:
+    """One line before the first fold trains: the measured time of a few training batches scaled to an epoch and to
+    every epoch of every fold (an upper bound: early stopping may end sooner), with a suggestion for a CPU when
+    that comes to an hour or more. The study's defaults stay the published-size network (which a GPU trains in
+    minutes) rather than a CPU-sized one: a CPU user is told, before the hours start, what to change."""
+    from .._utils import resolve_device
+    from ..vae import ConvVAE
+
+    device = resolve_device(opts["device"])
+    rows = min(len(X), probe_batches * opts["batch_size"])
+    probe = ConvVAE(n_mels=opts["n_mels"], n_frames=opts["excerpt_frames"], latent_dim=opts["latent_dim"],
+                    channels=opts["channels"], learning_rate=opts["lr"], batch_size=opts["batch_size"], n_iter=1,
+                    device=device, random_state=0, verbose=0)
+    t0 = time.perf_counter()
+    probe.fit(X[:rows])
+    epoch = (time.perf_counter() - t0) / rows * len(X)
+    folds = 1 if opts["split_files"] else int(opts["folds"])
+    total = epoch * opts["epochs"] * folds
+    line = (f"[vae] on {device.type}: about {epoch:.0f} s an epoch over {len(X)} excerpts; up to {opts['epochs']} "
+            f"epochs x {folds} folds = up to {total / 3600:.1f} h of training (early stopping may end sooner)")
+    if device.type == "cpu" and total >= 3600:
+        line += ("\n[vae] that is long for a CPU: --quick runs the small network in minutes; or cut --epochs (e.g. "
+                 "20) and --patience, use --channels 16,32,64,64, --excerpt-hop 128 (half the excerpts) or fewer "
+                 "--folds; a GPU (--device cuda) trains the defaults in minutes. Ctrl-C keeps finished folds "
+                 "(--resume continues).")
+    return line
 
 
 def _holdout(train_idx, y, fraction, seed):
