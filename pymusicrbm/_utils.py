@@ -28,6 +28,20 @@ def input_dtype(X) -> torch.dtype:
     return torch.float32 if X.dtype == np.float32 else torch.float64
 
 
+def is_float32(X) -> bool:
+    """X (a numpy array or a torch tensor) holds float32."""
+    return getattr(X, "dtype", None) in (np.float32, torch.float32)
+
+
+def float_dtypes(X) -> tuple:
+    """The dtypes scikit-learn's ``validate_data`` may keep for ``X``, the one to convert to first. A torch tensor
+    has no numpy dtype for scikit-learn to keep, so without this a float32 tensor would become float64 (and train
+    at half speed)."""
+    if isinstance(X, torch.Tensor) and is_float32(X):
+        return (np.float32, np.float64)
+    return (np.float64, np.float32)
+
+
 def numpy_dtype(dtype: torch.dtype):
     return np.float32 if dtype == torch.float32 else np.float64
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from . import ops
 from ._base import COMMON_CONSTRAINTS, Interval, StackEstimator, StrOptions, TrainedEstimator
-from ._utils import draw_seed, input_dtype, make_generator, to_tensor
+from ._utils import draw_seed, float_dtypes, input_dtype, make_generator, to_tensor
 from .rbm import RBM
 
 __all__ = ["DBN", "DBNClassifier"]
@@ -44,7 +44,7 @@ def _check_hidden_layer_sizes(sizes):
 
 
 def _validate_X(est, X, reset):
-    return validate_data(est, X, dtype=(np.float64, np.float32), reset=reset)
+    return validate_data(est, X, dtype=float_dtypes(X), reset=reset)
 
 
 class DBN(ClassNamePrefixFeaturesOutMixin, TransformerMixin, StackEstimator):
@@ -483,7 +483,7 @@ class DBNClassifier(ClassifierMixin, TrainedEstimator):
         (X, y). ``resume``/``checkpoint`` as in :meth:`RBM.fit`: checkpoints are written after every epoch of
         pre-training and of fine-tuning, and resuming gives the same model as an uninterrupted fit."""
         self._check_params()
-        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=True)
+        X, y = validate_data(self, X, y, dtype=float_dtypes(X), reset=True)
         if self._dtype is None:  # dtype=None: follow the input, as the RBM layers do
             self._dtype = input_dtype(X)
         check_classification_targets(y)

@@ -16,7 +16,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import distributed, ops
 from ._base import COMMON_CONSTRAINTS, Interval, StrOptions, TrainedEstimator, TrainingDivergedError
-from ._utils import draw_seed, input_dtype, make_generator, numpy_dtype, randn, to_tensor
+from ._utils import draw_seed, float_dtypes, input_dtype, is_float32, make_generator, numpy_dtype, randn, to_tensor
 from .ais import AISResult, ais_log_partition, exact_log_partition
 
 __all__ = ["RBM", "TrainingDivergedError"]
@@ -391,7 +391,7 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
     # ---- fitting -----------------------------------------------------------------------------------------
 
     def _validate_input(self, X, reset: bool):
-        return validate_data(self, X, dtype=(np.float64, np.float32), accept_sparse=_ACCEPT_SPARSE, reset=reset)
+        return validate_data(self, X, dtype=float_dtypes(X), accept_sparse=_ACCEPT_SPARSE, reset=reset)
 
     def partial_fit(self, X, y=None):
         """One epoch over X (in mini-batches), starting from the current parameters; the first call initialises
@@ -664,7 +664,7 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
         """Hidden unit probabilities p(h = 1 | v = X), shape (n_samples, n_components), in X's float dtype
         (float64 for integer X)."""
         out = self._map_chunks(X, self._hidden_probs)
-        return out.astype(np.float32 if getattr(X, "dtype", None) == np.float32 else np.float64, copy=False)
+        return out.astype(np.float32 if is_float32(X) else np.float64, copy=False)
 
     @torch.no_grad()
     def sample_hidden(self, X):

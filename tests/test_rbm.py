@@ -338,3 +338,14 @@ def test_plots(tmp_path, binary_digits):
         plot_filters(rbm.components_, tmp_path / "x.png", shape=(7, 7))
     with pytest.raises(ValueError, match="no numeric per-epoch curves"):
         plot_learning_curves({"epoch": [1, 2]}, tmp_path / "x.png")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_torch_input_keeps_its_dtype(dtype):
+    # scikit-learn sees no numpy dtype on a tensor and would make float32 tensors float64 (half the speed)
+    from pymusicrbm.dbn import DBN
+
+    X = (torch.rand(200, 12, generator=torch.Generator().manual_seed(0)) < 0.4).to(dtype)
+    rbm = RBM(n_components=4, n_iter=1, random_state=0).fit(X)
+    assert rbm._W.dtype == dtype and rbm.transform(X).dtype == np.dtype(str(dtype).split(".")[1])
+    assert DBN((4, 3), n_iter=1, random_state=0).fit(X).rbms_[1]._W.dtype == dtype
