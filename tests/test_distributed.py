@@ -258,3 +258,24 @@ def test_cli_under_torchrun_writes_one_results_json(tmp_path):
     assert res["study"] == "hamel_eck" and len(res["models"]["dbn_svm"]["clip_accuracy"]["folds"]) == 2
     assert r.stdout.count("results: ") == 1 and r.stdout.count("dbn_svm: clip accuracy") == 1  # rank 0 prints
     assert list(scratch.glob("pymusicrbm-rank*")) == []  # the other rank's scratch folder is gone
+
+
+def test_tags_study_under_torchrun_writes_one_results_json_and_one_saved_pipeline(tmp_path):
+    from pymusicrbm import datasets
+    from pymusicrbm.pipelines import load_pipeline
+
+    ds = datasets.make_synthetic_tags(tmp_path / "data", n_clips=24, seconds=5.0, seed=3)
+    out, model, scratch = tmp_path / "out", tmp_path / "model", tmp_path / "tmp"
+    scratch.mkdir()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "pymusicrbm",
+           "tags", "--data", str(ds.root), "--out", str(out), "--hidden", "16", "16", "--pretrain-epochs", "1",
+           "--pretrain-frames", "3000", "--pca-components", "16", "--window-seconds", "2", "--folds", "2",
+           "--jobs", "1", "--threads", "1", "--save-model", str(model)]
+    r = subprocess.run(cmd, env=_env(TMPDIR=str(scratch)), cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(list(out.rglob("results.json"))) == 1
+    res = json.loads((out / "results.json").read_text())
+    assert res["study"] == "tagging"
+    pipe = load_pipeline(model)  # rank 0 wrote it, and it is complete
+    assert pipe.task == "tags" and pipe.labels and set(pipe.labels) <= set(ds.tags)
+    assert list(scratch.glob("pymusicrbm-rank*")) == []

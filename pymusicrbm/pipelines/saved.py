@@ -370,13 +370,21 @@ class SavedPipeline:
     # ---- saving ---------------------------------------------------------------------------------------------
     def save(self, path) -> Path:
         """Write the pipeline into the folder ``path`` (created; files replaced atomically). Under torchrun only
-        rank 0 writes (every rank trained the same pipeline); the others return ``path`` untouched."""
-        import torch
+        rank 0 writes ``path`` (every rank trained the same pipeline); the others go through the same steps, whose
+        model saves meet rank 0's, into a folder they throw away."""
+        import tempfile
 
         from .. import distributed
 
         if not distributed.is_main():
+            with tempfile.TemporaryDirectory(prefix="pymusicrbm-save-") as scratch:
+                self._save(Path(scratch))
             return Path(path)
+        return self._save(path)
+
+    def _save(self, path) -> Path:
+        import torch
+
         folder = reporting.prepare_out_dir(path)
         (folder / _MANIFEST).unlink(missing_ok=True)  # absent until the save is complete
         front = self.front_end.save(folder)
