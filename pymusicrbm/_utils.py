@@ -111,3 +111,22 @@ def split_indices(n: int, fraction, seed: int) -> tuple[torch.Tensor, torch.Tens
         n_valid = int(round(fraction * n))
         n_valid = min(max(n_valid, 1), n - 1) if n >= 2 else 0
     return perm[n_valid:], perm[:n_valid]
+
+
+def release_memory() -> None:
+    """Give freed heap memory back to the operating system (glibc's ``malloc_trim``; a no-op elsewhere). After
+    thousands of ~1 MB arrays are freed (a study's per-clip frames), glibc keeps the pages for reuse, and the
+    process's resident memory stays at its peak (measured: 1.3 GB of freed frames held until trimmed)."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        trim = getattr(libc, "malloc_trim", None)
+    except OSError:
+        trim = None
+    if trim is not None:
+        trim(0)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import audio, plots, reporting
+from .._utils import release_memory
 from . import _study, classifiers
 from .classifiers import window_index, windows  # noqa: F401  (public here before classifiers.py existed)
 
@@ -271,11 +272,15 @@ def _run(data, out_dir, opts) -> dict:
     dft_params = {"frame_length": opts["frame_length"], "hop_length": opts["hop_length"], "log": opts["log"]}
     feats, usable, skipped, feature_seconds = _study.extract_features(ds, {"dft": ("dft", dft_params)}, opts, out)
     feats["dft"] = FrameFile(out / "frames_dft.f32", feats["dft"])  # the in-memory list goes
+    release_memory()  # and its pages go back to the system (glibc keeps freed heap pages otherwise)
     opts["hop"] = audio.feature_params("dft", dft_params)["hop_length"]
     splits, protocol = _study.make_splits(ds, usable, opts)
 
     def fold(k, train, test, valid, fold_dir):
-        return run_fold(k, train, test, feats, labels, classes, fold_dir, opts)
+        try:
+            return run_fold(k, train, test, feats, labels, classes, fold_dir, opts)
+        finally:
+            release_memory()  # a fold's frame matrices and activations, before the next fold's
 
     try:
         folds, extras = _study.run_folds(splits, out, fold, opts["resume"], opts["verbose"])
