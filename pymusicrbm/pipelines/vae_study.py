@@ -255,16 +255,21 @@ def _fold(k, train_clips, test_clips, valid_clips, feats, labels, n_classes, out
     return rec, first
 
 
+def _make_vae(opts, **override):
+    """The study's ConvVAE from its options (``override``: constructor arguments to change)."""
+    from ..vae import ConvVAE
+
+    kw = dict(n_mels=opts["n_mels"], n_frames=opts["excerpt_frames"], latent_dim=opts["latent_dim"],
+              channels=opts["channels"], beta=opts["beta"], kl_warmup_epochs=opts["kl_warmup_epochs"],
+              learning_rate=opts["lr"], batch_size=opts["batch_size"], n_iter=opts["epochs"],
+              n_iter_no_change=opts["patience"], device=opts["device"], verbose=int(opts["verbose"]))
+    return ConvVAE(**{**kw, **override})
+
+
 def _fit_vae(X, in_valid, seed: int, ckpt: Path, opts):
     """A ConvVAE fitted on the excerpts ``X`` (those ``in_valid`` steer early stopping), checkpointed to ``ckpt``
     (and resumed from it with ``opts["resume"]``)."""
-    from ..vae import ConvVAE
-
-    vae = ConvVAE(n_mels=opts["n_mels"], n_frames=opts["excerpt_frames"], latent_dim=opts["latent_dim"],
-                  channels=opts["channels"], beta=opts["beta"], kl_warmup_epochs=opts["kl_warmup_epochs"],
-                  learning_rate=opts["lr"], batch_size=opts["batch_size"], n_iter=opts["epochs"],
-                  n_iter_no_change=opts["patience"], device=opts["device"], random_state=seed,
-                  verbose=int(opts["verbose"]))
+    vae = _make_vae(opts, random_state=seed)
     return vae.fit(X[~in_valid], X_valid=X[in_valid] if in_valid.any() else None, checkpoint=ckpt,
                    resume=ckpt if opts["resume"] and ckpt.exists() else None)
 
@@ -288,13 +293,10 @@ def _time_estimate(X, opts, probe_batches: int = 3) -> str:
     that comes to an hour or more. The study's defaults stay the published-size network (which a GPU trains in
     minutes) rather than a CPU-sized one: a CPU user is told, before the hours start, what to change."""
     from .._utils import resolve_device
-    from ..vae import ConvVAE
 
     device = resolve_device(opts["device"])
     rows = min(len(X), probe_batches * opts["batch_size"])
-    probe = ConvVAE(n_mels=opts["n_mels"], n_frames=opts["excerpt_frames"], latent_dim=opts["latent_dim"],
-                    channels=opts["channels"], learning_rate=opts["lr"], batch_size=opts["batch_size"], n_iter=1,
-                    device=device, random_state=0, verbose=0)
+    probe = _make_vae(opts, n_iter=1, device=device, random_state=0, verbose=0)
     t0 = time.perf_counter()
     probe.fit(X[:rows])
     epoch = (time.perf_counter() - t0) / rows * len(X)
