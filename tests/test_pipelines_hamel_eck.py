@@ -51,7 +51,7 @@ def test_pipeline_writes_results_report_and_plots(tiny_run, tiny_set):
     out, res = tiny_run
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["study"] == "hamel_eck" and on_disk["headline"] == "dbn_svm"
-    assert set(on_disk["models"]) == {"dbn_svm", "dbn_pretrained_svm", "dbn_finetuned"}
+    assert set(on_disk["models"]) == {"dbn_svm", "dbn_pretrained_svm", "dbn_finetuned", "input_svm"}
     assert set(on_disk["baselines"]) == {"mfcc_svm"}
     head = on_disk["models"]["dbn_svm"]
     for key in ("clip_accuracy", "window_accuracy", "f1_macro"):
@@ -84,6 +84,17 @@ def test_resume_reuses_finished_folds(tiny_run, tiny_set):
     assert fold1.stat().st_mtime_ns == before
     assert again["models"]["dbn_svm"]["clip_accuracy"] == res["models"]["dbn_svm"]["clip_accuracy"]
     assert again["baselines"]["mfcc_svm"] == res["baselines"]["mfcc_svm"]
+
+
+def test_input_row_classifies_the_whitened_input_not_the_dbn(tiny_run, tiny_set, tmp_path):
+    # other DBN layers, the same whitening (same seed, same frames): the input row must not move
+    _, res = tiny_run
+    other = hamel_eck.run(tiny_set, tmp_path, **{**TINY, "hidden": (8,), "finetune": False})
+    assert other["models"]["input_svm"]["clip_accuracy"] == res["models"]["input_svm"]["clip_accuracy"]
+    assert other["models"]["input_svm"]["confusion"] == res["models"]["input_svm"]["confusion"]
+    assert "dbn_finetuned" not in other["models"]
+    without = hamel_eck.run(tiny_set, tmp_path / "no_input", **{**TINY, "finetune": False, "input_svm": False})
+    assert set(without["models"]) == {"dbn_svm"}
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -27,10 +27,10 @@ from . import _study, classifiers
 from .classifiers import window_index, windows  # noqa: F401  (public here before classifiers.py existed)
 
 DEFAULTS = dict(
-    _study.COMMON, frame_length=1024, hop_length=None, log=True, pca_components=80,
+    _study.COMMON, frame_length=1024, hop_length=None, log="log", pca_components=80,
     hidden=(50, 50, 50), pretrain_epochs=5, first_layer_lr=0.01, learning_rate=0.05, sparsity_target=None,
     weight_decay=2e-4, pretrain_frames=200_000, finetune=True, finetune_epochs=50, finetune_lr=3e-3,
-    window_seconds=5.0, window_overlap=0.5,
+    window_seconds=5.0, window_overlap=0.5, input_svm=True,
     # One torch thread: every op of these 50-unit layers is tiny, and a second thread only adds a wake-up at each
     # op (fine-tuning measured 10x faster with one thread on a busy 2-core machine: 0.17 s against 1-3.5 s an epoch
     # of 47k frames). --threads N overrides; the SVM grid searches use --jobs threads of their own.
@@ -145,6 +145,8 @@ def run_fold(k, train, test, feats, labels, classes, fold_dir: Path, opts) -> tu
     # into their windows.
     white = {i: whitener.transform(dft[i]) for i in np.concatenate([train, test])}
     layers = {"dbn_pretrained_svm": lambda X: clf.dbn_.transform(X, layers="all")}
+    if opts["input_svm"]:  # the DBN's own input, summarised and classified the same way: what do its layers add?
+        layers["input_svm"] = lambda X: X
     if opts["finetune"]:
         layers["dbn_svm"] = functools.partial(finetuned_activations, clf)
     else:
@@ -253,7 +255,9 @@ def _first_layer_in_dft_space(dbn, whitener) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------- run
 MODEL_LABELS = {"dbn_svm": "fine-tuned DBN (all layers, 5 s windows) + RBF SVM",
                 "dbn_pretrained_svm": "pre-trained DBN (all layers, 5 s windows) + RBF SVM",
-                "dbn_finetuned": "fine-tuned DBN (softmax)", "mfcc_svm": "MFCC (5 s windows) + RBF SVM"}
+                "dbn_finetuned": "fine-tuned DBN (softmax)",
+                "input_svm": "the DBN's input: PCA-whitened log |DFT| (5 s windows) + RBF SVM",
+                "mfcc_svm": "MFCC (5 s windows) + RBF SVM"}
 
 
 def run(data=None, out_dir="hamel_eck_out", **options) -> dict:
@@ -290,7 +294,7 @@ def _run(data, out_dir, opts) -> dict:
             saved.fit_hamel_eck(feats, usable, ds, opts).save(opts["save_model"])
     finally:
         feats["dft"].path.unlink(missing_ok=True)
-    names = [n for n in ("dbn_svm", "dbn_pretrained_svm", "dbn_finetuned") if n in folds[0]["models"]]
+    names = [n for n in ("dbn_svm", "dbn_pretrained_svm", "dbn_finetuned", "input_svm") if n in folds[0]["models"]]
     results = _study.build_results("hamel_eck", ds, usable, skipped, opts, protocol, folds, names,
                                    [_study.BASELINE], "dbn_svm", feature_seconds=feature_seconds,
                                    fold_seconds=[f["seconds"] for f in folds])

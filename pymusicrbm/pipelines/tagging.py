@@ -45,7 +45,7 @@ import numpy as np
 from .. import audio, datasets, plots, reporting
 from . import _study, classifiers, hamel_eck
 
-_FRONT_END = {k: v for k, v in hamel_eck.DEFAULTS.items() if not k.startswith("finetune")}
+_FRONT_END = {k: v for k, v in hamel_eck.DEFAULTS.items() if not k.startswith("finetune") and k != "input_svm"}
 DEFAULTS = dict(_FRONT_END, top_tags=50, C=1.0, precision_at=(1, 3, 5))
 QUICK = {k: v for k, v in hamel_eck.QUICK.items() if not k.startswith("finetune")}
 HEADLINE, BASELINE = "dbn_logreg", "mfcc_logreg"
