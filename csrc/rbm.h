@@ -170,6 +170,12 @@ inline void check_cd_inputs(const char* op, const Tensor& W, const Tensor& b, co
   check_cd_sampling(op, k, sparsity_target, sparsity_cost);
 }
 
+// Multiply-adds of the GEMMs of one CD-k / PCD-k step of B data rows and N chains.
+inline double step_multiply_adds(const Tensor& W, int64_t B, int64_t N, int64_t k) {
+  return static_cast<double>(W.size(0)) * static_cast<double>(W.size(1)) *
+         static_cast<double>(3 * B + 2 * k * N);
+}
+
 // The statistics of one CD-k (chains undefined) or PCD-k step, parameters untouched (arguments checked):
 //   dW = dw * X0^T p0 - cw * Xk^T pk,  db = (dw * colsum X0 - cw * colsum Xk) / sigma,
 //   dc = dw * colsum p0 - cw * colsum pk + sparsity_cost * dw * colsum (sparsity_target - p0),
@@ -267,6 +273,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> cd_stats(const Tensor& W, const Tenso
   check_cd_inputs(op, W, b, c, v, chains, sigma, kind, k, sparsity_target, sparsity_cost);
   const double dw = phase_weight(op, "data_weight", data_weight, v.size(0));
   const double cw = phase_weight(op, "chain_weight", chain_weight, chains ? chains->size(0) : v.size(0));
+  SerialIfSmall serial(W, step_multiply_adds(W, v.size(0), chains ? chains->size(0) : v.size(0), k));
   CDStats s = cd_statistics<K>(op, W, b, c, v, chains, sigma, kind, k, sparsity_target, sparsity_cost, dw, cw, gen);
   if (chains) chains->copy_(s.vs);
   return {s.dW, s.db, s.dc, s.sq_err};
@@ -289,6 +296,7 @@ Tensor cd_step(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_vel, Te
   check_in_place(op, W, b, c, W_vel, b_vel, c_vel);
   check_update_hyperparameters(op, lr, momentum, weight_decay);
   const int64_t B = v.size(0), N = chains ? chains->size(0) : B;
+  SerialIfSmall serial(W, step_multiply_adds(W, B, N, k));
   CDStats s = cd_statistics<K>(op, W, b, c, v, chains, sigma, kind, k, sparsity_target, sparsity_cost,
                                1.0 / static_cast<double>(B), 1.0 / static_cast<double>(N), gen);
   return apply_fused_step<K>(op, s, W, b, c, W_vel, b_vel, c_vel, chains, v.numel(), lr, momentum, weight_decay);
