@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <optional>
 #include <tuple>
+#include <vector>
 
 #include "common.h"
 
@@ -300,6 +301,41 @@ Tensor cd_step(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_vel, Te
   CDStats s = cd_statistics<K>(op, W, b, c, v, chains, sigma, kind, k, sparsity_target, sparsity_cost,
                                1.0 / static_cast<double>(B), 1.0 / static_cast<double>(N), gen);
   return apply_fused_step<K>(op, s, W, b, c, W_vel, b_vel, c_vel, chains, v.numel(), lr, momentum, weight_decay);
+}
+
+// cd_steps_: the steps of an epoch in one call (no interpreter between them): step i is exactly cd_step_ on
+// data.index_select(0, order[i * batch_size : (i + 1) * batch_size]) (the last batch may be shorter), drawing from
+// the generator in the same order. Returns the steps' errors, shape (n_batches,). On the CPU a diverging step
+// raises cd_step_'s error, the steps before it applied (as a loop over cd_step_ would leave them).
+template <class K>
+Tensor cd_steps(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_vel, Tensor& c_vel, const Tensor& data,
+                const Tensor& order, int64_t batch_size, const std::optional<Tensor>& chains,
+                const std::optional<Tensor>& sigma, c10::string_view visible, int64_t k, double lr, double momentum,
+                double weight_decay, double sparsity_target, double sparsity_cost, std::optional<at::Generator> gen) {
+  const char* op = "cd_steps_";
+  check_data(op, "data", data, W.size(0), "n_visible", W);
+  TORCH_CHECK(batch_size >= 1, op, ": batch_size must be >= 1, got ", batch_size);
+  TORCH_CHECK(order.dim() == 1 && order.scalar_type() == at::kLong && order.numel() > 0, op,
+              ": order must be a non-empty 1-D int64 tensor of row indices, got ", order.scalar_type(), " of shape ",
+              order.sizes());
+  TORCH_CHECK(order.device() == data.device(), op, ": order is on ", order.device(), " but data is on ",
+              data.device());
+  if (cheap_to_check(order)) {  // before any step, so that a bad index changes nothing
+    const auto [lo, hi] = at::aminmax(order);
+    TORCH_CHECK(lo.item<int64_t>() >= 0 && hi.item<int64_t>() < data.size(0), op,
+                ": order must index rows of data (0 <= i < ", data.size(0), ")");
+  }
+  const int64_t n = order.numel();
+  Tensor rows = at::empty({std::min(batch_size, n), data.size(1)}, data.options());
+  std::vector<Tensor> errors;
+  errors.reserve((n + batch_size - 1) / batch_size);
+  for (int64_t i = 0; i < n; i += batch_size) {
+    Tensor v = rows.narrow(0, 0, std::min(batch_size, n - i));
+    at::index_select_out(v, data, 0, order.narrow(0, i, v.size(0)));
+    errors.push_back(cd_step<K>(W, b, c, W_vel, b_vel, c_vel, v, chains, sigma, visible, k, lr, momentum,
+                                weight_decay, sparsity_target, sparsity_cost, gen));
+  }
+  return at::stack(errors);
 }
 
 }  // namespace pymusicrbm

@@ -331,6 +331,7 @@ TORCH_LIBRARY_IMPL(pymusicrbm, CPU, m) {
   m.impl("cd_stats", &cd_stats<CpuKernels>);
   m.impl("cd_apply_", &cd_apply<CpuKernels>);
   m.impl("cd_step_", &cd_step<CpuKernels>);
+  m.impl("cd_steps_", &cd_steps<CpuKernels>);
 }
 
 }  // namespace pymusicrbm
