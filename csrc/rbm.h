@@ -177,16 +177,35 @@ inline double step_multiply_adds(const Tensor& W, int64_t B, int64_t N, int64_t 
          static_cast<double>(3 * B + 2 * k * N);
 }
 
+// Scratch memory that a run of steps (cd_steps_) reuses instead of allocating each step's anew (at 513 -> 50 the
+// step's large buffers are fresh mappings from the system, page-faulted in every step). Each slot keeps the largest
+// buffer asked of it and hands out its leading elements in the shape asked, contiguous.
+struct Workspace {
+  enum Slot { kX, kY, kH0, kMean, kH, kVs, kDW, kSlots };
+  Tensor slots[kSlots];
+};
+
+inline Tensor scratch(Workspace* ws, Workspace::Slot slot, at::IntArrayRef sizes, const at::TensorOptions& o) {
+  if (!ws) return at::empty(sizes, o);
+  Tensor& t = ws->slots[slot];
+  const int64_t n = c10::multiply_integers(sizes);
+  if (!t.defined() || t.numel() < n) t = at::empty({n}, o);
+  return t.narrow(0, 0, n).view(sizes);
+}
+
 // The statistics of one CD-k (chains undefined) or PCD-k step, parameters untouched (arguments checked):
 //   dW = dw * X0^T p0 - cw * Xk^T pk,  db = (dw * colsum X0 - cw * colsum Xk) / sigma,
 //   dc = dw * colsum p0 - cw * colsum pk + sparsity_cost * dw * colsum (sparsity_target - p0),
 // with X = v / sigma (Gaussian units with sigma) or v, dw / cw the data / chain weights; sq_err = sum of squared
-// differences between the batch and its first mean-field reconstruction.
+// differences between the batch and its first mean-field reconstruction. With a workspace, dW (and every
+// intermediate) lives in it, valid until its next use.
 template <class K>
 CDStats cd_statistics(const char* op, const Tensor& W, const Tensor& b, const Tensor& c, const Tensor& v_in,
                       const std::optional<Tensor>& chains, const std::optional<Tensor>& sigma, Visible kind,
                       int64_t k, double sparsity_target, double sparsity_cost, double dw, double cw,
-                      const std::optional<at::Generator>& gen) {
+                      const std::optional<at::Generator>& gen, Workspace* ws = nullptr) {
+  using S = Workspace;
+  const auto o = W.options();
   const int64_t V = W.size(0), H = W.size(1), B = v_in.size(0);
   const bool persistent = chains.has_value();
   const Tensor v = v_in.contiguous();
@@ -198,30 +217,32 @@ CDStats cd_statistics(const char* op, const Tensor& W, const Tensor& b, const Te
   // X = [v0; vk] (scaled by 1/sigma for Gaussian units) and Y = [dw p0; -cw pk], so that the positive and negative
   // weight statistics come out of one GEMM: X^T Y.
   const int64_t N = persistent ? chains->size(0) : B;
-  Tensor X = at::empty({B + N, V}, W.options());
-  Tensor Y = at::empty({B + N, H}, W.options());
+  Tensor X = scratch(ws, S::kX, {B + N, V}, o);
+  Tensor Y = scratch(ws, S::kY, {B + N, H}, o);
   Tensor X0 = X.narrow(0, 0, B), Xk = X.narrow(0, B, N);
   Tensor Y0 = Y.narrow(0, 0, B), Yk = Y.narrow(0, B, N);
-  if (gauss && sigma) at::div_out(X0, v, sig); else X0.copy_(v);
+  if (gauss && sigma) at::div_out(X0, v, sig);
+  else if (v.data_ptr() != X0.data_ptr()) X0.copy_(v);  // (cd_steps_ gathers its batch straight into X0)
   // On a GPU the check would stall the stream: NaN data then gives NaN statistics (and a rejected update).
   if (cheap_to_check(v))
     TORCH_CHECK(K::all_finite(X0), op, ": v contains NaN or Inf; the parameters were not changed");
 
   // Positive phase: p0 = p(h | v0) and a sample h0.
   at::addmm_out(Y0, c, X0, W);
-  Tensor h0 = at::empty({B, H}, W.options());
+  Tensor h0 = scratch(ws, S::kH0, {B, H}, o);
   K::sigmoid_sample(Y0, h0, K::draw(gen));
 
   // The chain's visible state: sampled straight into Xk, except Gaussian units with sigma, which keep their raw
   // sample apart and put v / sigma into Xk.
   const bool scaled = gauss && sigma;
-  Tensor vs = scaled ? at::empty({N, V}, W.options()) : Xk;
+  Tensor vs = scaled ? scratch(ws, S::kVs, {N, V}, o) : Xk;
   auto scale_into_X = [&] {
     if (scaled) at::div_out(Xk, vs, sig);
   };
   // Mean of p(v | h) (returned), and a sample into vs when `sample`.
   auto visible_step = [&](const Tensor& h, bool sample) -> Tensor {
-    Tensor m = gauss ? at::mm(h, Wt) : at::addmm(b, h, Wt);
+    Tensor m = scratch(ws, S::kMean, {h.size(0), V}, o);
+    if (gauss) at::mm_out(m, h, Wt); else at::addmm_out(m, b, h, Wt);
     const Tensor s = sample ? vs : Tensor();
     const Draw d = sample ? K::draw(gen) : Draw{0, 0};
     if (gauss) K::gaussian_sample(m, b, sig, s, d); else K::sigmoid_sample(m, s, d);
@@ -231,7 +252,7 @@ CDStats cd_statistics(const char* op, const Tensor& W, const Tensor& b, const Te
   // pk = p(h | chain state) into Yk, and a sample when `sample`.
   auto hidden_step = [&](bool sample) -> Tensor {
     at::addmm_out(Yk, c, Xk, W);
-    Tensor h = sample ? at::empty({N, H}, W.options()) : Tensor();
+    Tensor h = sample ? scratch(ws, S::kH, {N, H}, o) : Tensor();
     K::sigmoid_sample(Yk, h, sample ? K::draw(gen) : Draw{0, 0});
     return h;
   };
@@ -255,7 +276,8 @@ CDStats cd_statistics(const char* op, const Tensor& W, const Tensor& b, const Te
   // With Y = [dw p0; -cw pk], X^T Y is the weight statistic and the column sums of Y the hidden-bias one. The
   // sparsity term is a sum over data rows too (dw * (target - p0) per row), so that shards of a batch add up.
   Tensor gc = weighted_column_sums<K>(Y, B, dw, -cw, true);
-  Tensor gW = at::mm(X.t(), Y);
+  Tensor gW = ws ? scratch(ws, S::kDW, {V, H}, o) : Tensor();
+  gW = ws ? at::mm_out(gW, X.t(), Y) : at::mm(X.t(), Y);
   if (sparsity_cost > 0) gc.add_(Y0.sum(0).neg_().add_(sparsity_target * dw * static_cast<double>(B)), sparsity_cost);
   Tensor gb = weighted_column_sums<K>(X, B, dw, -cw, false);
   if (scaled) gb.div_(sig);
@@ -283,10 +305,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> cd_stats(const Tensor& W, const Tenso
 // cd_step_: cd_stats with the default weights, then cd_apply_, in one call (apply_fused_step in common.h: the policy
 // for a non-finite update). Returns the mean squared reconstruction error (sq_err / v.numel()).
 template <class K>
-Tensor cd_step(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_vel, Tensor& c_vel, const Tensor& v,
-               const std::optional<Tensor>& chains, const std::optional<Tensor>& sigma, c10::string_view visible,
-               int64_t k, double lr, double momentum, double weight_decay, double sparsity_target,
-               double sparsity_cost, std::optional<at::Generator> gen) {
+Tensor cd_step_in(Workspace* ws, Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_vel, Tensor& c_vel,
+                  const Tensor& v, const std::optional<Tensor>& chains, const std::optional<Tensor>& sigma,
+                  c10::string_view visible, int64_t k, double lr, double momentum, double weight_decay,
+                  double sparsity_target, double sparsity_cost, const std::optional<at::Generator>& gen) {
   const char* op = "cd_step_";
   const Visible kind = parse_visible(visible, op);
   check_cd_inputs(op, W, b, c, v, chains, sigma, kind, k, sparsity_target, sparsity_cost);
@@ -299,8 +321,17 @@ Tensor cd_step(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_vel, Te
   const int64_t B = v.size(0), N = chains ? chains->size(0) : B;
   SerialIfSmall serial(W, step_multiply_adds(W, B, N, k));
   CDStats s = cd_statistics<K>(op, W, b, c, v, chains, sigma, kind, k, sparsity_target, sparsity_cost,
-                               1.0 / static_cast<double>(B), 1.0 / static_cast<double>(N), gen);
+                               1.0 / static_cast<double>(B), 1.0 / static_cast<double>(N), gen, ws);
   return apply_fused_step<K>(op, s, W, b, c, W_vel, b_vel, c_vel, chains, v.numel(), lr, momentum, weight_decay);
+}
+
+template <class K>
+Tensor cd_step(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_vel, Tensor& c_vel, const Tensor& v,
+               const std::optional<Tensor>& chains, const std::optional<Tensor>& sigma, c10::string_view visible,
+               int64_t k, double lr, double momentum, double weight_decay, double sparsity_target,
+               double sparsity_cost, std::optional<at::Generator> gen) {
+  return cd_step_in<K>(nullptr, W, b, c, W_vel, b_vel, c_vel, v, chains, sigma, visible, k, lr, momentum,
+                       weight_decay, sparsity_target, sparsity_cost, gen);
 }
 
 // cd_steps_: the steps of an epoch in one call (no interpreter between them): step i is exactly cd_step_ on
@@ -325,15 +356,20 @@ Tensor cd_steps(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_vel, T
     TORCH_CHECK(lo.item<int64_t>() >= 0 && hi.item<int64_t>() < data.size(0), op,
                 ": order must index rows of data (0 <= i < ", data.size(0), ")");
   }
-  const int64_t n = order.numel();
-  Tensor rows = at::empty({std::min(batch_size, n), data.size(1)}, data.options());
+  const int64_t n = order.numel(), V = data.size(1);
+  // Each batch is gathered straight into the first rows of the step's X = [v0; vk] (where X0 is v itself: not for
+  // Gaussian units with sigma, whose X0 is v / sigma).
+  const bool into_X = !(parse_visible(visible, op) == Visible::Gaussian && sigma);
+  Tensor rows = into_X ? Tensor() : at::empty({std::min(batch_size, n), V}, data.options());
+  Workspace ws;
   std::vector<Tensor> errors;
   errors.reserve((n + batch_size - 1) / batch_size);
   for (int64_t i = 0; i < n; i += batch_size) {
-    Tensor v = rows.narrow(0, 0, std::min(batch_size, n - i));
-    at::index_select_out(v, data, 0, order.narrow(0, i, v.size(0)));
-    errors.push_back(cd_step<K>(W, b, c, W_vel, b_vel, c_vel, v, chains, sigma, visible, k, lr, momentum,
-                                weight_decay, sparsity_target, sparsity_cost, gen));
+    const int64_t B = std::min(batch_size, n - i), N = chains ? chains->size(0) : B;
+    Tensor v = into_X ? scratch(&ws, Workspace::kX, {B + N, V}, W.options()).narrow(0, 0, B) : rows.narrow(0, 0, B);
+    at::index_select_out(v, data, 0, order.narrow(0, i, B));
+    errors.push_back(cd_step_in<K>(&ws, W, b, c, W_vel, b_vel, c_vel, v, chains, sigma, visible, k, lr, momentum,
+                                   weight_decay, sparsity_target, sparsity_cost, gen));
   }
   return at::stack(errors);
 }
