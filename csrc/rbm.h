@@ -181,7 +181,7 @@ inline double step_multiply_adds(const Tensor& W, int64_t B, int64_t N, int64_t 
 // step's large buffers are fresh mappings from the system, page-faulted in every step). Each slot keeps the largest
 // buffer asked of it and hands out its leading elements in the shape asked, contiguous.
 struct Workspace {
-  enum Slot { kX, kY, kH0, kMean, kH, kVs, kDW, kSlots };
+  enum Slot { kX, kY, kH0, kMean, kH, kVs, kDW, kDWt, kSlots };
   Tensor slots[kSlots];
 };
 
@@ -276,8 +276,15 @@ CDStats cd_statistics(const char* op, const Tensor& W, const Tensor& b, const Te
   // With Y = [dw p0; -cw pk], X^T Y is the weight statistic and the column sums of Y the hidden-bias one. The
   // sparsity term is a sum over data rows too (dw * (target - p0) per row), so that shards of a batch add up.
   Tensor gc = weighted_column_sums<K>(Y, B, dw, -cw, true);
-  Tensor gW = ws ? scratch(ws, S::kDW, {V, H}, o) : Tensor();
-  gW = ws ? at::mm_out(gW, X.t(), Y) : at::mm(X.t(), Y);
+  Tensor gW = scratch(ws, S::kDW, {V, H}, o);
+  if (V > 2 * H && cheap_to_check(W)) {
+    // a wide product is the faster GEMM on the CPU (measured at 513 -> 50: Y^T X 20% faster than X^T Y), and
+    // the transposition back costs a pass over the small result
+    Tensor gWt = scratch(ws, S::kDWt, {H, V}, o);
+    gW.copy_(at::mm_out(gWt, Y.t(), X).t());
+  } else {
+    at::mm_out(gW, X.t(), Y);
+  }
   if (sparsity_cost > 0) gc.add_(Y0.sum(0).neg_().add_(sparsity_target * dw * static_cast<double>(B)), sparsity_cost);
   Tensor gb = weighted_column_sums<K>(X, B, dw, -cw, false);
   if (scaled) gb.div_(sig);
