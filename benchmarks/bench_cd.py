@@ -32,15 +32,19 @@ def sync(device):
 
 
 def median_times(fns: dict, device, repeat, warmup=3) -> dict:
-    """Median seconds per call of each function, timed round-robin (one call of each per round), so load that
-    comes and goes on a shared machine hits every contender alike and the ratios stay meaningful."""
+    """Median seconds per call of each function, timed round-robin (one call of each per round, in a shuffled
+    order), so load that comes and goes on a shared machine hits every contender alike and the ratios stay
+    meaningful."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     sync(device)
     times = {name: [] for name in fns}
+    order = np.random.default_rng(0)
     for _ in range(repeat):
-        for name, fn in fns.items():
+        # a fresh order every round, so that no contender always runs in the caches one other contender left
+        for name in order.permutation(list(fns)):
+            fn = fns[name]
             t0 = time.perf_counter()
             fn()
             sync(device)
