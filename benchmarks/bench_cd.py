@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -172,7 +173,7 @@ def main(argv=None):
               + f" | {r['fused_gflops']:6.1f} GFLOP/s = {100 * r['fraction_of_sgemm']:4.0f}% of sgemm"
               + f" | stats+apply {r['split_s'] / r['fused_s']:4.2f}x the fused time", flush=True)
     out = {"machine": platform.machine(), "processor": platform.processor(), "torch": torch.__version__,
-           "threads": torch.get_num_threads(),
+           "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
            "device": str(device), "results": rows}
     if args.json:
         with open(args.json, "w") as f:
