@@ -182,15 +182,17 @@ inline double step_multiply_adds(const Tensor& W, int64_t B, int64_t N, int64_t 
 // buffer asked of it and hands out its leading elements in the shape asked, contiguous.
 struct Workspace {
   enum Slot { kX, kY, kH0, kMean, kH, kVs, kDW, kDWt, kSlots };
-  Tensor slots[kSlots];
+  Tensor flat[kSlots], shaped[kSlots];  // the buffer, and the view last handed out (most steps ask the same shape)
 };
 
 inline Tensor scratch(Workspace* ws, Workspace::Slot slot, at::IntArrayRef sizes, const at::TensorOptions& o) {
   if (!ws) return at::empty(sizes, o);
-  Tensor& t = ws->slots[slot];
+  Tensor& view = ws->shaped[slot];
+  if (view.defined() && view.sizes() == sizes) return view;
+  Tensor& t = ws->flat[slot];
   const int64_t n = c10::multiply_integers(sizes);
   if (!t.defined() || t.numel() < n) t = at::empty({n}, o);
-  return t.narrow(0, 0, n).view(sizes);
+  return view = t.narrow(0, 0, n).view(sizes);
 }
 
 // The statistics of one CD-k (chains undefined) or PCD-k step, parameters untouched (arguments checked):
