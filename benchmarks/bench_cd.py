@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -32,15 +33,19 @@ def sync(device):
 
 
 def median_times(fns: dict, device, repeat, warmup=3) -> dict:
-    """Median seconds per call of each function, timed round-robin (one call of each per round), so load that
-    comes and goes on a shared machine hits every contender alike and the ratios stay meaningful."""
+    """Median seconds per call of each function, timed round-robin (one call of each per round, in a shuffled
+    order), so load that comes and goes on a shared machine hits every contender alike and the ratios stay
+    meaningful."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     sync(device)
     times = {name: [] for name in fns}
+    order = np.random.default_rng(0)
     for _ in range(repeat):
-        for name, fn in fns.items():
+        # a fresh order every round, so that no contender always runs in the caches one other contender left
+        for name in order.permutation(list(fns)):
+            fn = fns[name]
             t0 = time.perf_counter()
             fn()
             sync(device)
@@ -168,7 +173,7 @@ def main(argv=None):
               + f" | {r['fused_gflops']:6.1f} GFLOP/s = {100 * r['fraction_of_sgemm']:4.0f}% of sgemm"
               + f" | stats+apply {r['split_s'] / r['fused_s']:4.2f}x the fused time", flush=True)
     out = {"machine": platform.machine(), "processor": platform.processor(), "torch": torch.__version__,
-           "threads": torch.get_num_threads(),
+           "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
            "device": str(device), "results": rows}
     if args.json:
         with open(args.json, "w") as f:

@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import time
 
 import numpy as np
@@ -40,13 +41,24 @@ def sync(device: str):
         torch.cuda.synchronize()
 
 
-def timed(fn, device: str):
-    fn_warm = fn()  # one untimed run: first-call costs (allocator, op registration, cuBLAS handles)
-    sync(device)
-    t0 = time.perf_counter()
-    out = fn()
-    sync(device)
-    return time.perf_counter() - t0, out if out is not None else fn_warm
+REPEAT = 1  # timed runs of each contender (--repeat), interleaved; the median is reported
+CLOCK = time.perf_counter  # --clock cpu: time.process_time, the CPU time of every thread of this process
+
+
+def timed_all(fns: dict, device: str) -> dict:
+    """name -> (median seconds, result) of each function: one untimed run each first (first-call costs: allocator,
+    op registration, cuBLAS handles), then REPEAT rounds of one timed run of each, so that load that comes and
+    goes on a shared machine hits every contender alike."""
+    out = {name: fn() for name, fn in fns.items()}
+    times = {name: [] for name in fns}
+    for _ in range(REPEAT):
+        for name, fn in fns.items():
+            sync(device)
+            t0 = CLOCK()
+            out[name] = fn()
+            sync(device)
+            times[name].append(CLOCK() - t0)
+    return {name: (statistics.median(times[name]), out[name]) for name in fns}
 
 
 def untrained_error(X: torch.Tensor, H: int) -> float:
@@ -63,11 +75,12 @@ def check(err_fit: float, err_eager: float, err0: float):
 
 def rbm_row(V: int, H: int, n: int, B: int, device: str) -> dict:
     X = binary_rows(n, V, 0, device)
-    t_fit, rbm = timed(lambda: RBM(n_components=H, batch_size=B, n_iter=1, learning_rate=LR, random_state=0,
-                                   device=device).fit(X), device)
-    t_quiet, _ = timed(lambda: RBM(n_components=H, batch_size=B, n_iter=1, learning_rate=LR, random_state=0,
-                                   monitor=False, device=device).fit(X), device)
-    t_eager, (W, b, c) = timed(lambda: eager_rbm_fit(X, H, 1, B, LR, 0.0, False, 0), device)
+    t = timed_all({"fit": lambda: RBM(n_components=H, batch_size=B, n_iter=1, learning_rate=LR, random_state=0,
+                                      device=device).fit(X),
+                   "quiet": lambda: RBM(n_components=H, batch_size=B, n_iter=1, learning_rate=LR, random_state=0,
+                                        monitor=False, device=device).fit(X),
+                   "eager": lambda: eager_rbm_fit(X, H, 1, B, LR, 0.0, False, 0)}, device)
+    (t_fit, rbm), (t_quiet, _), (t_eager, (W, b, c)) = t["fit"], t["quiet"], t["eager"]
     err0 = untrained_error(X, H)
     err_fit = recon_error(rbm.components_.T, rbm.intercept_visible_, rbm.intercept_hidden_, X, gaussian=False)
     err_eager = recon_error(W, b, c, X, gaussian=False)
@@ -79,8 +92,6 @@ def rbm_row(V: int, H: int, n: int, B: int, device: str) -> dict:
 
 def dbn_row(n: int, B: int, device: str) -> dict:
     X = binary_rows(n, 513, 1, device)
-    t_fit, dbn = timed(lambda: DBN((50, 50, 50), batch_size=B, n_iter=1, learning_rate=LR, random_state=0,
-                                   device=device).fit(X), device)
 
     def eager():
         h, layers = X, []
@@ -90,7 +101,10 @@ def dbn_row(n: int, B: int, device: str) -> dict:
             h = torch.sigmoid(h @ W + c)
         return layers
 
-    t_eager, layers = timed(eager, device)
+    t = timed_all({"fit": lambda: DBN((50, 50, 50), batch_size=B, n_iter=1, learning_rate=LR, random_state=0,
+                                      device=device).fit(X),
+                   "eager": eager}, device)
+    (t_fit, dbn), (t_eager, layers) = t["fit"], t["eager"]
     W, b, c = layers[0]
     r = dbn.rbms_[0]
     err_fit = recon_error(r.components_.T, r.intercept_visible_, r.intercept_hidden_, X, gaussian=False)
@@ -107,10 +121,17 @@ def main(argv=None):
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 10])
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every row count (e.g. 0.2 for a quick run)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--repeat", type=int, default=1, help="timed runs of each contender, interleaved (median)")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="cpu: the process's CPU time, not the time spent waiting for a core on a busy machine "
+                         "(CPU device; spin-waiting threads count)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    global REPEAT, CLOCK
+    REPEAT = args.repeat
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     rows = []
     for B in args.batch_sizes:
         shrink = args.scale * (1.0 if B >= 100 else 0.1)
@@ -124,7 +145,8 @@ def main(argv=None):
         print(f"DBN 513-50-50-50 B={B:<3} rows={rows[-1]['rows']:>6}: fit {rows[-1]['fit_s']:.3f}s, eager "
               f"{rows[-1]['eager_s']:.3f}s -> {rows[-1]['speedup_defaults']:.2f}x", flush=True)
     if args.json:
-        meta = dict(device=args.device, torch=torch.__version__, threads=torch.get_num_threads(),
+        meta = dict(device=args.device, torch=torch.__version__, threads=torch.get_num_threads(), repeat=REPEAT,
+                    clock=args.clock,
                     machine=platform.machine(), cpus=os.cpu_count(), load_average=os.getloadavg())
         with open(args.json, "w") as f:
             json.dump(dict(meta=meta, rows=rows), f, indent=1)

@@ -27,6 +27,9 @@ TORCH_LIBRARY(pymusicrbm, m) {
   m.def("cd_stats(Tensor W, Tensor b, Tensor c, Tensor v, Tensor(a!)? chains=None, Tensor? sigma=None, str visible='bernoulli', int k=1, float sparsity_target=0.0, float sparsity_cost=0.0, float data_weight=-1, float chain_weight=-1, Generator? generator=None) -> (Tensor dW, Tensor db, Tensor dc, Tensor sq_err)");
   m.def("cd_apply_(Tensor(a!) W, Tensor(b!) b, Tensor(c!) c, Tensor(d!) W_vel, Tensor(e!) b_vel, Tensor(f!) c_vel, Tensor dW, Tensor db, Tensor dc, float lr, float momentum=0.0, float weight_decay=0.0) -> Tensor");
   m.def("cd_step_(Tensor(a!) W, Tensor(b!) b, Tensor(c!) c, Tensor(d!) W_vel, Tensor(e!) b_vel, Tensor(f!) c_vel, Tensor v, Tensor(g!)? chains=None, Tensor? sigma=None, str visible='bernoulli', int k=1, float lr=0.01, float momentum=0.0, float weight_decay=0.0, float sparsity_target=0.0, float sparsity_cost=0.0, Generator? generator=None) -> Tensor");
+  // cd_steps_: cd_step_ over the batches data[order[i*batch_size : (i+1)*batch_size]] of an epoch, in one call;
+  // returns each step's error.
+  m.def("cd_steps_(Tensor(a!) W, Tensor(b!) b, Tensor(c!) c, Tensor(d!) W_vel, Tensor(e!) b_vel, Tensor(f!) c_vel, Tensor data, Tensor order, int batch_size, Tensor(g!)? chains=None, Tensor? sigma=None, str visible='bernoulli', int k=1, float lr=0.01, float momentum=0.0, float weight_decay=0.0, float sparsity_target=0.0, float sparsity_cost=0.0, Generator? generator=None) -> Tensor");
   // Convolutional RBM (kernels in conv_rbm_cpu.cpp and cuda/conv_rbm_cuda.cu; model and checks in conv_rbm.h).
   m.def("conv_sample_hidden(Tensor v, Tensor W, Tensor c, int pool=1, Tensor? sigma=None, Generator? generator=None) -> (Tensor, Tensor, Tensor)");
   m.def("conv_sample_visible(Tensor h, Tensor W, Tensor b, Tensor? sigma=None, str visible='bernoulli', Generator? generator=None) -> (Tensor, Tensor)");

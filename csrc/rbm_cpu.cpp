@@ -69,7 +69,17 @@ template <typename T> __attribute__((always_inline)) inline void sigmoid_sample_
   }
 }
 
+// One run without sampling: p <- sigmoid(p).
+template <typename T> __attribute__((always_inline)) inline void sigmoid_body(T* pp, int64_t m) {
+  if (m == kRun) {
+    for (int64_t j = 0; j < kRun; ++j) pp[j] = sigmoid(pp[j]);
+  } else {
+    for (int64_t j = 0; j < m; ++j) pp[j] = sigmoid(pp[j]);
+  }
+}
+
 template <typename T> void sigmoid_sample_run(T* pp, T* sp, int64_t m, Draw d, uint64_t run) {
+  if (!sp) return sigmoid_body(pp, m);
   uint32_t w[kRun];
   philox_run(d.seed, d.offset, run, w);
   sigmoid_sample_body(pp, sp, m, w);
@@ -78,6 +88,7 @@ template <typename T> void sigmoid_sample_run(T* pp, T* sp, int64_t m, Draw d, u
 #ifdef PMR_HAVE_AVX2
 __attribute__((target("avx2,fma"))) void sigmoid_sample_run_avx2(float* pp, float* sp, int64_t m, Draw d,
                                                                   uint64_t run) {
+  if (!sp) return sigmoid_body(pp, m);
   uint32_t w[kRun];
   philox_run_avx2(d.seed, d.offset, run, w);
   sigmoid_sample_body(pp, sp, m, w);
@@ -87,17 +98,14 @@ __attribute__((target("avx2,fma"))) void sigmoid_sample_run_avx2(float* pp, floa
 template <typename T> void sigmoid_sample_impl(T* p, T* s, int64_t n, Draw d) {
   parallel_runs(n, [&](uint64_t run, int64_t i0, int64_t i1) {
     T* pp = p + i0;
+    T* sp = s ? s + i0 : nullptr;
     const int64_t m = i1 - i0;
-    if (!s) {
-      for (int64_t j = 0; j < m; ++j) pp[j] = sigmoid(pp[j]);
-      return;
-    }
 #ifdef PMR_HAVE_AVX2
     if constexpr (std::is_same_v<T, float>) {
-      if (kHaveAvx2) return sigmoid_sample_run_avx2(pp, s + i0, m, d, run);
+      if (kHaveAvx2) return sigmoid_sample_run_avx2(pp, sp, m, d, run);
     }
 #endif
-    sigmoid_sample_run(pp, s + i0, m, d, run);
+    sigmoid_sample_run(pp, sp, m, d, run);
   });
 }
 
@@ -323,6 +331,7 @@ TORCH_LIBRARY_IMPL(pymusicrbm, CPU, m) {
   m.impl("cd_stats", &cd_stats<CpuKernels>);
   m.impl("cd_apply_", &cd_apply<CpuKernels>);
   m.impl("cd_step_", &cd_step<CpuKernels>);
+  m.impl("cd_steps_", &cd_steps<CpuKernels>);
 }
 
 }  // namespace pymusicrbm

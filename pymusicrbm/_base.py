@@ -69,7 +69,8 @@ class TrainedEstimator(CheckpointMixin, BaseEstimator):
 
     Hooks: ``_validate_input(X, reset)`` (checked array), ``_initialize(X)`` (fresh state, returns the training
     tensor), ``_input(X)`` (the tensor of a fitted/restored model), ``_batch_update(batch, lr, epoch)`` (one step,
-    returns the batch's mean loss as a 0-d or 1-d tensor on the device), ``_epoch_record(loss, lr, X, X_valid)``
+    returns the batch's mean loss as a 0-d or 1-d tensor on the device), optionally ``_epoch_update(data, order,
+    lr, epoch)`` (an epoch's steps in one call), ``_epoch_record(loss, lr, X, X_valid)``
     (the monitors of an epoch), ``_check_divergence(loss, epoch, lr)``, ``_divergence_advice(lr)``,
     ``_get_state`` / ``_set_state`` (checkpoint). Early stopping: ``_early_stopping_score(record)`` returns the
     score to minimise (None: no early stopping), ``_snapshot()`` / ``_restore_snapshot(s)`` the weights kept.
@@ -355,6 +356,14 @@ class TrainedEstimator(CheckpointMixin, BaseEstimator):
     def _learning_rate(self, epoch: int) -> float:
         return self.learning_rate
 
+    def _epoch_update(self, data, order: torch.Tensor, lr: float, epoch: int):
+        """All the steps of an epoch in one call, for a model whose steps need nothing in Python between them:
+        the batches of ``batch_size`` rows of ``data`` taken in ``order`` (row indices on the device), each
+        exactly the step ``_batch_update`` would take. Returns their losses stacked (n_batches, ...), or None to
+        have ``_batch_update`` called batch by batch (the default; always so in a process group or under a
+        per-batch progress bar)."""
+        return None
+
     def _batches(self, data, perm: torch.Tensor):
         """(rows, batch) pairs of one epoch in the order ``perm``; ``data`` is a tensor or a tuple of tensors."""
         perm = perm.to(self._device)
@@ -404,15 +413,20 @@ class TrainedEstimator(CheckpointMixin, BaseEstimator):
             perm = torch.randperm(n, generator=self._shuffle_rng)
             if n_rows > n:
                 perm = perm.repeat(-(-n_rows // n))[:n_rows]
-            total = None
-            batches = tqdm(self._batches(data, perm), total=-(-n_rows // self.batch_size),
-                           disable=self.verbose < 2 or quiet, leave=False, unit="batch")
-            for rows, batch in batches:
-                loss = update(batch, lr, epoch).detach()
-                if total is None:
-                    total = torch.zeros_like(loss)
-                total.add_(loss, alpha=rows)  # summed on the device: no host sync per batch
-            loss = (total.double() / n).tolist()  # the one host read of the epoch
+            batch_bar = self.verbose >= 2 and not quiet
+            # the whole epoch in one call where the model can (nothing in Python between steps), else step by step
+            losses = None if dp or batch_bar else self._epoch_update(data, perm.to(self._device), lr, epoch)
+            if losses is None:
+                batches = tqdm(self._batches(data, perm), total=-(-n_rows // self.batch_size),
+                               disable=not batch_bar, leave=False, unit="batch")
+                steps = [(rows, update(batch, lr, epoch).detach()) for rows, batch in batches]
+                rows = [r for r, _ in steps]
+                losses = torch.stack([loss for _, loss in steps])
+            else:
+                rows = [self.batch_size] * (len(losses) - 1) + [n_rows - self.batch_size * (len(losses) - 1)]
+            # the losses stay on the device (no host sync per batch); weighted by the batches' rows
+            total = torch.tensor(rows, dtype=torch.float64, device=losses.device) @ losses.detach().double()
+            loss = (total / n).tolist()  # the one host read of the epoch
             if dp:  # the mean over every rank's rows
                 sums = distributed.all_sum([*total.double().reshape(-1).tolist(), n_rows])
                 loss = [s / sums[-1] for s in sums[:-1]]

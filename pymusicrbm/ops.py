@@ -83,6 +83,23 @@ def cd_step_(W: Tensor, b: Tensor, c: Tensor, W_vel: Tensor, b_vel: Tensor, c_ve
                          sparsity_target, sparsity_cost, generator)
 
 
+def cd_steps_(W: Tensor, b: Tensor, c: Tensor, W_vel: Tensor, b_vel: Tensor, c_vel: Tensor, data: Tensor,
+              order: Tensor, batch_size: int, chains: Tensor | None = None, sigma: Tensor | None = None,
+              visible: str = "bernoulli", k: int = 1, lr: float = 0.01, momentum: float = 0.0,
+              weight_decay: float = 0.0, sparsity_target: float = 0.0, sparsity_cost: float = 0.0,
+              generator: torch.Generator | None = None) -> Tensor:
+    """The :func:`cd_step_` steps of an epoch in one call, with no Python between them: step ``i`` is exactly
+    ``cd_step_`` on the batch ``data[order[i * batch_size:(i + 1) * batch_size]]`` (the last batch may be shorter),
+    drawing from ``generator`` in the same order, so the result equals that loop bit for bit.
+
+    data: (rows, n_visible); order: 1-D int64 row indices on data's device (e.g. a permutation). Returns the steps'
+    errors (what each ``cd_step_`` returns), shape (n_batches,). On the CPU a diverging step raises ``cd_step_``'s
+    error with the steps before it applied; on a GPU its error is NaN.
+    """
+    return _lib.cd_steps_(W, b, c, W_vel, b_vel, c_vel, data, order, batch_size, chains, sigma, visible, k, lr,
+                          momentum, weight_decay, sparsity_target, sparsity_cost, generator)
+
+
 def cd_stats(W: Tensor, b: Tensor, c: Tensor, v: Tensor, chains: Tensor | None = None, sigma: Tensor | None = None,
              visible: str = "bernoulli", k: int = 1, sparsity_target: float = 0.0, sparsity_cost: float = 0.0,
              data_weight: float = -1.0, chain_weight: float = -1.0,
@@ -168,6 +185,12 @@ def _(W, b, c, W_vel, b_vel, c_vel, dW, db, dc, lr, momentum=0.0, weight_decay=0
 def _(W, b, c, W_vel, b_vel, c_vel, v, chains=None, sigma=None, visible="bernoulli", k=1, lr=0.01, momentum=0.0,
       weight_decay=0.0, sparsity_target=0.0, sparsity_cost=0.0, generator=None):
     return W.new_empty(())
+
+
+@torch.library.register_fake("pymusicrbm::cd_steps_")
+def _(W, b, c, W_vel, b_vel, c_vel, data, order, batch_size, chains=None, sigma=None, visible="bernoulli", k=1,
+      lr=0.01, momentum=0.0, weight_decay=0.0, sparsity_target=0.0, sparsity_cost=0.0, generator=None):
+    return W.new_empty(((order.shape[0] + batch_size - 1) // batch_size,))
 
 
 # ---- autograd of the free energy ----------------------------------------------------------------------------

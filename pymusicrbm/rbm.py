@@ -3,6 +3,7 @@ estimator trained by the fused ``pymusicrbm.ops.cd_step_`` op (CD-k, PCD-k) or, 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from numbers import Integral, Real
@@ -432,20 +433,40 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
     def _batch_update(self, v: torch.Tensor, lr: float, epoch: int) -> torch.Tensor:
         if self.persistent == "fast":
             return self._fpcd_update(v, lr, epoch)
+        with self._diverging(epoch, lr):
+            r = ops.cd_step_(*self._params_and_velocities(), v, **self._cd_options(lr))
+        if self.learn_sigma:
+            self._update_sigma(v, lr)
+        return r
+
+    def _epoch_update(self, X: torch.Tensor, order: torch.Tensor, lr: float, epoch: int) -> torch.Tensor | None:
+        # CD-k / PCD-k with a fixed sigma need nothing in Python between steps: one ops.cd_steps_ call, the same
+        # steps as _batch_update's, bit for bit
+        if self.persistent == "fast" or self.learn_sigma:
+            return None
+        with self._diverging(epoch, lr):
+            return ops.cd_steps_(*self._params_and_velocities(), X, order, self.batch_size, **self._cd_options(lr))
+
+    def _params_and_velocities(self) -> tuple:
+        return self._W, self._b, self._c, self._W_vel, self._b_vel, self._c_vel
+
+    def _cd_options(self, lr: float) -> dict:
+        """The keyword arguments of ops.cd_step_ / cd_steps_ after the parameters and the data."""
         sparse = self.sparsity_target is not None
+        return dict(chains=self._chains, sigma=self._sigma(), visible=self.visible, k=self.k, lr=lr,
+                    momentum=self.momentum, weight_decay=self.weight_decay,
+                    sparsity_target=self.sparsity_target if sparse else 0.0,
+                    sparsity_cost=self.sparsity_cost if sparse else 0.0, generator=self._rng)
+
+    @contextlib.contextmanager
+    def _diverging(self, epoch: int, lr: float):
+        """The CD ops' error for a non-finite update (nothing applied) as a TrainingDivergedError."""
         try:
-            r = ops.cd_step_(self._W, self._b, self._c, self._W_vel, self._b_vel, self._c_vel, v,
-                             chains=self._chains, sigma=self._sigma(), visible=self.visible, k=self.k, lr=lr,
-                             momentum=self.momentum, weight_decay=self.weight_decay,
-                             sparsity_target=self.sparsity_target if sparse else 0.0,
-                             sparsity_cost=self.sparsity_cost if sparse else 0.0, generator=self._rng)
+            yield
         except RuntimeError as e:
             if "not finite" in str(e):
                 raise self._diverged(epoch, lr, "a parameter update was not finite") from None
             raise
-        if self.learn_sigma:
-            self._update_sigma(v, lr)
-        return r
 
     def _negative_samples(self, v: torch.Tensor, W, b, c, k: int | None = None) -> torch.Tensor:
         """k (default ``self.k``) steps of block Gibbs sampling from v."""

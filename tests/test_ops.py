@@ -283,6 +283,30 @@ def test_cd_step_matches_reference(device, dtype, case):
             torch.testing.assert_close(ch, chains, **tol)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CD_CASES, ids=lambda d: "-".join(f"{k}{v}" for k, v in d.items()))
+def test_steps_of_an_epoch_equal_the_loop_of_steps_bitwise(device, dtype, case):
+    """cd_steps_ over a shuffled order (batches of 7 of 17 rows: the last one shorter) is a loop of cd_step_."""
+    params, X, chains, sigma = _cd_problem(device, dtype, case)
+    order = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(3)).to(device)
+    hp = dict(sigma=sigma, visible=case["visible"], k=case["k"], lr=0.05, momentum=case["momentum"],
+              weight_decay=case["wd"], sparsity_target=case["target"], sparsity_cost=case["cost"])
+    looped, fused = [t.clone() for t in params], [t.clone() for t in params]
+    ch_l = chains.clone() if chains is not None else None
+    ch_f = chains.clone() if chains is not None else None
+    g_l, g_f = gen(device, 40), gen(device, 40)
+    want = torch.stack([ops.cd_step_(*looped, X.index_select(0, idx), ch_l, generator=g_l, **hp)
+                        for idx in torch.split(order, 7)])
+    got = ops.cd_steps_(*fused, X, order, 7, ch_f, generator=g_f, **hp)
+    assert got.shape == (3,) and torch.equal(got, want)
+    for a, e in zip(fused, looped):
+        assert torch.equal(a, e)
+    if chains is not None:
+        assert torch.equal(ch_f, ch_l)
+    assert torch.equal(g_f.get_state(), g_l.get_state())  # the generator advanced alike
+
+
 # ---- the step in two parts: cd_stats + cd_apply_ (data-parallel training) ------------------------------------
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -404,9 +428,10 @@ def test_cd_training_raises_exact_likelihood():
 
 # ---- determinism --------------------------------------------------------------------------------------------------
 
-def test_results_do_not_depend_on_thread_count():
-    W, b, c, _ = rbm(300, 70, "cpu", torch.float32)
-    v = data(128, 300, "cpu", torch.float32)
+@pytest.mark.parametrize("V, H, B", [(300, 70, 128), (40, 30, 64)])
+def test_results_do_not_depend_on_thread_count(V, H, B):
+    W, b, c, _ = rbm(V, H, "cpu", torch.float32)
+    v = data(B, V, "cpu", torch.float32)
     before = torch.get_num_threads()
     results = []
     try:
@@ -420,6 +445,8 @@ def test_results_do_not_depend_on_thread_count():
         torch.set_num_threads(before)
     (p1, r1, h1), (p2, r2, h2) = results
     assert torch.equal(h1, h2)
+    if V * H * B < 1e6:  # a small step runs on one thread whatever torch's setting, GEMMs included: bit for bit
+        assert torch.equal(r1, r2) and all(torch.equal(a, bb) for a, bb in zip(p1, p2))
     # MKL may sum the GEMMs in a different order with more threads: equal up to rounding
     for a, bb in zip(p1, p2):
         torch.testing.assert_close(a, bb, rtol=1e-5, atol=1e-6)
@@ -453,6 +480,12 @@ def test_opcheck(device, dtype):
                                                           -1.0, None))
     torch.library.opcheck(torch.ops.pymusicrbm.cd_stats, (W, b, c, v, v[:3].clone(), None, "bernoulli", 2, 0.0, 0.0,
                                                           0.01, 0.2, None))
+    order = torch.tensor([4, 0, 5, 1, 3], device=device)
+    torch.library.opcheck(torch.ops.pymusicrbm.cd_steps_, (W.clone(), b.clone(), c.clone(), *vels, v, order, 2,
+                                                           None, None, "bernoulli", 1, 1e-6, 0.5, 0.0, 0.0, 0.0, None))
+    torch.library.opcheck(torch.ops.pymusicrbm.cd_steps_, (W.clone(), b.clone(), c.clone(), *vels, v, order, 3,
+                                                           v[:3].clone(), None, "bernoulli", 2, 1e-6, 0.5, 0.0, 0.0,
+                                                           0.0, None))
     grads = [torch.rand_like(t) for t in (W, b, c)]
     torch.library.opcheck(torch.ops.pymusicrbm.cd_apply_, (W.clone(), b.clone(), c.clone(), *vels, *grads, 0.1, 0.5,
                                                            0.01))
@@ -507,6 +540,11 @@ def _cd(W, b, c, v, **kw):
     return ops.cd_step_(W, b, c, *vels, v, **kw)
 
 
+def _steps(W, b, c, X, order, batch_size=2):
+    vels = [torch.zeros_like(t) for t in (W, b, c)]
+    return ops.cd_steps_(W, b, c, *vels, X, order, batch_size)
+
+
 @pytest.mark.parametrize("call, match", [
     (lambda W, b, c, v: ops.sample_hidden(v[0], W, c), r"v must be 2-D"),
     (lambda W, b, c, v: ops.sample_hidden(v[:, :5], W, c), r"v has 5 columns but W implies n_visible = 10"),
@@ -528,6 +566,10 @@ def _cd(W, b, c, v, **kw):
     (lambda W, b, c, v: _cd(W, b, c, v, chains=torch.zeros(3, 9)), r"chains has 9 columns"),
     (lambda W, b, c, v: _cd(W.t().contiguous().t(), b, c, v), r"W is updated in place and must be contiguous"),
     (lambda W, b, c, v: ops.cd_step_(W, b, c, torch.zeros(3, 3), b, c, v), r"W_vel must have W's shape"),
+    (lambda W, b, c, v: _steps(W, b, c, v, torch.tensor([0, 3])), r"order must index rows of data \(0 <= i < 3\)"),
+    (lambda W, b, c, v: _steps(W, b, c, v, torch.tensor([0.0, 1.0])), r"order must be a non-empty 1-D int64"),
+    (lambda W, b, c, v: _steps(W, b, c, v, torch.arange(3), batch_size=0), r"batch_size must be >= 1"),
+    (lambda W, b, c, v: _steps(W, b, c, v[:, :5], torch.arange(3)), r"data has 5 columns but W implies n_visible"),
     (lambda W, b, c, v: ops.philox_uniform_(torch.empty(3, dtype=torch.int32)), r"out must be float32 or float64"),
     (lambda W, b, c, v: ops.cd_stats(W, b, c, v, data_weight=float("nan")), r"data_weight must be finite"),
     (lambda W, b, c, v: ops.cd_stats(W, b, c, v, k=0), r"cd_stats: k \(Gibbs steps\) must be >= 1"),
@@ -559,6 +601,20 @@ def test_diverging_update_is_reported_and_not_applied():
         _cd(W, b, c, v * 1e3, lr=1e38)
     for t, t0 in zip((W, b, c), before):
         assert torch.equal(t, t0)
+
+
+def test_steps_stop_at_a_diverging_step_with_the_steps_before_applied():
+    W, b, c, v = _good()
+    X = torch.cat([v, v * 1e3])  # rows 3..5 make the update overflow
+    vels = [torch.zeros_like(t) for t in (W, b, c)]
+    W += 1e38
+    looped = [t.clone() for t in (W, b, c, *vels)]
+    ops.cd_step_(*looped, X[:3], lr=1e38, generator=gen("cpu", 1))  # the first batch still applies
+    fused = [W, b, c, *vels]
+    with pytest.raises(RuntimeError, match="the update is not finite"):
+        ops.cd_steps_(*fused, X, torch.arange(6), 3, lr=1e38, generator=gen("cpu", 1))
+    for a, e in zip(fused, looped):
+        assert torch.equal(a, e)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

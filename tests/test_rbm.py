@@ -214,6 +214,30 @@ def test_seeded_and_partial_fit(binary_digits):
     assert b.n_iter_ == 2 and len(b.history_["recon_error"]) == 2
 
 
+@pytest.mark.parametrize("kw", [dict(), dict(persistent=True, k=2, sparsity_target=0.1),
+                                dict(visible="gaussian", learning_rate=0.01, weight_decay=1e-3)])
+def test_epoch_in_one_call_equals_step_by_step(digits, binary_digits, kw, monkeypatch):
+    """fit runs an epoch's CD steps in one ops.cd_steps_ call; the batch-by-batch loop (what verbose=2 or a process
+    group runs) gives the same model and history, bit for bit."""
+    from pymusicrbm import ops
+
+    X = digits[0][:300] if kw.get("visible") == "gaussian" else binary_digits[:300]
+    real, calls = ops.cd_steps_, []
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ops, "cd_steps_", spy)
+    fused = RBM(n_components=8, n_iter=2, batch_size=32, random_state=0, **kw).fit(X)
+    assert len(calls) == 2  # one call per epoch
+    monkeypatch.setattr(RBM, "_epoch_update", lambda self, *a: None)
+    looped = RBM(n_components=8, n_iter=2, batch_size=32, random_state=0, **kw).fit(X)
+    for name in ("components_", "intercept_visible_", "intercept_hidden_"):
+        np.testing.assert_array_equal(getattr(fused, name), getattr(looped, name))
+    assert fused.history_["recon_error"] == looped.history_["recon_error"]
+
+
 def test_gibbs_and_pickle(binary_digits):
     rbm = RBM(n_components=8, n_iter=1, random_state=0, persistent=True).fit(binary_digits[:200])
     v = rbm.gibbs(binary_digits[:5])

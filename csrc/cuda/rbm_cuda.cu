@@ -170,6 +170,7 @@ TORCH_LIBRARY_IMPL(pymusicrbm, CUDA, m) {
   m.impl("cd_stats", &OnDevice<&cd_stats<CudaKernels>>::call);
   m.impl("cd_apply_", &OnDevice<&cd_apply<CudaKernels>>::call);
   m.impl("cd_step_", &OnDevice<&cd_step<CudaKernels>>::call);
+  m.impl("cd_steps_", &OnDevice<&cd_steps<CudaKernels>>::call);
 }
 
 }  // namespace pymusicrbm
