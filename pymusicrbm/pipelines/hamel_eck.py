@@ -256,7 +256,7 @@ def _first_layer_in_dft_space(dbn, whitener) -> np.ndarray:
 MODEL_LABELS = {"dbn_svm": "fine-tuned DBN (all layers, 5 s windows) + RBF SVM",
                 "dbn_pretrained_svm": "pre-trained DBN (all layers, 5 s windows) + RBF SVM",
                 "dbn_finetuned": "fine-tuned DBN (softmax)",
-                "input_svm": "the DBN's input: PCA-whitened log |DFT| (5 s windows) + RBF SVM",
+                "input_svm": "the DBN's input: PCA-whitened log DFT magnitudes (5 s windows) + RBF SVM",
                 "mfcc_svm": "MFCC (5 s windows) + RBF SVM"}
 
 
