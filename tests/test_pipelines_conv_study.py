@@ -85,3 +85,24 @@ def test_summarize_maps():
     np.testing.assert_allclose(s["average_pooling"].reshape(3, 4, 2, 3)[:, :, 0, 0], F[:, :, :4, :4].mean((2, 3)),
                                rtol=1e-6)
     assert s["flatten"].shape == (3, 4 * 8 * 12)
+    # time_stats: per filter and frequency row, the mean, std and max over time, in that order
+    ts = s["time_stats"].reshape(3, 4, 3, 8)
+    np.testing.assert_allclose(ts[:, :, 0], F.mean(3), rtol=1e-5)
+    np.testing.assert_allclose(ts[:, :, 1], F.std(3), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(ts[:, :, 2], F.max(3))
+    only = summarize_maps(F, grid=(2, 3), poolings=("time_stats", "global_max"))
+    assert set(only) == {"time_stats", "global_max"}
+    np.testing.assert_array_equal(only["time_stats"], s["time_stats"])
+
+
+def test_poolings_option(synthetic_small, tmp_path):
+    """Only the chosen summaries are scored, and the inner CV chooses among them only."""
+    res = conv_study.run(synthetic_small, tmp_path / "p", **{**TINY, "bins": (24,), "classifiers": ("svm",)},
+                         poolings=("time_stats", "global_max"))
+    assert set(res["tables"]["24"]) == {"global_max", "time_stats"}
+    assert res["feature_sizes"]["24"]["time_stats"] == 6 * 3 * ((24 - 3 + 1) // 2)  # 6 filters x 3 statistics x 11 pooled rows
+    assert {s["pooling"] for s in res["selection"]} <= {"global_max", "time_stats"}
+    with pytest.raises(ValueError, match="poolings must be some of"):
+        conv_study.run(synthetic_small, tmp_path / "x", poolings=("median",))
+    with pytest.raises(ValueError, match="tsne poolings must be some of the poolings"):
+        conv_study.run(synthetic_small, tmp_path / "x", poolings=("time_stats",), tsne=("global_max",))

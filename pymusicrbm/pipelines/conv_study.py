@@ -8,6 +8,8 @@ The five summaries of the top layer's pooled maps (n_filters, h, w):
   max_pooling      max over a grid of ``grid`` = (rows, cols) cells, flattened (n_filters * rows * cols)
   global_max       max over the map per filter (n_filters)
   average_pooling  mean over the same grid (2-D average pooling), flattened
+  time_stats       mean, std and max over time per filter and (pooled) frequency row (n_filters * h * 3): the
+                   clip-level statistics of each filter in each band, the same size whatever the clip's length
 
 Protocol (:mod:`._study`): stratified k-fold by clip (default 5), or the dataset's official split. Per outer fold and
 bin count, one ConvRBM is trained on the training clips only; every (pooling, classifier) is then fitted on the
@@ -33,14 +35,14 @@ import numpy as np
 from .. import plots, reporting
 from . import _study, classifiers
 
-POOLINGS = ("flatten", "global_average", "max_pooling", "global_max", "average_pooling")
+POOLINGS = ("flatten", "global_average", "max_pooling", "global_max", "average_pooling", "time_stats")
 CLASSIFIERS = classifiers.CLASSIFIERS
 
 DEFAULTS = dict(
     _study.COMMON, bins=(64, 96), seconds=10.0, n_filters=(32,), filter_shapes=((7, 7),), pools=(2,), training="cd",
     compare_training=False, epochs=10, learning_rate=None, batch_size=16, momentum=0.5, weight_decay=1e-4,
     sparsity_target=0.05, sparsity_cost=1.0, k=1, grid=(4, 4), inner_folds=3, n_estimators=300,
-    classifiers=CLASSIFIERS, tsne=("global_max", "global_average"),
+    classifiers=CLASSIFIERS, poolings=POOLINGS, tsne=("global_max", "global_average"),
 )
 
 # The demo's settings (a minute or two on 2 CPU cores on the synthetic set): fewer, smaller filters, fewer epochs,
@@ -75,6 +77,8 @@ def add_arguments(parser) -> None:
     g.add_argument("--inner-folds", type=int, default=None,
                    help="inner CV folds on each training fold that choose the reported configuration (3)")
     g.add_argument("--classifiers", nargs="+", choices=CLASSIFIERS, default=None, help="default: all three")
+    g.add_argument("--poolings", nargs="+", choices=POOLINGS, default=None,
+                   help="summaries of the feature maps to score and choose among (default: all)")
     g.add_argument("--n-estimators", type=int, default=None, help="Random Forest trees (300)")
 
 
@@ -127,34 +131,41 @@ def _check_options(opts: dict) -> dict:
     bad = set(opts["classifiers"]) - set(CLASSIFIERS)
     if bad or not opts["classifiers"]:
         raise ValueError(f"classifiers must be some of {CLASSIFIERS}, got {opts['classifiers']}")
-    bad = set(opts["tsne"]) - set(POOLINGS)
+    poolings = [opts["poolings"]] if isinstance(opts["poolings"], str) else list(opts["poolings"])
+    bad = set(poolings) - set(POOLINGS)
+    if bad or not poolings:
+        raise ValueError(f"poolings must be some of {POOLINGS}, got {poolings}")
+    opts["poolings"] = tuple(p for p in POOLINGS if p in poolings)  # the tables' order
+    bad = set(opts["tsne"]) - set(opts["poolings"])
     if bad:
-        raise ValueError(f"tsne poolings must be some of {POOLINGS}, got {sorted(bad)}")
+        raise ValueError(f"tsne poolings must be some of the poolings {opts['poolings']}, got {sorted(bad)}")
     return opts
 
 
 # ------------------------------------------------------------------------------------------------- features
 
-def summarize_maps(F: np.ndarray, grid=(4, 4)) -> dict[str, np.ndarray]:
-    """The five summaries of pooled maps F (n, K, h, w) -> {pooling: (n, d) float32}."""
+def summarize_maps(F: np.ndarray, grid=(4, 4), poolings=POOLINGS) -> dict[str, np.ndarray]:
+    """The summaries ``poolings`` (default all six) of pooled maps F (n, K, h, w) -> {pooling: (n, d) float32}."""
     import torch
     import torch.nn.functional as tF
 
     t = torch.from_numpy(np.ascontiguousarray(F, dtype=np.float32))
     g = (min(grid[0], t.shape[2]), min(grid[1], t.shape[3]))
-    return {
-        "flatten": t.flatten(1).numpy(),
-        "global_average": t.mean((2, 3)).numpy(),
-        "max_pooling": tF.adaptive_max_pool2d(t, g).flatten(1).numpy(),
-        "global_max": t.amax((2, 3)).numpy(),
-        "average_pooling": tF.adaptive_avg_pool2d(t, g).flatten(1).numpy(),
+    make = {
+        "flatten": lambda: t.flatten(1),
+        "global_average": lambda: t.mean((2, 3)),
+        "max_pooling": lambda: tF.adaptive_max_pool2d(t, g).flatten(1),
+        "global_max": lambda: t.amax((2, 3)),
+        "average_pooling": lambda: tF.adaptive_avg_pool2d(t, g).flatten(1),
+        "time_stats": lambda: torch.cat([t.mean(3), t.std(3, correction=0), t.amax(3)], 2).flatten(1),
     }
+    return {p: make[p]().numpy() for p in poolings}
 
 
-def _features(model, X: np.ndarray, grid, chunk: int = 64) -> dict[str, np.ndarray]:
+def _features(model, X: np.ndarray, grid, poolings=POOLINGS, chunk: int = 64) -> dict[str, np.ndarray]:
     """Summaries of the top layer's pooled maps, computed a chunk of clips at a time (the maps are large)."""
-    parts = [summarize_maps(model.transform(X[i:i + chunk]), grid) for i in range(0, len(X), chunk)]
-    return {p: np.concatenate([part[p] for part in parts]) for p in POOLINGS}
+    parts = [summarize_maps(model.transform(X[i:i + chunk]), grid, poolings) for i in range(0, len(X), chunk)]
+    return {p: np.concatenate([part[p] for part in parts]) for p in poolings}
 
 
 # ------------------------------------------------------------------------------------------------- model
@@ -226,14 +237,14 @@ def _fold(k, train, test, X, y, training_kinds, fold_dir: Path, opts) -> tuple[d
             rec["timing"][f"train_seconds_{bins}_{training}"] = time.perf_counter() - t0
             rec["histories"][f"{bins} bins, {training}"] = _histories(model)
             t0 = time.perf_counter()
-            feats = _features(model, X[bins], opts["grid"])
+            feats = _features(model, X[bins], opts["grid"], opts["poolings"])
             tables[key] = {}
             if main:
                 rec["inner_f1"][key] = {}
-                rec["feature_sizes"][key] = {p: int(feats[p].shape[1]) for p in POOLINGS}
+                rec["feature_sizes"][key] = {p: int(feats[p].shape[1]) for p in opts["poolings"]}
                 extras["filters"][bins] = _first_layer(model).filters_
                 extras["tsne"][bins] = {p: (feats[p][test], y[test]) for p in opts["tsne"]}
-            for pooling in POOLINGS:
+            for pooling in opts["poolings"]:
                 tables[key][pooling] = {c: {**record, "clip_pred": _fit_predict(c, feats[pooling], y, train, test,
                                                                                opts, seed)}
                                         for c in opts["classifiers"]}
@@ -243,7 +254,7 @@ def _fold(k, train, test, X, y, training_kinds, fold_dir: Path, opts) -> tuple[d
             rec["timing"][f"classify_seconds_{bins}_{training}"] = time.perf_counter() - t0
             del feats
     # The configuration this fold reports: the best inner-CV macro F1 on the training clips (first on ties).
-    candidates = [(b, p, c) for b in rec["inner_f1"] for p in POOLINGS for c in opts["classifiers"]]
+    candidates = [(b, p, c) for b in rec["inner_f1"] for p in opts["poolings"] for c in opts["classifiers"]]
     b, p, c = max(candidates, key=lambda t: np.nan_to_num(rec["inner_f1"][t[0]][t[1]][t[2]], nan=-1.0))
     rec["selected"] = {"bins": b, "pooling": p, "classifier": c, "inner_f1": rec["inner_f1"][b][p][c]}
     rec["models"] = {"convrbm": rec["tables"][b][p][c]}
@@ -295,7 +306,7 @@ def _run(data, out_dir, opts) -> dict:
 
     def tables(key):
         return {b: {p: {c: _study.entry([f[key][b][p][c] for f in folds], base, classes, boot, seed)
-                        for c in opts["classifiers"]} for p in POOLINGS} for b in folds[0][key]}
+                        for c in opts["classifiers"]} for p in opts["poolings"]} for b in folds[0][key]}
 
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in opts.items()}
     config["filter_shapes"] = [list(s) for s in opts["filter_shapes"]]
@@ -336,11 +347,11 @@ def _run(data, out_dir, opts) -> dict:
 def f1_table(res_bins: dict, classes: list[str], classifier: str = "random_forest") -> str:
     """Markdown: rows classes, columns pooling strategies (mean F1 over folds), last rows overall macro F1 and
     clip accuracy (mean ± std)."""
-    cells = {p: res_bins[p][classifier] for p in POOLINGS}
-    rows = [[c] + [cells[p]["per_class_f1"][c]["mean"] for p in POOLINGS] for c in classes]
-    rows.append(["**overall (macro F1)**"] + [reporting.pm(cells[p]["f1_macro"]) for p in POOLINGS])
-    rows.append(["accuracy"] + [reporting.pm(cells[p]["clip_accuracy"]) for p in POOLINGS])
-    return reporting.markdown_table(["class"] + list(POOLINGS), rows)
+    cells = {p: res_bins[p][classifier] for p in POOLINGS if p in res_bins}
+    rows = [[c] + [cell["per_class_f1"][c]["mean"] for cell in cells.values()] for c in classes]
+    rows.append(["**overall (macro F1)**"] + [reporting.pm(cell["f1_macro"]) for cell in cells.values()])
+    rows.append(["accuracy"] + [reporting.pm(cell["clip_accuracy"]) for cell in cells.values()])
+    return reporting.markdown_table(["class"] + list(cells), rows)
 
 
 def _all_configs_table(tables: dict) -> str:

@@ -245,7 +245,7 @@ class ConvFrontEnd:
         from .conv_study import summarize_maps
 
         maps = self.model.transform(np.asarray(mel, np.float32)[None])
-        return summarize_maps(maps, self.grid)[self.pooling]
+        return summarize_maps(maps, self.grid, (self.pooling,))[self.pooling]
 
     def save(self, folder: Path) -> dict:
         self.model.save(folder / "model.safetensors")
@@ -498,7 +498,7 @@ def fit_conv(X, usable, ds, bins: int, pooling: str, classifier: str, opts) -> S
     model = _make_model(opts, opts["training"], opts["seed"]).fit(X)
     front = ConvFrontEnd(model, pooling, opts["grid"])
     est = classifiers.make(classifier, opts["seed"], opts["n_estimators"], opts["n_jobs"], wide=True)
-    est.fit(_features(model, X, opts["grid"])[pooling], y)
+    est.fit(_features(model, X, opts["grid"], (pooling,))[pooling], y)
     arrays = {"random_forest": ForestArrays.from_sklearn, "svm": SVMArrays.from_precomputed,
               "logistic_regression": LinearArrays.from_sklearn}[classifier](est)
     feature = {"kind": "mel", "params": {"n_mels": int(bins), "seconds": opts["seconds"]}}
