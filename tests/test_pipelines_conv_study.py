@@ -106,3 +106,38 @@ def test_poolings_option(synthetic_small, tmp_path):
         conv_study.run(synthetic_small, tmp_path / "x", poolings=("median",))
     with pytest.raises(ValueError, match="tsne poolings must be some of the poolings"):
         conv_study.run(synthetic_small, tmp_path / "x", poolings=("time_stats",), tsne=("global_max",))
+
+
+def test_training_maps_is_the_middle_of_the_clip():
+    X = np.arange(2 * 3 * 200, dtype=np.float32).reshape(2, 3, 200)
+    assert conv_study.training_maps(X, None) is X
+    n = 1 + int(1.0 * 22050) // 512  # 44 frames of hop 512 at 22050 Hz
+    np.testing.assert_array_equal(conv_study.training_maps(X, 1.0), X[..., 78:78 + n])
+
+
+def test_train_seconds_trains_on_the_middle_and_transforms_every_second(synthetic_small, tmp_path):
+    """The fold's ConvRBM is the one fitted by hand on the middle train_seconds of its training clips (same seed),
+    and its features still cover the whole `seconds` of every clip (the classifiers' inputs are unchanged in
+    size: time_stats does not depend on the length)."""
+    from pymusicrbm import audio
+    from pymusicrbm.conv_rbm import ConvRBM
+
+    opts = {**TINY, "bins": (24,), "classifiers": ("svm",), "poolings": ("time_stats", "max_pooling"),
+            "tsne": ("time_stats",)}
+    res = conv_study.run(synthetic_small, tmp_path / "t", train_seconds=1.0, **opts)
+    rec = json.loads((tmp_path / "t" / "folds" / "fold0" / "fold_results.json").read_text())
+    test = np.asarray(rec["tables"]["24"]["time_stats"]["svm"]["clip_ids"])
+    train = np.setdiff1d(np.arange(len(synthetic_small)), test)
+    mels = audio.extract(synthetic_small, "mel", {"n_mels": 24, "seconds": 3.0}, cache_dir=tmp_path / "t" / "cache",
+                         verbose=0)
+    X = np.stack([mels[i] for i in train]).astype(np.float32)
+    ref = conv_study._make_model(conv_study._check_options({**conv_study.DEFAULTS, **opts, "train_seconds": 1.0}),
+                                 "cd", 0).fit(conv_study.training_maps(X, 1.0))
+    got = ConvRBM.load(tmp_path / "t" / "models" / "cd_24_fold0.safetensors")
+    np.testing.assert_allclose(got.filters_, ref.filters_, rtol=1e-5, atol=1e-6)
+    assert ref.filters_.shape[0] == 6 and not np.allclose(
+        ref.filters_, conv_study._make_model(conv_study._check_options({**conv_study.DEFAULTS, **opts}), "cd", 0)
+        .fit(X).filters_)  # trained on the whole 3 s, the filters differ
+    assert res["feature_sizes"]["24"]["max_pooling"] == 6 * 16
+    with pytest.raises(ValueError, match="train_seconds must be None or in"):
+        conv_study.run(synthetic_small, tmp_path / "x", train_seconds=5.0, **opts)

@@ -39,7 +39,7 @@ POOLINGS = ("flatten", "global_average", "max_pooling", "global_max", "average_p
 CLASSIFIERS = classifiers.CLASSIFIERS
 
 DEFAULTS = dict(
-    _study.COMMON, bins=(64, 96), seconds=10.0, n_filters=(32,), filter_shapes=((7, 7),), pools=(2,), training="cd",
+    _study.COMMON, bins=(64, 96), seconds=10.0, train_seconds=None, n_filters=(32,), filter_shapes=((7, 7),), pools=(2,), training="cd",
     compare_training=False, epochs=10, learning_rate=None, batch_size=16, momentum=0.5, weight_decay=1e-4,
     sparsity_target=0.05, sparsity_cost=1.0, k=1, grid=(4, 4), inner_folds=3, n_estimators=300,
     classifiers=CLASSIFIERS, poolings=POOLINGS, tsne=("global_max", "global_average"),
@@ -57,6 +57,9 @@ def add_arguments(parser) -> None:
     g = parser.add_argument_group("ConvRBM study")
     g.add_argument("--bins", type=int, nargs="+", default=None, help="mel bin counts (64 96)")
     g.add_argument("--seconds", type=float, default=None, help="first seconds of each clip (10)")
+    g.add_argument("--train-seconds", type=float, default=None,
+                   help="train the ConvRBM on the middle N seconds of those (default: all of them); features still "
+                        "come from every second")
     g.add_argument("--filters", type=int, nargs="+", dest="n_filters", default=None,
                    help="filters per layer (32); two or more values train a ConvDBN (e.g. 32 32)")
     g.add_argument("--filter-shape", nargs="+", dest="filter_shapes", default=None,
@@ -125,6 +128,9 @@ def _check_options(opts: dict) -> dict:
         raise ValueError(f"inner_folds must be an integer >= 2, got {opts['inner_folds']!r}")
     if not opts["seconds"] or opts["seconds"] <= 0:
         raise ValueError(f"seconds must be > 0, got {opts['seconds']!r}")
+    if opts["train_seconds"] is not None and not 0 < opts["train_seconds"] <= opts["seconds"]:
+        raise ValueError(f"train_seconds must be None or in (0, seconds={opts['seconds']}], got "
+                         f"{opts['train_seconds']!r}")
     opts["grid"] = tuple(int(g) for g in opts["grid"])
     if len(opts["grid"]) != 2 or min(opts["grid"]) < 1:
         raise ValueError(f"grid must be two positive ints (rows, cols), got {opts['grid']}")
@@ -188,6 +194,19 @@ def _make_model(opts: dict, training: str, seed: int):
                    visible="gaussian", standardize="channel", **common)
 
 
+def training_maps(X: np.ndarray, train_seconds) -> np.ndarray:
+    """The middle ``train_seconds`` of mel spectrograms X (n, bins, frames) (hop 512 at audio.SR), all of X for
+    None: a ConvRBM's training costs in proportion to the frames it sees, its features do not need the whole clip
+    to learn from."""
+    from .. import audio
+
+    if train_seconds is None:
+        return X
+    n = min(X.shape[-1], 1 + int(train_seconds * audio.SR) // 512)
+    start = (X.shape[-1] - n) // 2
+    return X[..., start:start + n]
+
+
 def _first_layer(model):
     return model if not hasattr(model, "layers_") else model.layers_[0]
 
@@ -233,7 +252,8 @@ def _fold(k, train, test, X, y, training_kinds, fold_dir: Path, opts) -> tuple[d
             model = _make_model(opts, training, seed)
             ckpt = models_dir / f"{training}_{bins}_fold{k}.safetensors"
             t0 = time.perf_counter()
-            model.fit(X[bins][train], resume=ckpt if (opts["resume"] and ckpt.exists()) else None, checkpoint=ckpt)
+            model.fit(training_maps(X[bins][train], opts["train_seconds"]),
+                      resume=ckpt if (opts["resume"] and ckpt.exists()) else None, checkpoint=ckpt)
             rec["timing"][f"train_seconds_{bins}_{training}"] = time.perf_counter() - t0
             rec["histories"][f"{bins} bins, {training}"] = _histories(model)
             t0 = time.perf_counter()

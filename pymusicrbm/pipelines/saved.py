@@ -492,10 +492,10 @@ def fit_vae(vae, feats, usable, ds, opts) -> SavedPipeline:
 def fit_conv(X, usable, ds, bins: int, pooling: str, classifier: str, opts) -> SavedPipeline:
     """The ConvRBM study's chosen configuration (``bins`` mel bins, ``pooling``, ``classifier``) trained on the
     clips ``usable`` of ``ds``, whose mel spectrograms are the rows of ``X``."""
-    from .conv_study import _features, _make_model
+    from .conv_study import _features, _make_model, training_maps
 
     y = np.asarray(ds.labels)[usable]
-    model = _make_model(opts, opts["training"], opts["seed"]).fit(X)
+    model = _make_model(opts, opts["training"], opts["seed"]).fit(training_maps(X, opts["train_seconds"]))
     front = ConvFrontEnd(model, pooling, opts["grid"])
     est = classifiers.make(classifier, opts["seed"], opts["n_estimators"], opts["n_jobs"], wide=True)
     est.fit(_features(model, X, opts["grid"], (pooling,))[pooling], y)
