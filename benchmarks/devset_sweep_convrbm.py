@@ -15,15 +15,20 @@ from _sweep import ROOT, main
 # flatten is left out at 30 s (10^5-10^6 features a clip); logistic regression is the slowest and never won
 CHEAP = dict(bins=(64,), classifiers=("random_forest", "svm"),
              poolings=("global_average", "max_pooling", "average_pooling", "time_stats"), tsne=("time_stats",))
-# training on the middle 10 s (train_seconds): an epoch over 30 s of 267 clips took ~2 min on a shared 2-core CPU
+# The ConvRBM trains on the middle 10 s of each training clip (train_seconds; an epoch over 30 s of 267 clips took
+# ~2 min on the shared 2-core CPU) and its features cover the whole clip (seconds='all'): mel statistics over whole
+# clips scored 0.71 clip accuracy against 0.63 over the first 30 s (3 folds, seed 1; 0.52 over 10 s).
+WHOLE = dict(CHEAP, seconds="all", train_seconds=10.0)
 CANDIDATES = {
     "s30_t10_f16x5_e5": dict(CHEAP, seconds=30.0, train_seconds=10.0, n_filters=(16,), filter_shapes=((5, 5),),
                              epochs=5),
-    "s10_f16x5_e5": dict(CHEAP, seconds=10.0, n_filters=(16,), filter_shapes=((5, 5),), epochs=5),
-    "s30_t10_f32x7_e5": dict(CHEAP, seconds=30.0, train_seconds=10.0, epochs=5),
-    "s30_t10_f32x7_e10": dict(CHEAP, seconds=30.0, train_seconds=10.0),
-    "s30_t10_f16x5_e5_2layers": dict(CHEAP, seconds=30.0, train_seconds=10.0, n_filters=(16, 32),
-                                     filter_shapes=((5, 5), (3, 3)), pools=(2, 2), epochs=5),
+    "all_t10_f16x5_e5": dict(WHOLE, n_filters=(16,), filter_shapes=((5, 5),), epochs=5),
+    "all_t10_f32x7_e5": dict(WHOLE, epochs=5),
+    "all_t10_f32x7_e10": dict(WHOLE),
+    "all_t10_f16x5_e5_sparse02": dict(WHOLE, n_filters=(16,), filter_shapes=((5, 5),), epochs=5,
+                                      sparsity_target=0.02),
+    "all_t10_f16x32_2layers": dict(WHOLE, n_filters=(16, 32), filter_shapes=((5, 5), (3, 3)), pools=(2, 2),
+                                   epochs=5),
 }
 
 if __name__ == "__main__":

@@ -138,6 +138,44 @@ def test_train_seconds_trains_on_the_middle_and_transforms_every_second(syntheti
     assert ref.filters_.shape[0] == 6 and not np.allclose(
         ref.filters_, conv_study._make_model(conv_study._check_options({**conv_study.DEFAULTS, **opts}), "cd", 0)
         .fit(X).filters_)  # trained on the whole 3 s, the filters differ
-    assert res["feature_sizes"]["24"]["max_pooling"] == 6 * 16
+    # the features cover all 3 s: the test clips' max_pooling summary is that of the joined maps of the pieces
+    F = conv_study._features(got, np.stack([mels[i] for i in test]).astype(np.float32), (4, 4), ("max_pooling",))
+    assert got.crop_shape_[1] < 100 <= mels[0].shape[1]  # trained on 1 s, 3 s of frames transformed
+    np.testing.assert_allclose(F["max_pooling"], conv_study.summarize_maps(
+        conv_study.clip_maps(got, np.stack([mels[i] for i in test])), (4, 4))["max_pooling"])
     with pytest.raises(ValueError, match="train_seconds must be None or in"):
         conv_study.run(synthetic_small, tmp_path / "x", train_seconds=5.0, **opts)
+
+
+def test_clip_maps_joins_pieces_of_the_training_width():
+    from pymusicrbm.conv_rbm import ConvRBM
+
+    rng = np.random.default_rng(0)
+    model = ConvRBM(n_filters=3, filter_shape=(3, 3), pool=2, n_iter=1, batch_size=4, random_state=0).fit(
+        rng.normal(size=(8, 10, 21)).astype(np.float32))
+    w = model.crop_shape_[1]  # 20: the largest width <= 21 whose hidden width (18) the pool divides
+    X = rng.normal(size=(2, 10, 47)).astype(np.float32)
+    got = conv_study.clip_maps(model, X)
+    pieces = [model.transform(X[..., s:s + w]) for s in (0, 20, 27)]  # the last piece ends at the clip's end
+    np.testing.assert_array_equal(got, np.concatenate(pieces, axis=-1))
+    np.testing.assert_array_equal(conv_study.clip_maps(model, X[..., :w]), model.transform(X[..., :w]))
+    short = conv_study.clip_maps(model, X[..., :12])  # padded to the training width with the minimum
+    assert short.shape == model.transform(X[..., :w]).shape
+
+
+def test_whole_clips_of_different_lengths(tmp_path):
+    """seconds='all': clips of different lengths, each transformed whole; the training pieces their middle."""
+    from pymusicrbm import datasets
+
+    ds = datasets.make_synthetic_genres(tmp_path / "d", n_per_class=4, seconds=3.0, seed=0)
+    import soundfile as sf
+    y, sr = sf.read(ds.paths[0])
+    sf.write(ds.paths[0], y[: len(y) * 2 // 3], sr)  # one clip of 2 s
+    opts = {**TINY, "bins": (24,), "classifiers": ("svm",), "poolings": ("time_stats",), "tsne": ("time_stats",),
+            "seconds": "all"}
+    res = conv_study.run(ds, tmp_path / "o", train_seconds=1.0, **opts)
+    assert res["config"]["seconds"] == "all" and res["models"]["convrbm"]["clip_accuracy"]["mean"] >= 0
+    X = conv_study._stack([np.ones((4, 10)), np.ones((4, 12))])
+    assert X.dtype == object and conv_study.training_maps(X, 0.2).shape == (2, 4, 9)
+    with pytest.raises(ValueError, match="needs train_seconds"):
+        conv_study.run(ds, tmp_path / "x", **opts)

@@ -56,7 +56,8 @@ def add_arguments(parser) -> None:
     _study.add_common_arguments(parser)
     g = parser.add_argument_group("ConvRBM study")
     g.add_argument("--bins", type=int, nargs="+", default=None, help="mel bin counts (64 96)")
-    g.add_argument("--seconds", type=float, default=None, help="first seconds of each clip (10)")
+    g.add_argument("--seconds", type=_seconds_arg, default=None,
+                   help="first seconds of each clip, or 'all' for whole clips (10)")
     g.add_argument("--train-seconds", type=float, default=None,
                    help="train the ConvRBM on the middle N seconds of those (default: all of them); features still "
                         "come from every second")
@@ -83,6 +84,15 @@ def add_arguments(parser) -> None:
     g.add_argument("--poolings", nargs="+", choices=POOLINGS, default=None,
                    help="summaries of the feature maps to score and choose among (default: all)")
     g.add_argument("--n-estimators", type=int, default=None, help="Random Forest trees (300)")
+
+
+def _seconds_arg(s: str):
+    return "all" if s == "all" else float(s)
+
+
+def mel_seconds(opts: dict):
+    """The ``seconds`` of the mel spectrograms: a number, or None for whole clips (``seconds='all'``)."""
+    return None if opts["seconds"] == "all" else opts["seconds"]
 
 
 def _shape(s) -> tuple[int, int]:
@@ -126,9 +136,12 @@ def _check_options(opts: dict) -> dict:
         raise ValueError(f"training must be 'cd' or 'reconstruction', got {opts['training']!r}")
     if not (isinstance(opts["inner_folds"], (int, np.integer)) and opts["inner_folds"] >= 2):
         raise ValueError(f"inner_folds must be an integer >= 2, got {opts['inner_folds']!r}")
-    if not opts["seconds"] or opts["seconds"] <= 0:
-        raise ValueError(f"seconds must be > 0, got {opts['seconds']!r}")
-    if opts["train_seconds"] is not None and not 0 < opts["train_seconds"] <= opts["seconds"]:
+    if opts["seconds"] != "all" and not (isinstance(opts["seconds"], (int, float)) and opts["seconds"] > 0):
+        raise ValueError(f"seconds must be > 0 or 'all' (whole clips), got {opts['seconds']!r}")
+    if opts["seconds"] == "all" and opts["train_seconds"] is None:
+        raise ValueError("seconds='all' (whole clips, of different lengths) needs train_seconds (the length the "
+                         "ConvRBM trains on)")
+    if opts["train_seconds"] is not None and not 0 < opts["train_seconds"] <= (mel_seconds(opts) or np.inf):
         raise ValueError(f"train_seconds must be None or in (0, seconds={opts['seconds']}], got "
                          f"{opts['train_seconds']!r}")
     opts["grid"] = tuple(int(g) for g in opts["grid"])
@@ -168,9 +181,34 @@ def summarize_maps(F: np.ndarray, grid=(4, 4), poolings=POOLINGS) -> dict[str, n
     return {p: make[p]().numpy() for p in poolings}
 
 
-def _features(model, X: np.ndarray, grid, poolings=POOLINGS, chunk: int = 64) -> dict[str, np.ndarray]:
-    """Summaries of the top layer's pooled maps, computed a chunk of clips at a time (the maps are large)."""
-    parts = [summarize_maps(model.transform(X[i:i + chunk]), grid, poolings) for i in range(0, len(X), chunk)]
+def clip_maps(model, X: np.ndarray) -> np.ndarray:
+    """Pooled maps of the top layer over the whole length of mel spectrograms X (n, bins, frames). A model only
+    takes inputs of its training width (``train_seconds``), so longer ones are cut into consecutive pieces of that
+    width (the last one aligned to the end; a shorter input is padded with its minimum) whose maps are joined
+    along time: (n, n_filters, h, pieces * w)."""
+    width = _first_layer(model).crop_shape_[1]
+    X = np.asarray(X, np.float32)
+    if X.shape[-1] < width:
+        X = np.pad(X, ((0, 0), (0, 0), (0, width - X.shape[-1])), constant_values=float(X.min()))
+    T = X.shape[-1]
+    starts = list(range(0, T - width + 1, width))
+    if starts[-1] + width < T:
+        starts.append(T - width)
+    if len(starts) == 1:
+        return model.transform(X)
+    pieces = np.stack([X[..., s:s + width] for s in starts], 1)  # (n, pieces, bins, width)
+    F = model.transform(pieces.reshape(-1, *pieces.shape[2:]))
+    F = F.reshape(len(X), len(starts), *F.shape[1:])  # (n, pieces, K, h, w)
+    return np.concatenate(list(F.transpose(1, 0, 2, 3, 4)), axis=-1)
+
+
+def _features(model, X, grid, poolings=POOLINGS, chunk: int = 64) -> dict[str, np.ndarray]:
+    """Summaries of the top layer's pooled maps over each whole clip, a chunk of clips at a time (the maps are
+    large); clips of different lengths (``seconds='all'``: an object array of spectrograms) one at a time."""
+    if X.dtype == object:
+        parts = [summarize_maps(clip_maps(model, x[None]), grid, poolings) for x in X]
+    else:
+        parts = [summarize_maps(clip_maps(model, X[i:i + chunk]), grid, poolings) for i in range(0, len(X), chunk)]
     return {p: np.concatenate([part[p] for part in parts]) for p in poolings}
 
 
@@ -197,12 +235,17 @@ def _make_model(opts: dict, training: str, seed: int):
 def training_maps(X: np.ndarray, train_seconds) -> np.ndarray:
     """The middle ``train_seconds`` of mel spectrograms X (n, bins, frames) (hop 512 at audio.SR), all of X for
     None: a ConvRBM's training costs in proportion to the frames it sees, its features do not need the whole clip
-    to learn from."""
+    to learn from. Clips of different lengths (an object array) give pieces of the shortest one's length if that
+    is shorter."""
     from .. import audio
 
     if train_seconds is None:
         return X
-    n = min(X.shape[-1], 1 + int(train_seconds * audio.SR) // 512)
+    n = 1 + int(train_seconds * audio.SR) // 512
+    if X.dtype == object:
+        n = min(n, min(x.shape[-1] for x in X))
+        return np.stack([x[..., (x.shape[-1] - n) // 2:(x.shape[-1] - n) // 2 + n] for x in X])
+    n = min(X.shape[-1], n)
     start = (X.shape[-1] - n) // 2
     return X[..., start:start + n]
 
@@ -292,16 +335,26 @@ def run(data=None, out_dir="conv_study_out", **options) -> dict:
         return _run(data, out_dir, opts)
 
 
+def _stack(mels: list) -> np.ndarray:
+    """Spectrograms as one float32 array (n, bins, frames), or an object array of them when their lengths differ
+    (whole clips)."""
+    if len({m.shape for m in mels}) == 1:
+        return np.stack(mels).astype(np.float32)
+    out = np.empty(len(mels), object)
+    out[:] = [np.asarray(m, np.float32) for m in mels]
+    return out
+
+
 def _run(data, out_dir, opts) -> dict:
     t_start = time.perf_counter()
     out = reporting.prepare_out_dir(out_dir)
     ds = _study.load_dataset(data, "conv_study")
     classes, labels = list(ds.classes), np.asarray(ds.labels)
-    kinds = {f"mel{b}": ("mel", {"n_mels": b, "seconds": opts["seconds"]}) for b in opts["bins"]}
+    kinds = {f"mel{b}": ("mel", {"n_mels": b, "seconds": mel_seconds(opts)}) for b in opts["bins"]}
     feats, usable, skipped, feature_seconds = _study.extract_features(ds, kinds, opts, out)
     splits, protocol = _study.make_splits(ds, usable, opts)
     # Rows of X are the usable clips; clip ids in the records stay dataset indices (as in the baseline's).
-    X = {b: np.stack([feats[f"mel{b}"][i] for i in usable]).astype(np.float32) for b in opts["bins"]}
+    X = {b: _stack([feats[f"mel{b}"][i] for i in usable]) for b in opts["bins"]}
     y_rows = np.full(len(ds), -1)
     y_rows[usable] = labels[usable]
     row = np.full(len(ds), -1)
@@ -389,7 +442,9 @@ def _all_configs_table(tables: dict) -> str:
 def _report(results: dict, classes: list[str]) -> str:
     c, d = results["config"], results["dataset"]
     lines = ["# ConvRBM genre study", "",
-             f"{d['n_clips']} clips, {len(classes)} classes; first {c['seconds']} s as mel spectrograms; "
+             f"{d['n_clips']} clips, {len(classes)} classes; "
+             f"{'whole clips' if c['seconds'] == 'all' else 'first %s s' % c['seconds']} as mel spectrograms"
+             f"{'' if c.get('train_seconds') is None else ' (training on the middle %s s)' % c['train_seconds']}; "
              f"{'ConvDBN' if len(c['n_filters']) > 1 else 'ConvRBM'} with filters {c['n_filters']} of "
              f"{[f'{h}x{w}' for h, w in c['filter_shapes']]}, probabilistic max-pooling {c['pools']}, "
              f"{c['epochs']} epochs of {c['training']} training; {results['protocol']['description']}.", "",

@@ -242,9 +242,9 @@ class ConvFrontEnd:
         self.model, self.pooling, self.grid = model, str(pooling), tuple(int(g) for g in grid)
 
     def windows(self, mel) -> np.ndarray:
-        from .conv_study import summarize_maps
+        from .conv_study import clip_maps, summarize_maps
 
-        maps = self.model.transform(np.asarray(mel, np.float32)[None])
+        maps = clip_maps(self.model, np.asarray(mel, np.float32)[None])
         return summarize_maps(maps, self.grid, (self.pooling,))[self.pooling]
 
     def save(self, folder: Path) -> dict:
@@ -492,7 +492,7 @@ def fit_vae(vae, feats, usable, ds, opts) -> SavedPipeline:
 def fit_conv(X, usable, ds, bins: int, pooling: str, classifier: str, opts) -> SavedPipeline:
     """The ConvRBM study's chosen configuration (``bins`` mel bins, ``pooling``, ``classifier``) trained on the
     clips ``usable`` of ``ds``, whose mel spectrograms are the rows of ``X``."""
-    from .conv_study import _features, _make_model, training_maps
+    from .conv_study import _features, _make_model, mel_seconds, training_maps
 
     y = np.asarray(ds.labels)[usable]
     model = _make_model(opts, opts["training"], opts["seed"]).fit(training_maps(X, opts["train_seconds"]))
@@ -501,6 +501,6 @@ def fit_conv(X, usable, ds, bins: int, pooling: str, classifier: str, opts) -> S
     est.fit(_features(model, X, opts["grid"], (pooling,))[pooling], y)
     arrays = {"random_forest": ForestArrays.from_sklearn, "svm": SVMArrays.from_precomputed,
               "logistic_regression": LinearArrays.from_sklearn}[classifier](est)
-    feature = {"kind": "mel", "params": {"n_mels": int(bins), "seconds": opts["seconds"]}}
+    feature = {"kind": "mel", "params": {"n_mels": int(bins), "seconds": mel_seconds(opts)}}
     return SavedPipeline("genres", ds.classes, feature, front, arrays,
                          _info("conv_study", ds, usable, bins=int(bins), pooling=pooling, classifier=classifier))
