@@ -56,7 +56,7 @@ def add_arguments(parser) -> None:
     _study.add_common_arguments(parser)
     g = parser.add_argument_group("ConvRBM study")
     g.add_argument("--bins", type=int, nargs="+", default=None, help="mel bin counts (64 96)")
-    g.add_argument("--seconds", type=_seconds_arg, default=None,
+    g.add_argument("--seconds", type=_study.seconds_arg, default=None,
                    help="first seconds of each clip, or 'all' for whole clips (10)")
     g.add_argument("--train-seconds", type=float, default=None,
                    help="train the ConvRBM on the middle N seconds of those (default: all of them); features still "
@@ -84,15 +84,6 @@ def add_arguments(parser) -> None:
     g.add_argument("--poolings", nargs="+", choices=POOLINGS, default=None,
                    help="summaries of the feature maps to score and choose among (default: all)")
     g.add_argument("--n-estimators", type=int, default=None, help="Random Forest trees (300)")
-
-
-def _seconds_arg(s: str):
-    return "all" if s == "all" else float(s)
-
-
-def mel_seconds(opts: dict):
-    """The ``seconds`` of the mel spectrograms: a number, or None for whole clips (``seconds='all'``)."""
-    return None if opts["seconds"] == "all" else opts["seconds"]
 
 
 def _shape(s) -> tuple[int, int]:
@@ -141,7 +132,7 @@ def _check_options(opts: dict) -> dict:
     if opts["seconds"] == "all" and opts["train_seconds"] is None:
         raise ValueError("seconds='all' (whole clips, of different lengths) needs train_seconds (the length the "
                          "ConvRBM trains on)")
-    if opts["train_seconds"] is not None and not 0 < opts["train_seconds"] <= (mel_seconds(opts) or np.inf):
+    if opts["train_seconds"] is not None and not 0 < opts["train_seconds"] <= (_study.mel_seconds(opts["seconds"]) or np.inf):
         raise ValueError(f"train_seconds must be None or in (0, seconds={opts['seconds']}], got "
                          f"{opts['train_seconds']!r}")
     opts["grid"] = tuple(int(g) for g in opts["grid"])
@@ -350,7 +341,7 @@ def _run(data, out_dir, opts) -> dict:
     out = reporting.prepare_out_dir(out_dir)
     ds = _study.load_dataset(data, "conv_study")
     classes, labels = list(ds.classes), np.asarray(ds.labels)
-    kinds = {f"mel{b}": ("mel", {"n_mels": b, "seconds": mel_seconds(opts)}) for b in opts["bins"]}
+    kinds = {f"mel{b}": ("mel", {"n_mels": b, "seconds": _study.mel_seconds(opts["seconds"])}) for b in opts["bins"]}
     feats, usable, skipped, feature_seconds = _study.extract_features(ds, kinds, opts, out)
     splits, protocol = _study.make_splits(ds, usable, opts)
     # Rows of X are the usable clips; clip ids in the records stay dataset indices (as in the baseline's).

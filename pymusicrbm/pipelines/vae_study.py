@@ -75,7 +75,8 @@ def add_arguments(parser) -> None:
     d = DEFAULTS
     g = parser.add_argument_group("VAE study")
     g.add_argument("--n-mels", type=int, choices=(64, 96), default=None, help=f"mel bands (default {d['n_mels']})")
-    g.add_argument("--seconds", type=float, default=None, help=f"first N seconds of each clip (default {d['seconds']})")
+    g.add_argument("--seconds", type=_study.seconds_arg, default=None,
+                   help=f"first N seconds of each clip, or 'all' for whole clips (default {d['seconds']})")
     g.add_argument("--excerpt-frames", type=int, default=None,
                    help=f"excerpt length in frames of 512 samples (default {d['excerpt_frames']}, about 3 s)")
     g.add_argument("--excerpt-hop", type=int, default=None,
@@ -115,6 +116,8 @@ def _options(options: dict) -> dict:
         raise ValueError(f"features must be 'mean' or 'mean+logvar', got {opts['features']!r}")
     if opts["clip_features"] not in ("vote", "stats"):
         raise ValueError(f"clip_features must be 'vote' or 'stats', got {opts['clip_features']!r}")
+    if opts["seconds"] != "all" and not (isinstance(opts["seconds"], (int, float)) and opts["seconds"] > 0):
+        raise ValueError(f"seconds must be > 0 or 'all' (whole clips), got {opts['seconds']!r}")
     if opts["n_mels"] not in (64, 96):
         raise ValueError(f"n_mels must be 64 or 96, got {opts['n_mels']!r}")
     return opts
@@ -171,13 +174,14 @@ def _run(data, out_dir, opts) -> dict:
     if opts["excerpt_frames"] < rf:
         raise ValueError(f"excerpt_frames={opts['excerpt_frames']} is shorter than the receptive field of the "
                          f"{len(opts['channels'])}-layer encoder ({rf} frames)")
-    frames_per_clip = 1 + int(opts["seconds"] * audio.SR) // _HOP
+    frames_per_clip = np.inf if opts["seconds"] == "all" else 1 + int(opts["seconds"] * audio.SR) // _HOP
     if frames_per_clip < opts["excerpt_frames"]:
         raise ValueError(f"seconds={opts['seconds']} gives {frames_per_clip} frames, fewer than one excerpt of "
                          f"excerpt_frames={opts['excerpt_frames']}")
     (out / "checkpoints").mkdir(exist_ok=True)
     feats, usable, skipped, t_features = _study.extract_features(
-        ds, {"mel": ("mel", {"n_mels": opts["n_mels"], "seconds": opts["seconds"]})}, opts, out)
+        ds, {"mel": ("mel", {"n_mels": opts["n_mels"], "seconds": _study.mel_seconds(opts["seconds"])})}, opts,
+        out)
     splits, protocol = _study.make_splits(ds, usable, opts)
 
     def fold(k, train, test, valid, fold_dir):
@@ -459,12 +463,13 @@ def report_markdown(results: dict, prefix: str = "") -> str:
     lines = [
         "## Convolutional VAE",
         "",
-        f"{results['protocol']['description']}. Mel spectrograms ({c['n_mels']} bands, first {c['seconds']:g} s of "
-        f"each clip), excerpts of {c['excerpt_frames']} frames ({g['excerpt_seconds']:.2f} s) every "
+        f"{results['protocol']['description']}. Mel spectrograms ({c['n_mels']} bands, "
+        f"{'whole clips' if c['seconds'] == 'all' else 'first %g s of each clip' % c['seconds']}), excerpts of {c['excerpt_frames']} frames ({g['excerpt_seconds']:.2f} s) every "
         f"{c['excerpt_hop']} frames. "
         f"VAE: conv channels {c['channels']}, latent dimension {c['latent_dim']}, beta {c['beta']:g} with "
         f"{c['kl_warmup_epochs']} warm-up epochs, at most {c['epochs']} epochs with early stopping on the "
-        f"validation ELBO (patience {c['patience']}). Features: encoder {c['features']}, standardised.",
+        f"validation ELBO (patience {c['patience']}). Features: encoder {c['features']}"
+        f"{', mean and std over each clip' if c.get('clip_features') == 'stats' else ''}, standardised.",
         "",
         _study.models_table(results),
         "",
