@@ -16,13 +16,15 @@ from _sweep import ROOT, main
 from pymusicrbm.pipelines.vae_study import QUICK
 
 CPU = {k: v for k, v in QUICK.items() if k not in ("folds", "num_threads")}
+# Whole clips (seconds='all'; mel statistics over whole clips scored 0.71 clip accuracy against 0.63 over the first
+# 30 s, 3 folds, seed 1) with non-overlapping excerpts (excerpt_hop=128 = the excerpt length: ~15 a clip).
+WHOLE = dict(CPU, seconds="all", grid_search=True)
 CANDIDATES = {
     "s10_vote": dict(CPU),  # today's --quick run
-    "s10_stats": dict(CPU, clip_features="stats", grid_search=True),
-    "s30_stats": dict(CPU, seconds=30.0, clip_features="stats", grid_search=True),
-    "s30_vote": dict(CPU, seconds=30.0, grid_search=True),
-    "s30_stats_latent32": dict(CPU, seconds=30.0, clip_features="stats", grid_search=True, latent_dim=32),
-    "s30_stats_logvar": dict(CPU, seconds=30.0, clip_features="stats", grid_search=True, features="mean+logvar"),
+    "all_stats": dict(WHOLE, clip_features="stats"),
+    "all_vote": dict(WHOLE),
+    "all_stats_latent32": dict(WHOLE, clip_features="stats", latent_dim=32),
+    "all_stats_logvar": dict(WHOLE, clip_features="stats", features="mean+logvar"),
 }
 
 if __name__ == "__main__":

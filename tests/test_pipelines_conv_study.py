@@ -179,3 +179,22 @@ def test_whole_clips_of_different_lengths(tmp_path):
     assert X.dtype == object and conv_study.training_maps(X, 0.2).shape == (2, 4, 9)
     with pytest.raises(ValueError, match="needs train_seconds"):
         conv_study.run(ds, tmp_path / "x", **opts)
+
+
+def test_svm_grid_for_narrow_summaries():
+    """Up to SVM_GRID_MAX_FEATURES columns the study's SVM is classifiers.fit_svm (C and gamma by CV on its training
+    rows); wider ones, or svm_grid='none', the precomputed-kernel SVM with C=10."""
+    from pymusicrbm.pipelines import classifiers
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 12)
+    X = (rng.normal(size=(36, 20)) + y[:, None] * 0.7).astype(np.float32)
+    opts = {**conv_study.DEFAULTS, "n_jobs": 1}
+    est = conv_study.make_classifier("svm", 20, opts, 0).fit(X[::2], y[::2])
+    ref, params = classifiers.fit_svm(X[::2], y[::2], np.arange(18), "small", 0)
+    assert est.params_ == params and params["C"] in classifiers.SVM_GRIDS["small"]["C"]
+    np.testing.assert_array_equal(est.predict(X[1::2]), ref.predict(X[1::2]))
+    wide = conv_study.SVM_GRID_MAX_FEATURES + 1
+    assert isinstance(conv_study.make_classifier("svm", wide, opts, 0), classifiers.PrecomputedRBFSVM)
+    assert isinstance(conv_study.make_classifier("svm", 20, {**opts, "svm_grid": "none"}, 0),
+                      classifiers.PrecomputedRBFSVM)

@@ -496,15 +496,18 @@ def fit_vae(vae, feats, usable, ds, opts) -> SavedPipeline:
 def fit_conv(X, usable, ds, bins: int, pooling: str, classifier: str, opts) -> SavedPipeline:
     """The ConvRBM study's chosen configuration (``bins`` mel bins, ``pooling``, ``classifier``) trained on the
     clips ``usable`` of ``ds``, whose mel spectrograms are the rows of ``X``."""
-    from .conv_study import _features, _make_model, training_maps
+    from .conv_study import _features, _make_model, make_classifier, training_maps
 
     y = np.asarray(ds.labels)[usable]
     model = _make_model(opts, opts["training"], opts["seed"]).fit(training_maps(X, opts["train_seconds"]))
     front = ConvFrontEnd(model, pooling, opts["grid"])
-    est = classifiers.make(classifier, opts["seed"], opts["n_estimators"], opts["n_jobs"], wide=True)
-    est.fit(_features(model, X, opts["grid"], (pooling,))[pooling], y)
-    arrays = {"random_forest": ForestArrays.from_sklearn, "svm": SVMArrays.from_precomputed,
-              "logistic_regression": LinearArrays.from_sklearn}[classifier](est)
+    F = _features(model, X, opts["grid"], (pooling,))[pooling]
+    est = make_classifier(classifier, F.shape[1], opts, opts["seed"]).fit(F, y)
+    if classifier == "svm":
+        arrays = SVMArrays.from_sklearn(est.model_) if hasattr(est, "model_") else SVMArrays.from_precomputed(est)
+    else:
+        arrays = {"random_forest": ForestArrays.from_sklearn,
+                  "logistic_regression": LinearArrays.from_sklearn}[classifier](est)
     feature = {"kind": "mel", "params": {"n_mels": int(bins), "seconds": _study.mel_seconds(opts["seconds"])}}
     return SavedPipeline("genres", ds.classes, feature, front, arrays,
                          _info("conv_study", ds, usable, bins=int(bins), pooling=pooling, classifier=classifier))
