@@ -179,6 +179,8 @@ def test_whole_clips_of_different_lengths(tmp_path):
     assert X.dtype == object and conv_study.training_maps(X, 0.2).shape == (2, 4, 9)
     with pytest.raises(ValueError, match="needs train_seconds"):
         conv_study.run(ds, tmp_path / "x", **opts)
+    with pytest.raises(ValueError, match="'flatten' needs clips of one length"):
+        conv_study.run(ds, tmp_path / "x", **{**opts, "poolings": conv_study.POOLINGS}, train_seconds=1.0)
 
 
 def test_svm_grid_for_narrow_summaries():

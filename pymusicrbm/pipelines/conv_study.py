@@ -146,6 +146,9 @@ def _check_options(opts: dict) -> dict:
     if bad or not poolings:
         raise ValueError(f"poolings must be some of {POOLINGS}, got {poolings}")
     opts["poolings"] = tuple(p for p in POOLINGS if p in poolings)  # the tables' order
+    if opts["seconds"] == "all" and "flatten" in opts["poolings"]:
+        raise ValueError("poolings: 'flatten' needs clips of one length (its size grows with the clip's); with "
+                         "seconds='all' choose among the other summaries")
     bad = set(opts["tsne"]) - set(opts["poolings"])
     if bad:
         raise ValueError(f"tsne poolings must be some of the poolings {opts['poolings']}, got {sorted(bad)}")
