@@ -1,8 +1,11 @@
-"""The ConvRBM genre study: mel spectrograms (64 and 96 bins, the first 10 s) -> a convolutional RBM trained by
-real CD with probabilistic max-pooling (or a ConvDBN of several such layers) on the training clips -> pooled-unit
-feature maps summarised five ways -> Random Forest (and SVM, logistic regression) -> per-class F1 tables.
+"""The ConvRBM genre study: mel spectrograms (``bins``; the first ``seconds`` of each clip, or whole clips with
+``seconds='all'``) -> a convolutional RBM trained by real CD with probabilistic max-pooling (or a ConvDBN of several
+such layers) on the training clips (on the middle ``train_seconds`` of each: training costs in proportion to the
+frames it sees) -> pooled-unit feature maps of every second used (transformed in pieces of the training width,
+joined along time) summarised up to six ways (``poolings``) -> Random Forest, SVM (C and gamma by CV on the
+training clips up to 20000 features), logistic regression -> per-class F1 tables.
 
-The five summaries of the top layer's pooled maps (n_filters, h, w):
+The summaries of the top layer's pooled maps (n_filters, h, w):
   flatten          every unit (n_filters * h * w features)
   global_average   mean over the map per filter (n_filters)
   max_pooling      max over a grid of ``grid`` = (rows, cols) cells, flattened (n_filters * rows * cols)
