@@ -9,7 +9,7 @@ from pymusicrbm.pipelines import conv_study
 
 TINY = dict(bins=(24, 32), seconds=3.0, n_filters=(6,), filter_shapes=((3, 3),), epochs=2, batch_size=8,
             n_estimators=30, verbose=0, tsne=("global_max",), folds=2, inner_folds=2, n_jobs=1,
-            classifiers=("random_forest", "svm"))  # logistic regression: the slowest, covered by classifiers tests
+            classifiers=("random_forest", "svm"), poolings=conv_study.POOLINGS)  # logistic regression: the slowest, covered by classifiers tests
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +97,8 @@ def test_summarize_maps():
 
 def test_poolings_option(synthetic_small, tmp_path):
     """Only the chosen summaries are scored, and the inner CV chooses among them only."""
-    res = conv_study.run(synthetic_small, tmp_path / "p", **{**TINY, "bins": (24,), "classifiers": ("svm",)},
-                         poolings=("time_stats", "global_max"))
+    res = conv_study.run(synthetic_small, tmp_path / "p", **{**TINY, "bins": (24,), "classifiers": ("svm",),
+                                                             "poolings": ("time_stats", "global_max")})
     assert set(res["tables"]["24"]) == {"global_max", "time_stats"}
     assert res["feature_sizes"]["24"]["time_stats"] == 6 * 3 * ((24 - 3 + 1) // 2)  # 6 filters x 3 statistics x 11 pooled rows
     assert {s["pooling"] for s in res["selection"]} <= {"global_max", "time_stats"}
@@ -143,8 +143,8 @@ def test_train_seconds_trains_on_the_middle_and_transforms_every_second(syntheti
     assert got.crop_shape_[1] < 100 <= mels[0].shape[1]  # trained on 1 s, 3 s of frames transformed
     np.testing.assert_allclose(F["max_pooling"], conv_study.summarize_maps(
         conv_study.clip_maps(got, np.stack([mels[i] for i in test])), (4, 4))["max_pooling"])
-    with pytest.raises(ValueError, match="train_seconds must be None or in"):
-        conv_study.run(synthetic_small, tmp_path / "x", train_seconds=5.0, **opts)
+    with pytest.raises(ValueError, match="train_seconds must be None or > 0"):
+        conv_study.run(synthetic_small, tmp_path / "x", train_seconds=0.0, **opts)
 
 
 def test_clip_maps_joins_pieces_of_the_training_width():
@@ -178,7 +178,7 @@ def test_whole_clips_of_different_lengths(tmp_path):
     X = conv_study._stack([np.ones((4, 10)), np.ones((4, 12))])
     assert X.dtype == object and conv_study.training_maps(X, 0.2).shape == (2, 4, 9)
     with pytest.raises(ValueError, match="needs train_seconds"):
-        conv_study.run(ds, tmp_path / "x", **opts)
+        conv_study._check_options({**conv_study.DEFAULTS, "train_seconds": None})
     with pytest.raises(ValueError, match="'flatten' needs clips of one length"):
         conv_study.run(ds, tmp_path / "x", **{**opts, "poolings": conv_study.POOLINGS}, train_seconds=1.0)
 

@@ -192,7 +192,7 @@ def test_convrbm_study_saves_its_chosen_configuration(tmp_path):
     model_dir = tmp_path / "conv_model"
     res = conv_study.run(ds, tmp_path / "out", save_model=str(model_dir), bins=(24,), seconds=3.0, n_filters=(6,),
                          filter_shapes=((3, 3),), epochs=1, batch_size=8, n_estimators=20, verbose=0,
-                         tsne=("global_max",), folds=3, inner_folds=2, n_jobs=1, classifiers=("random_forest", "svm"))
+                         tsne=("time_stats",), folds=3, inner_folds=2, n_jobs=1, classifiers=("random_forest", "svm"))
     pipe = load_pipeline(model_dir)
     assert pipe.task == "genres" and pipe.feature["params"]["n_mels"] == 24
     votes = Counter((s["bins"], s["pooling"], s["classifier"]) for s in res["selection"])
