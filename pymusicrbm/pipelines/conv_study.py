@@ -44,7 +44,7 @@ CLASSIFIERS = classifiers.CLASSIFIERS
 # Chosen on the real-music development set (benchmarks/results/devset_sweep_convrbm.json): whole clips (mel statistics
 # over whole clips beat the first 30 s by 0.08 clip accuracy there), the ConvRBM trained on the middle 10 s of each
 # clip for 5 epochs, and the summaries without flatten (whose size would differ by clip); 64 bins, Random Forest
-# and SVM (the inner CV chose time_stats + SVM on every fold of the sweep).
+# and SVM (the inner CV chose time_stats, with one or the other, on every fold of the sweep and the evaluation).
 DEFAULTS = dict(
     _study.COMMON, bins=(64,), seconds="all", train_seconds=10.0, n_filters=(32,), filter_shapes=((7, 7),),
     pools=(2,), training="cd", compare_training=False, epochs=5, learning_rate=None, batch_size=16, momentum=0.5,
