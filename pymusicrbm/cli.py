@@ -19,7 +19,7 @@ import numpy as np
 
 STUDIES = {  # subcommand -> (pipeline module, one-line help)
     "dbn": ("hamel_eck", "Hamel & Eck DBN pipeline: DFT frames -> DBN -> 5 s windows -> SVM (+ fine-tuned DBN, MFCC)"),
-    "convrbm": ("conv_study", "ConvRBM study: mel spectrograms -> convolutional RBM/DBN -> 5 poolings -> classifiers"),
+    "convrbm": ("conv_study", "ConvRBM study: mel spectrograms -> convolutional RBM/DBN -> pooled-map summaries -> classifiers"),
     "vae": ("vae_study", "Convolutional VAE: latent features -> classifiers, and audio generated from the latents"),
     "tags": ("tagging", "Autotagging: DBN features -> one logistic regression per tag; macro ROC-AUC / PR-AUC vs MFCC"),
 }

@@ -108,3 +108,14 @@ def test_split_name_selects_a_named_split(synthetic_small):
         _study.merge_options("s", DEFAULTS, QUICK, {"split_name": "filtered"})
     with pytest.raises(ValueError, match="has no official split"):
         _study.make_splits(synthetic_small, usable, opts)
+
+
+def test_clip_statistics_against_a_loop():
+    rng = np.random.default_rng(0)
+    X, g = rng.normal(size=(11, 3)), np.array([5, 2, 5, 5, 2, 9, 2, 5, 2, 2, 5])
+    F, ids = classifiers.clip_statistics(X, g)
+    np.testing.assert_array_equal(ids, [2, 5, 9])
+    for row, c in zip(F, ids):
+        np.testing.assert_allclose(row, np.concatenate([X[g == c].mean(0), X[g == c].std(0)]), rtol=1e-5,
+                                   atol=1e-6)
+    assert F.dtype == np.float32 and np.all(F[2, 3:] == 0)  # one excerpt: std 0

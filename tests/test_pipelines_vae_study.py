@@ -111,3 +111,64 @@ def test_time_estimate_before_training_scales_to_every_epoch_and_fold():
     # a run that would take hours on a CPU gets the suggestion before it starts
     long = vae_study._time_estimate(X, {**opts, "epochs": 10**7})
     assert "up to 10000000 epochs x 2 folds" in long and "--quick" in long and "--device cuda" in long
+
+
+def test_clip_statistics_features(ds, study, tmp_path):
+    """clip_features='stats': one row a clip, the mean and std of its excerpts' features; the mel-stats baseline's
+    predictions match the same features and SVM built here by hand from the fold's clips (same VAE, reloaded)."""
+    import shutil
+
+    from pymusicrbm.pipelines import classifiers
+
+    out, _ = study
+    shutil.copytree(out / "checkpoints", tmp_path / "checkpoints")
+    res = vae_study.run(ds, tmp_path, resume=True, cache_dir=str(out / "cache"), clip_features="stats", **OPTS)
+    assert "mean and std of the features of its excerpts" in res["protocol"]["description"]
+    for name in ("vae_svm", "vae_logreg"):  # one row a clip: excerpt ("window") and clip accuracy coincide
+        assert res["models"][name]["window_accuracy"]["folds"] == res["models"][name]["clip_accuracy"]["folds"]
+    mels = audio.extract(ds, "mel", {"n_mels": 64, "seconds": 6.0}, cache_dir=out / "cache", verbose=0)
+    labels = np.asarray(ds.labels)
+
+    def clip_rows(idx):
+        X = [vae_study._excerpts(mels, [i], 64, 64)[0] for i in idx]
+        return np.stack([np.concatenate([f.mean(0), f.std(0)]) for f in
+                         (np.hstack([x.mean(2), x.std(2)]) for x in X)])
+
+    for k in range(2):
+        rec = json.loads((tmp_path / "folds" / f"fold{k}" / "fold_results.json").read_text())["baselines"]
+        test = np.asarray(rec["mel_stats_svm"]["clip_ids"])
+        assert len(rec["mel_stats_svm"]["window_true"]) == len(test)
+        train = np.setdiff1d(np.arange(len(ds)), test)
+        model, _ = classifiers.fit_svm(clip_rows(train), labels[train], train, "none")
+        np.testing.assert_array_equal(rec["mel_stats_svm"]["clip_pred"], model.predict(clip_rows(test)))
+    with pytest.raises(ValueError, match="clip_features must be 'vote' or 'stats'"):
+        vae_study.run(ds, tmp_path / "x", clip_features="median", **OPTS)
+
+
+def test_whole_clips_equal_their_seconds_when_clips_are_that_long(ds, study, tmp_path):
+    """seconds='all' reads whole clips: on clips of exactly 6 s, the run with seconds=6.0 (same seed, same VAE)."""
+    out, res = study
+    whole = vae_study.run(ds, tmp_path, cache_dir=str(tmp_path / "cache"), **{**OPTS, "seconds": "all"})
+    assert whole["config"]["seconds"] == "all" and "whole clips" in (tmp_path / "report.md").read_text()
+    assert whole["models"]["vae_svm"]["clip_accuracy"] == res["models"]["vae_svm"]["clip_accuracy"]
+    assert whole["vae"]["recon_mse_db"] == pytest.approx(res["vae"]["recon_mse_db"], rel=1e-5)
+    with pytest.raises(ValueError, match="seconds must be > 0 or 'all'"):
+        vae_study.run(ds, tmp_path / "x", **{**OPTS, "seconds": "half"})
+
+
+def test_saved_front_end_with_clip_statistics(study):
+    """The saved pipeline's VAE front end gives the study's clip row: mean and std of the excerpts' latents."""
+    from pymusicrbm.pipelines import classifiers
+    from pymusicrbm.pipelines.saved import VAEFrontEnd
+    from pymusicrbm.vae import ConvVAE, cut_excerpts
+
+    out, _ = study
+    vae = ConvVAE.load(out / "checkpoints" / "vae_fold0.safetensors")
+    mel = np.random.default_rng(0).normal(-40, 10, (64, 300)).astype(np.float32)
+    F = vae.transform(cut_excerpts(mel, 64, 64))
+    row = VAEFrontEnd(vae, 64, 64, False, clip_stats=True).windows(mel)
+    assert row.shape == (1, 2 * F.shape[1])
+    np.testing.assert_allclose(row[0], np.concatenate([F.mean(0), F.std(0)]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(VAEFrontEnd(vae, 64, 64, False).windows(mel), F)
+    assert VAEFrontEnd(vae, 64, 64, False, clip_stats=True).save(out / "probe")["clip_stats"] is True
+    assert classifiers.clip_statistics(F, np.zeros(len(F)))[0].shape == row.shape

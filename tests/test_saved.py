@@ -192,7 +192,7 @@ def test_convrbm_study_saves_its_chosen_configuration(tmp_path):
     model_dir = tmp_path / "conv_model"
     res = conv_study.run(ds, tmp_path / "out", save_model=str(model_dir), bins=(24,), seconds=3.0, n_filters=(6,),
                          filter_shapes=((3, 3),), epochs=1, batch_size=8, n_estimators=20, verbose=0,
-                         tsne=("global_max",), folds=3, inner_folds=2, n_jobs=1, classifiers=("random_forest", "svm"))
+                         tsne=("time_stats",), folds=3, inner_folds=2, n_jobs=1, classifiers=("random_forest", "svm"))
     pipe = load_pipeline(model_dir)
     assert pipe.task == "genres" and pipe.feature["params"]["n_mels"] == 24
     votes = Counter((s["bins"], s["pooling"], s["classifier"]) for s in res["selection"])
@@ -206,3 +206,21 @@ def test_convrbm_study_saves_its_chosen_configuration(tmp_path):
         f"np.save({str(tmp_path / 's.npy')!r}, load_pipeline({str(model_dir)!r}).predict_scores({files!r}, "
         "verbose=0))")
     np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), S)
+
+
+def test_convrbm_whole_clip_pipeline_with_the_grid_svm(tmp_path):
+    """Whole clips, a model trained on 1 s, time_stats and the grid-searched SVM: the saved pipeline reads whole
+    files, transforms them in pieces of the training width and scores them as the fitted SVM does."""
+    ds = datasets.make_synthetic_genres(tmp_path / "data", n_per_class=3, seconds=3.0, seed=6)
+    model_dir = tmp_path / "conv_model"
+    conv_study.run(ds, tmp_path / "out", save_model=str(model_dir), bins=(24,), seconds="all", train_seconds=1.0,
+                   n_filters=(6,), filter_shapes=((3, 3),), epochs=1, batch_size=8, verbose=0, tsne=("time_stats",),
+                   folds=3, inner_folds=2, n_jobs=1, classifiers=("svm",), poolings=("time_stats",))
+    pipe = load_pipeline(model_dir)
+    assert pipe.feature["params"]["seconds"] is None and isinstance(pipe.classifier, saved.SVMArrays)
+    mel = audio.mel_spectrogram(audio.load_audio(ds.paths[0]), n_mels=24, seconds=None)
+    F = conv_study.summarize_maps(conv_study.clip_maps(pipe.front_end.model, mel[None]), (4, 4), ("time_stats",))
+    np.testing.assert_allclose(pipe.front_end.windows(mel), F["time_stats"])
+    assert F["time_stats"].shape == (1, 6 * 3 * ((24 - 3 + 1) // 2))
+    S = pipe.predict_scores([str(ds.paths[0])], verbose=0)
+    assert S.shape == (1, 10) and np.isfinite(S).all()

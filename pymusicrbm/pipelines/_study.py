@@ -59,6 +59,16 @@ def add_common_arguments(parser) -> None:
                         "and `embed`, or pymusicrbm.pipelines.load_pipeline)")
 
 
+def seconds_arg(s: str):
+    """``--seconds``: a number, or ``all`` for whole clips."""
+    return "all" if s == "all" else float(s)
+
+
+def mel_seconds(seconds):
+    """A study's ``seconds`` option as the mel spectrogram's: a number, or None for whole clips (``'all'``)."""
+    return None if seconds == "all" else seconds
+
+
 def merge_options(study: str, defaults: dict, quick: dict, options: dict) -> dict:
     """``defaults``, then ``quick`` (with ``quick=True``), then the given options (None: the default). Unknown
     option names and a bad protocol are ValueErrors naming the option."""

@@ -149,6 +149,21 @@ def window_set(per_clip, idx, size: int, hop: int, labels):
     return X, np.asarray(labels)[g], g
 
 
+def clip_statistics(X, groups) -> tuple[np.ndarray, np.ndarray]:
+    """Per-clip mean and standard deviation of the rows ``X`` (n, d) of each clip (``groups``: clip index of each
+    row) -> (clip features (n_clips, 2d), clip ids in sorted order). A clip of one row has std 0."""
+    groups = np.asarray(groups)
+    ids, inv = np.unique(groups, return_inverse=True)
+    n = np.bincount(inv).astype(np.float64)[:, None]
+    X = np.asarray(X, np.float64)
+    mean = np.zeros((len(ids), X.shape[1]))
+    sq = np.zeros_like(mean)
+    np.add.at(mean, inv, X)
+    mean /= n
+    np.add.at(sq, inv, (X - mean[inv]) ** 2)
+    return np.hstack([mean, np.sqrt(sq / n)]).astype(np.float32), ids
+
+
 def vote(groups, scores) -> tuple[np.ndarray, np.ndarray]:
     """Clip-level decision from window/frame scores: sum of the scores (probabilities or votes) of each clip.
 

@@ -203,12 +203,13 @@ class DBNFrontEnd:
 
 
 class VAEFrontEnd:
-    """Mel spectrogram -> excerpts -> the ConvVAE's posterior means (and log-variances) per excerpt."""
+    """Mel spectrogram -> excerpts -> the ConvVAE's posterior means (and log-variances) per excerpt, or with
+    ``clip_stats`` one row a clip: their mean and std over the clip's excerpts."""
 
     kind = "mel"
 
-    def __init__(self, vae, excerpt_frames: int, excerpt_hop: int, with_logvar: bool):
-        self.model, self.with_logvar = vae, bool(with_logvar)
+    def __init__(self, vae, excerpt_frames: int, excerpt_hop: int, with_logvar: bool, clip_stats: bool = False):
+        self.model, self.with_logvar, self.clip_stats = vae, bool(with_logvar), bool(clip_stats)
         self.excerpt_frames, self.excerpt_hop = int(excerpt_frames), int(excerpt_hop)
 
     def windows(self, mel) -> np.ndarray:
@@ -217,19 +218,20 @@ class VAEFrontEnd:
         X = cut_excerpts(mel, self.excerpt_frames, self.excerpt_hop).astype(np.float32, copy=False)
         if not len(X):
             raise ValueError(f"shorter than one excerpt of {self.excerpt_frames} frames")
-        return self.model.transform(X, return_logvar=self.with_logvar)
+        F = self.model.transform(X, return_logvar=self.with_logvar)
+        return classifiers.clip_statistics(F, np.zeros(len(F)))[0] if self.clip_stats else F
 
     def save(self, folder: Path) -> dict:
         self.model.save(folder / "model.safetensors")
         return {"type": "vae", "excerpt_frames": self.excerpt_frames, "excerpt_hop": self.excerpt_hop,
-                "with_logvar": self.with_logvar}
+                "with_logvar": self.with_logvar, "clip_stats": self.clip_stats}
 
     @classmethod
     def load(cls, folder: Path, spec: dict) -> "VAEFrontEnd":
         from ..vae import ConvVAE
 
         return cls(ConvVAE.load(folder / "model.safetensors", device="cpu", verbose=0), spec["excerpt_frames"],
-                   spec["excerpt_hop"], spec["with_logvar"])
+                   spec["excerpt_hop"], spec["with_logvar"], spec.get("clip_stats", False))
 
 
 class ConvFrontEnd:
@@ -242,10 +244,10 @@ class ConvFrontEnd:
         self.model, self.pooling, self.grid = model, str(pooling), tuple(int(g) for g in grid)
 
     def windows(self, mel) -> np.ndarray:
-        from .conv_study import summarize_maps
+        from .conv_study import clip_maps, summarize_maps
 
-        maps = self.model.transform(np.asarray(mel, np.float32)[None])
-        return summarize_maps(maps, self.grid)[self.pooling]
+        maps = clip_maps(self.model, np.asarray(mel, np.float32)[None])
+        return summarize_maps(maps, self.grid, (self.pooling,))[self.pooling]
 
     def save(self, folder: Path) -> dict:
         self.model.save(folder / "model.safetensors")
@@ -477,30 +479,35 @@ def fit_vae(vae, feats, usable, ds, opts) -> SavedPipeline:
     """The VAE study's headline (the fitted ``vae``'s latent means per excerpt -> ``opts["classifier"]``, SVM or
     logistic regression, hyper-parameters by grouped CV with ``grid_search``) on every usable clip of ``ds``."""
     labels = np.asarray(ds.labels)
-    front = VAEFrontEnd(vae, opts["excerpt_frames"], opts["excerpt_hop"], opts["features"] == "mean+logvar")
+    front = VAEFrontEnd(vae, opts["excerpt_frames"], opts["excerpt_hop"], opts["features"] == "mean+logvar",
+                        opts["clip_features"] == "stats")
     X, y, g = _window_rows(front, feats["mel"], usable, labels)
     if opts["classifier"] == "svm":
-        model, params = classifiers.fit_svm(X, y, g, "small" if opts["grid_search"] else "none", opts["seed"])
+        model, params = classifiers.fit_svm(X, y, g, opts["svm_grid"] if opts["grid_search"] else "none",
+                                            opts["seed"])
         clf = SVMArrays.from_sklearn(model)
     else:
         model, params = classifiers.fit_logistic_regression(X, y, g, opts["grid_search"], opts["seed"])
         clf = LinearArrays.from_sklearn(model)
-    feature = {"kind": "mel", "params": {"n_mels": opts["n_mels"], "seconds": opts["seconds"]}}
+    feature = {"kind": "mel", "params": {"n_mels": opts["n_mels"], "seconds": _study.mel_seconds(opts["seconds"])}}
     return SavedPipeline("genres", ds.classes, feature, front, clf, _info("vae_study", ds, usable, classifier=params))
 
 
 def fit_conv(X, usable, ds, bins: int, pooling: str, classifier: str, opts) -> SavedPipeline:
     """The ConvRBM study's chosen configuration (``bins`` mel bins, ``pooling``, ``classifier``) trained on the
     clips ``usable`` of ``ds``, whose mel spectrograms are the rows of ``X``."""
-    from .conv_study import _features, _make_model
+    from .conv_study import _features, _make_model, make_classifier, training_maps
 
     y = np.asarray(ds.labels)[usable]
-    model = _make_model(opts, opts["training"], opts["seed"]).fit(X)
+    model = _make_model(opts, opts["training"], opts["seed"]).fit(training_maps(X, opts["train_seconds"]))
     front = ConvFrontEnd(model, pooling, opts["grid"])
-    est = classifiers.make(classifier, opts["seed"], opts["n_estimators"], opts["n_jobs"], wide=True)
-    est.fit(_features(model, X, opts["grid"])[pooling], y)
-    arrays = {"random_forest": ForestArrays.from_sklearn, "svm": SVMArrays.from_precomputed,
-              "logistic_regression": LinearArrays.from_sklearn}[classifier](est)
-    feature = {"kind": "mel", "params": {"n_mels": int(bins), "seconds": opts["seconds"]}}
+    F = _features(model, X, opts["grid"], (pooling,))[pooling]
+    est = make_classifier(classifier, F.shape[1], opts, opts["seed"]).fit(F, y)
+    if classifier == "svm":
+        arrays = SVMArrays.from_sklearn(est.model_) if hasattr(est, "model_") else SVMArrays.from_precomputed(est)
+    else:
+        arrays = {"random_forest": ForestArrays.from_sklearn,
+                  "logistic_regression": LinearArrays.from_sklearn}[classifier](est)
+    feature = {"kind": "mel", "params": {"n_mels": int(bins), "seconds": _study.mel_seconds(opts["seconds"])}}
     return SavedPipeline("genres", ds.classes, feature, front, arrays,
                          _info("conv_study", ds, usable, bins=int(bins), pooling=pooling, classifier=classifier))

@@ -3,7 +3,8 @@
 Per fold: mel spectrograms of the first ``seconds`` of every clip -> excerpts of ``excerpt_frames`` frames ->
 ConvVAE trained on the training clips' excerpts (early stopping on held-out training clips) -> encoder means
 (optionally also log-variances) -> standardised -> an RBF SVM and logistic regression (:mod:`.classifiers`) ->
-excerpt predictions -> clip prediction by vote (the SVM: one-hot votes; logistic regression: mean probability).
+excerpt predictions -> clip prediction by vote (the SVM: one-hot votes; logistic regression: mean probability), or
+with ``clip_features="stats"`` the mean and std of the clip's excerpt features -> one prediction a clip.
 The primary classifier (``classifier``; the RBF SVM by default, as in the DBN pipeline) is the headline.
 Baselines: ``mfcc_svm`` (the baseline of every study, on the same folds, with paired differences), and with the
 same excerpts, primary classifier and vote, PCA of the standardised excerpt (as many components as the VAE has
@@ -16,7 +17,8 @@ as spectrogram images and Griffin-Lim wav files.
 ``run(data, out_dir, **options) -> dict`` writes ``out_dir/results.json`` (the one schema of :mod:`._study`:
 ``models`` ``vae_svm`` and ``vae_logreg``, ``baselines`` ``mfcc_svm``, ``pca_<clf>``, ``mel_stats_<clf>``; plus
 ``vae`` (reconstruction MSE against the mean-spectrogram baseline, test ELBO, epochs), ``generated`` (the audio
-and image files), ``figures``, ``timings``) and ``out_dir/report.md``. Here a "window" is one excerpt. Protocol:
+and image files), ``figures``, ``timings``) and ``out_dir/report.md``. Here a "window" is one excerpt (one clip
+with ``clip_features="stats"``). Protocol:
 stratified k-fold by clip, or an official split whose validation list (if any) steers the VAE's early stopping.
 """
 from __future__ import annotations
@@ -37,7 +39,9 @@ _GAP = 8    # silent frames between spectrograms inverted together (> n_fft / ho
 DEFAULTS = dict(
     _study.COMMON,
     n_mels=64,
-    seconds=30.0,                # first N seconds of each clip
+    seconds="all",               # whole clips (or the first N seconds): on the real-music development set whole
+                                 # clips took the CPU-sized network from 0.52 (first 10 s) to ~0.63 clip accuracy
+                                 # (benchmarks/results/devset_sweep_vae.json)
     excerpt_frames=128,          # ~2.97 s at 22050 Hz, hop 512
     excerpt_hop=64,              # 50% overlap between excerpts
     latent_dim=32,
@@ -49,6 +53,8 @@ DEFAULTS = dict(
     batch_size=64,
     lr=1e-3,
     features="mean",             # or "mean+logvar"
+    clip_features="vote",        # "vote": classify excerpts, vote per clip; "stats": classify each clip's mean and
+                                 # std of its excerpts' features (also for the PCA / mel-stats baselines)
     classifier="svm",            # primary classifier (headline, PCA / mel-stats baselines): "svm" or "logreg"
     valid_fraction=0.1,          # training clips held out for the VAE's early stopping
     grid_search=True,            # classifier hyper-parameters by grouped CV on the training clips
@@ -71,7 +77,8 @@ def add_arguments(parser) -> None:
     d = DEFAULTS
     g = parser.add_argument_group("VAE study")
     g.add_argument("--n-mels", type=int, choices=(64, 96), default=None, help=f"mel bands (default {d['n_mels']})")
-    g.add_argument("--seconds", type=float, default=None, help=f"first N seconds of each clip (default {d['seconds']})")
+    g.add_argument("--seconds", type=_study.seconds_arg, default=None,
+                   help=f"first N seconds of each clip, or 'all' for whole clips (default {d['seconds']})")
     g.add_argument("--excerpt-frames", type=int, default=None,
                    help=f"excerpt length in frames of 512 samples (default {d['excerpt_frames']}, about 3 s)")
     g.add_argument("--excerpt-hop", type=int, default=None,
@@ -87,6 +94,9 @@ def add_arguments(parser) -> None:
     g.add_argument("--lr", type=float, default=None, help=f"Adam learning rate (default {d['lr']})")
     g.add_argument("--features", choices=("mean", "mean+logvar"), default=None,
                    help="encoder outputs used as features (default mean)")
+    g.add_argument("--clip-features", choices=("vote", "stats"), default=None,
+                   help="vote: classify excerpts and vote per clip (default); stats: classify each clip by the mean "
+                        "and std of its excerpts' features")
     g.add_argument("--classifier", choices=("svm", "logreg"), default=None,
                    help="primary classifier for the headline and the PCA / mel-stats baselines (default svm)")
     g.add_argument("--no-grid-search", dest="grid_search", action="store_false", default=None,
@@ -106,6 +116,10 @@ def _options(options: dict) -> dict:
         raise ValueError(f"classifier must be 'svm' or 'logreg', got {opts['classifier']!r}")
     if opts["features"] not in ("mean", "mean+logvar"):
         raise ValueError(f"features must be 'mean' or 'mean+logvar', got {opts['features']!r}")
+    if opts["clip_features"] not in ("vote", "stats"):
+        raise ValueError(f"clip_features must be 'vote' or 'stats', got {opts['clip_features']!r}")
+    if opts["seconds"] != "all" and not (isinstance(opts["seconds"], (int, float)) and opts["seconds"] > 0):
+        raise ValueError(f"seconds must be > 0 or 'all' (whole clips), got {opts['seconds']!r}")
     if opts["n_mels"] not in (64, 96):
         raise ValueError(f"n_mels must be 64 or 96, got {opts['n_mels']!r}")
     return opts
@@ -162,13 +176,14 @@ def _run(data, out_dir, opts) -> dict:
     if opts["excerpt_frames"] < rf:
         raise ValueError(f"excerpt_frames={opts['excerpt_frames']} is shorter than the receptive field of the "
                          f"{len(opts['channels'])}-layer encoder ({rf} frames)")
-    frames_per_clip = 1 + int(opts["seconds"] * audio.SR) // _HOP
+    frames_per_clip = np.inf if opts["seconds"] == "all" else 1 + int(opts["seconds"] * audio.SR) // _HOP
     if frames_per_clip < opts["excerpt_frames"]:
         raise ValueError(f"seconds={opts['seconds']} gives {frames_per_clip} frames, fewer than one excerpt of "
                          f"excerpt_frames={opts['excerpt_frames']}")
     (out / "checkpoints").mkdir(exist_ok=True)
     feats, usable, skipped, t_features = _study.extract_features(
-        ds, {"mel": ("mel", {"n_mels": opts["n_mels"], "seconds": opts["seconds"]})}, opts, out)
+        ds, {"mel": ("mel", {"n_mels": opts["n_mels"], "seconds": _study.mel_seconds(opts["seconds"])})}, opts,
+        out)
     splits, protocol = _study.make_splits(ds, usable, opts)
 
     def fold(k, train, test, valid, fold_dir):
@@ -183,8 +198,10 @@ def _run(data, out_dir, opts) -> dict:
         "vae_study", ds, usable, skipped, {**opts, "channels": list(opts["channels"]), "cache_dir": str(
             opts["cache_dir"] or out / "cache")}, protocol, folds, ["vae_svm", "vae_logreg"],
         [_study.BASELINE, f"pca_{clf}", f"mel_stats_{clf}"], f"vae_{clf}", vae=_vae_summary(vae_stats))
-    results["protocol"]["description"] += (f"; window = excerpt of {opts['excerpt_frames']} frames; clip label = "
-                                           "vote over its excerpts")
+    results["protocol"]["description"] += (
+        f"; window = excerpt of {opts['excerpt_frames']} frames; clip label = vote over its excerpts"
+        if opts["clip_features"] == "vote" else
+        f"; clip features = mean and std of the features of its excerpts of {opts['excerpt_frames']} frames")
     if opts["save_model"]:
         _save_final(feats, usable, ds, out, opts)
     t0 = time.perf_counter()
@@ -227,9 +244,15 @@ def _fold(k, train_clips, test_clips, valid_clips, feats, labels, n_classes, out
     with_lv = opts["features"] == "mean+logvar"
     F_tr, F_te = vae.transform(X_tr, return_logvar=with_lv), vae.transform(X_te, return_logvar=with_lv)
 
+    def rows(A, g):  # (features, labels, clip of each row): excerpts, or one row a clip with clip_features="stats"
+        if opts["clip_features"] == "vote":
+            return A, labels[g], g
+        A, ids = classifiers.clip_statistics(A, g)
+        return A, labels[ids], ids
+
     def classify(kind, A_tr, A_te):
-        return classifiers.classify_windows(_CLASSIFIER[kind], (A_tr, y_tr, g_tr), (A_te, y_te, g_te), n_classes,
-                                            opts["grid_search"], seed)
+        return classifiers.classify_windows(_CLASSIFIER[kind], rows(A_tr, g_tr), rows(A_te, g_te), n_classes,
+                                            opts["svm_grid"] if opts["grid_search"] else "none", seed)
 
     rec = {"fold": k, "models": {f"vae_{kind}": classify(kind, F_tr, F_te) for kind in _CLASSIFIER},
            "baselines": {_study.BASELINE: _study.mfcc_baseline(feats["mfcc"], labels, train_clips, test_clips,
@@ -442,12 +465,13 @@ def report_markdown(results: dict, prefix: str = "") -> str:
     lines = [
         "## Convolutional VAE",
         "",
-        f"{results['protocol']['description']}. Mel spectrograms ({c['n_mels']} bands, first {c['seconds']:g} s of "
-        f"each clip), excerpts of {c['excerpt_frames']} frames ({g['excerpt_seconds']:.2f} s) every "
+        f"{results['protocol']['description']}. Mel spectrograms ({c['n_mels']} bands, "
+        f"{'whole clips' if c['seconds'] == 'all' else 'first %g s of each clip' % c['seconds']}), excerpts of {c['excerpt_frames']} frames ({g['excerpt_seconds']:.2f} s) every "
         f"{c['excerpt_hop']} frames. "
         f"VAE: conv channels {c['channels']}, latent dimension {c['latent_dim']}, beta {c['beta']:g} with "
         f"{c['kl_warmup_epochs']} warm-up epochs, at most {c['epochs']} epochs with early stopping on the "
-        f"validation ELBO (patience {c['patience']}). Features: encoder {c['features']}, standardised.",
+        f"validation ELBO (patience {c['patience']}). Features: encoder {c['features']}"
+        f"{', mean and std over each clip' if c.get('clip_features') == 'stats' else ''}, standardised.",
         "",
         _study.models_table(results),
         "",
