@@ -8,7 +8,8 @@ Correctness first: after training, every rank's weights must be bitwise equal (c
 median over ``--repeats`` runs of an epoch after a warm-up epoch; ``batch_size`` is per rank (64 and 256), so 2
 processes take half the steps of 1 per epoch over the same rows. Samples/s counts the rows of all ranks; the
 CPU-time column is the speed-up an idle machine would approach (one process's CPU seconds per epoch over the busiest
-rank's). Extraction: clips/s of ``extract`` (one joblib thread per process) on synthetic 10 s WAV clips, every rank
+rank's); the ceiling column is what this machine gives two processes that never communicate (two independent
+single-process runs on half the rows each, at the same time): data-parallel training cannot beat it. Extraction: clips/s of ``extract`` (one joblib thread per process) on synthetic 10 s WAV clips, every rank
 ending with every clip, through collectives (no cache) or a shared cache folder. The machine may be shared with
 other jobs: the JSON records its load average before and after.
 """
@@ -33,13 +34,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(world: int, task: str, args: list[str]) -> list[dict]:
-    """Run ``task`` on ``world`` ranks (one thread each); each rank prints one JSON line."""
+def launch(world: int, task: str, args: list[str], independent: bool = False) -> list[dict]:
+    """Run ``task`` on ``world`` ranks (one thread each); each rank prints one JSON line. ``independent``: as
+    many single-process runs at the same time instead, no process group between them."""
     port = _free_port()
     procs = []
     for r in range(world):
-        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT), RANK=str(r),
-                   LOCAL_RANK=str(r), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        rank, size = ("0", "1") if independent else (str(r), str(world))
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT), RANK=rank,
+                   LOCAL_RANK=rank, WORLD_SIZE=size, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         procs.append(subprocess.Popen([sys.executable, __file__, "--worker", task, *args], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     out = []
@@ -94,6 +97,24 @@ def _worker_extract(kind: str, data: str, cache: str, repeats: int) -> dict:
             "all_clips": all(f is not None for f in feats)}
 
 
+def _worker_allreduce(repeats: int) -> dict:
+    """Seconds of one gloo all-reduce of 4 KB, 100 KB and 1 MB (the 513->50 and 513->512 statistics buffers)."""
+    import torch
+    import torch.distributed as dist
+
+    out = {}
+    for n in (1024, 25_714, 262_656):
+        t = torch.ones(n)
+        for _ in range(10):
+            dist.all_reduce(t)
+        dist.barrier()
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            dist.all_reduce(t)
+        out[f"{4 * n} bytes"] = (time.perf_counter() - t0) / repeats
+    return out
+
+
 def worker(task: str, args: list[str]):
     import torch
 
@@ -101,7 +122,8 @@ def worker(task: str, args: list[str]):
 
     torch.set_num_threads(1)
     distributed.init_from_env(backend="gloo")
-    result = _worker_rbm(*map(int, args)) if task == "rbm" else _worker_extract(args[0], args[1], args[2], int(args[3]))
+    result = (_worker_rbm(*map(int, args)) if task == "rbm" else _worker_allreduce(int(args[0])) if task == "allreduce"
+              else _worker_extract(args[0], args[1], args[2], int(args[3])))
     result["rank"] = distributed.rank()
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
@@ -128,7 +150,7 @@ def main():
     results = {"machine": {"cpus": os.cpu_count(), "loadavg_before": load_before,
                            "note": "a shared machine: other jobs may have run at the same time"},
                "threads_per_process": 1, "batch_size_per_rank": a.batch_size, "rbm": {}, "extract": {}}
-    print(f"{'task':<22}{'1 process':>14}{'2 processes':>14}{'speed-up':>10}{'CPU-time':>10}   check")
+    print(f"{'task':<22}{'1 process':>14}{'2 processes':>14}{'speed-up':>10}{'CPU-time':>10}{'ceiling':>10}   check")
     for H, bs in ((H, bs) for bs in a.batch_size for H in (50, 512)):
         row = {}
         for world in (1, 2):
@@ -141,10 +163,23 @@ def main():
         # the speed-up an idle machine would show if the ranks never waited for a core: CPU time per epoch of one
         # process over that of the busiest rank (gloo's waits on a busy machine are mostly sleeps, not CPU)
         cpu_speed = row[1]["cpu_seconds_per_epoch_per_rank"][0] / max(row[2]["cpu_seconds_per_epoch_per_rank"])
+        # the machine's own ceiling: two independent processes, each training on half the rows with no collective
+        # at all (two vCPUs of a VM need not give two processes twice the throughput of one)
+        alone = launch(2, "rbm", [str(a.rows // 2), str(H), str(a.repeats), str(bs)], independent=True)
+        ceiling = a.rows / max(r["seconds"] for r in alone) / row[1]["samples_per_s"]
         results["rbm"][f"513->{H} batch {bs}"] = {"1": row[1], "2": row[2], "speedup": speed,
-                                                  "cpu_time_speedup": cpu_speed}
+                                                  "cpu_time_speedup": cpu_speed,
+                                                  "two_independent_processes_speedup": ceiling,
+                                                  "fraction_of_ceiling": speed / ceiling}
         print(f"{f'RBM 513->{H} b{bs}':<22}{row[1]['samples_per_s']:>12.0f}/s{row[2]['samples_per_s']:>12.0f}/s"
-              f"{speed:>9.2f}x{cpu_speed:>9.2f}x   weights equal across ranks: {row[2]['weights_equal_across_ranks']}")
+              f"{speed:>9.2f}x{cpu_speed:>9.2f}x{ceiling:>9.2f}x   weights equal across ranks: "
+              f"{row[2]['weights_equal_across_ranks']}")
+
+    # what one step's collective costs here: a data-parallel step pays it once, whatever its size
+    latency = launch(2, "allreduce", ["200"])[0]
+    results["allreduce_seconds"] = {k: v for k, v in latency.items() if k != "rank"}
+    print("gloo all-reduce, 2 processes: " + ", ".join(f"{k} {1e3 * v:.2f} ms" for k, v in latency.items()
+                                                       if k != "rank"))
 
     from pymusicrbm import datasets
     with tempfile.TemporaryDirectory() as tmp:
