@@ -338,7 +338,7 @@ template <class T> PMR_INLINE void hidden_tile_impl(const HiddenParams<T>& a, in
         for (int64_t x = 0; x < stride; x += L) {
           const vec<T> pr = vsigmoid<T>(loadu(e + x));
           storeu(e + x, pr);
-          if (u) storeu(hb + x, mask_to_one<T>(less_mask<T>(loadu(u + x), pr)) + (pr - pr));
+          if (u) storeu(hb + x, bernoulli<T>(loadu(u + x), pr));
         }
         std::fill(e + Wh, e + stride, T(0));
         if (a.Q) std::memcpy(a.Q + pmap + r * Wp, e, Wh * sizeof(T));

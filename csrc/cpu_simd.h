@@ -1,10 +1,13 @@
 // The CPU's SIMD layer, shared by the dense and the convolutional kernels: one instruction-set dispatch scheme, GCC
 // vector types, the vector math (Cephes exp, log, cos) and the one CPU implementation of the Philox streams.
 //
-// Dispatch: a kernel that loops over elements is declared PMR_CLONES; GCC compiles it for AVX-512, AVX2+FMA and
-// baseline x86-64 and picks one at load time (target_clones), so the library runs anywhere and is fast where it
-// can be. Everything it calls is PMR_INLINE (inlined into each clone) and written either over 64-byte GCC vector
-// types or as fixed-trip scalar loops over lanes, which the compiler vectorises for the clone's instruction set.
+// Dispatch: GCC function multiversioning, resolved once when the library loads (an ifunc), so the library runs
+// anywhere and is fast where it can be. A kernel that loops over elements is declared PMR_CLONES: GCC compiles its
+// one body for AVX-512, AVX2+FMA and baseline x86-64 (target_clones). Everything it calls is PMR_INLINE (inlined
+// into each clone) and written either over 64-byte GCC vector types or as fixed-trip scalar loops over lanes, which
+// the compiler vectorises for the clone's instruction set. The one exception is philox_run: the 32 x 32 -> 64-bit
+// lane products of its rounds have no vector-extension form that GCC compiles well below AVX-512, so its rounds,
+// written once, are instantiated with the instruction set's multiply in versions of their own (cpu_simd.cpp).
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -135,133 +138,9 @@ template <class T> PMR_INLINE vec<T> vsigmoid(vec<T> x) { return T(1) / (T(1) + 
 
 constexpr int64_t kRun = 32;  // elements per Philox run (8 blocks x 4 words)
 
-// The words of NR consecutive runs from `run`, in element order (philox.h's layout): out[h * 32 + w * 8 + l] is
-// word w of block (run + h) * 8 + l. The 8 blocks of a run in the lanes of one vector, 32-bit words widened to 64
-// bits for the products.
-template <int NR> PMR_INLINE void philox_runs(const Draw& d, uint64_t run, uint32_t* out) {
-  typedef uint32_t U __attribute__((vector_size(32)));
-  typedef uint64_t P __attribute__((vector_size(64)));
-  const uint32_t o0 = static_cast<uint32_t>(d.offset), o1 = static_cast<uint32_t>(d.offset >> 32);
-  for (int h = 0; h < NR; ++h) {
-    const uint64_t blk0 = (run + h) * 8;  // a multiple of 8: adding a lane never carries into the high word
-    U c0 = U{0, 1, 2, 3, 4, 5, 6, 7} + static_cast<uint32_t>(blk0);
-    U c1 = U{} + static_cast<uint32_t>(blk0 >> 32);
-    U c2 = U{} + o0, c3 = U{} + o1;
-    uint32_t k0 = static_cast<uint32_t>(d.seed), k1 = static_cast<uint32_t>(d.seed >> 32);
-    for (int r = 0; r < 10; ++r) {
-      const P p0 = __builtin_convertvector(c0, P) * 0xD2511F53ull;
-      const P p1 = __builtin_convertvector(c2, P) * 0xCD9E8D57ull;
-      const U n0 = __builtin_convertvector(p1 >> 32, U) ^ c1 ^ k0;
-      const U n2 = __builtin_convertvector(p0 >> 32, U) ^ c3 ^ k1;
-      c1 = __builtin_convertvector(p1, U);
-      c3 = __builtin_convertvector(p0, U);
-      c0 = n0;
-      c2 = n2;
-      k0 += 0x9E3779B9u;
-      k1 += 0xBB67AE85u;
-    }
-    std::memcpy(out + h * 32, &c0, 32);
-    std::memcpy(out + h * 32 + 8, &c1, 32);
-    std::memcpy(out + h * 32 + 16, &c2, 32);
-    std::memcpy(out + h * 32 + 24, &c3, 32);
-  }
-}
-
-// The same words, one run at a time, by hand-written SSE2 / AVX2 (picked at run time by philox_run_dispatch): the
-// dense samplers' hot path, where these measured 1.5x (uniforms) to 2.5x (normals) faster than philox_runs as GCC
-// vectorises it. out[w * 8 + l] is word w of block run * 8 + l (see philox.h).
-#if defined(__SSE2__)
-// 4 lanes of (a * m): high and low 32-bit halves. _mm_mul_epu32 multiplies the even lanes, so odd lanes are
-// shifted down and multiplied separately, then both are interleaved back into lane order.
-inline void mulhilo4(__m128i a, __m128i m, __m128i& hi, __m128i& lo) {
-  const __m128i pe = _mm_mul_epu32(a, m);
-  const __m128i po = _mm_mul_epu32(_mm_srli_epi64(a, 32), m);
-  const __m128i e = _mm_shuffle_epi32(pe, _MM_SHUFFLE(3, 1, 2, 0));  // lo0 lo2 hi0 hi2
-  const __m128i o = _mm_shuffle_epi32(po, _MM_SHUFFLE(3, 1, 2, 0));  // lo1 lo3 hi1 hi3
-  lo = _mm_unpacklo_epi32(e, o);
-  hi = _mm_unpackhi_epi32(e, o);
-}
-
-inline void philox_run(uint64_t seed, uint64_t offset, uint64_t run, uint32_t out[32]) {
-  const uint64_t base = run * 8;  // a multiple of 8: adding a lane index never carries into the high word
-  const __m128i lanes = _mm_setr_epi32(0, 1, 2, 3);
-  __m128i c0[2], c1[2], c2[2], c3[2];
-  for (int h = 0; h < 2; ++h) {
-    c0[h] = _mm_add_epi32(_mm_set1_epi32(static_cast<int>(static_cast<uint32_t>(base) + 4 * h)), lanes);
-    c1[h] = _mm_set1_epi32(static_cast<int>(static_cast<uint32_t>(base >> 32)));
-    c2[h] = _mm_set1_epi32(static_cast<int>(static_cast<uint32_t>(offset)));
-    c3[h] = _mm_set1_epi32(static_cast<int>(static_cast<uint32_t>(offset >> 32)));
-  }
-  const __m128i m0 = _mm_set1_epi32(static_cast<int>(0xD2511F53u)), m1 = _mm_set1_epi32(static_cast<int>(0xCD9E8D57u));
-  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
-  for (int r = 0; r < 10; ++r) {
-    const __m128i vk0 = _mm_set1_epi32(static_cast<int>(k0)), vk1 = _mm_set1_epi32(static_cast<int>(k1));
-    for (int h = 0; h < 2; ++h) {
-      __m128i hi0, lo0, hi1, lo1;
-      mulhilo4(c0[h], m0, hi0, lo0);
-      mulhilo4(c2[h], m1, hi1, lo1);
-      c0[h] = _mm_xor_si128(_mm_xor_si128(hi1, c1[h]), vk0);
-      c1[h] = lo1;
-      c2[h] = _mm_xor_si128(_mm_xor_si128(hi0, c3[h]), vk1);
-      c3[h] = lo0;
-    }
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
-  }
-  for (int h = 0; h < 2; ++h) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 0 + 4 * h), c0[h]);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 8 + 4 * h), c1[h]);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16 + 4 * h), c2[h]);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 24 + 4 * h), c3[h]);
-  }
-}
-
-// The same with 8 lanes, for CPUs with AVX2 (chosen at run time).
-__attribute__((target("avx2"))) inline void mulhilo8(__m256i a, __m256i m, __m256i& hi, __m256i& lo) {
-  const __m256i pe = _mm256_mul_epu32(a, m);
-  const __m256i po = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
-  lo = _mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA);
-  hi = _mm256_blend_epi32(_mm256_srli_epi64(pe, 32), po, 0xAA);
-}
-
-__attribute__((target("avx2"))) inline void philox_run_avx2(uint64_t seed, uint64_t offset, uint64_t run,
-                                                             uint32_t out[32]) {
-  const uint64_t base = run * 8;
-  __m256i c0 = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(base))),
-                                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-  __m256i c1 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(base >> 32)));
-  __m256i c2 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(offset)));
-  __m256i c3 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(offset >> 32)));
-  const __m256i m0 = _mm256_set1_epi32(static_cast<int>(0xD2511F53u));
-  const __m256i m1 = _mm256_set1_epi32(static_cast<int>(0xCD9E8D57u));
-  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
-  for (int r = 0; r < 10; ++r) {
-    __m256i hi0, lo0, hi1, lo1;
-    mulhilo8(c0, m0, hi0, lo0);
-    mulhilo8(c2, m1, hi1, lo1);
-    c0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), _mm256_set1_epi32(static_cast<int>(k0)));
-    c1 = lo1;
-    c2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), _mm256_set1_epi32(static_cast<int>(k1)));
-    c3 = lo0;
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
-  }
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), c0);
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8), c1);
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 16), c2);
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 24), c3);
-}
-
-const bool kHaveAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#define PMR_HAVE_AVX2 1
-#else
-inline void philox_run(uint64_t seed, uint64_t offset, uint64_t run, uint32_t out[32]) {
-  for (int l = 0; l < 8; ++l) {
-    const Philox4 r = philox(seed, offset, run * 8 + l);
-    for (int w = 0; w < 4; ++w) out[w * 8 + l] = r.x[w];
-  }
-}
-#endif
+// The words of Philox run `run` of the draw d in philox.h's layout: out[w * 8 + l] is word w of block run * 8 + l.
+// Defined in cpu_simd.cpp, once per instruction set (see the dispatch note above).
+void philox_run(const Draw& d, uint64_t run, uint32_t* out);
 
 // to_uniform<T> (philox.h) by signed conversions, which vectorise on every instruction set (the values fit).
 template <class T> PMR_INLINE T uniform_of(uint32_t x) {
@@ -272,17 +151,26 @@ template <class T> PMR_INLINE T uniform_of(uint32_t x) {
   }
 }
 
-// out[i] = uniform_at<T>(seed, offset, start + i) for i < n: two runs at a time.
+// out[i] = uniform_at<T>(seed, offset, start + i) for i < n.
 template <class T> PMR_INLINE void uniforms(const Draw& d, int64_t start, int64_t n, T* out) {
   const int64_t end = start + n;
-  for (int64_t run = start >> 5; run * 32 < end; run += 2) {
-    uint32_t w[2 * kRun];
-    philox_runs<2>(d, static_cast<uint64_t>(run), w);
-    T f[2 * kRun];
-    for (int j = 0; j < 2 * kRun; ++j) f[j] = uniform_of<T>(w[j]);
-    const int64_t base = run * 32, i0 = std::max(start, base), i1 = std::min(end, base + 2 * kRun);
-    if (i1 > i0) std::memcpy(out + (i0 - start), f + (i0 - base), (i1 - i0) * sizeof(T));
+  for (int64_t run = start >> 5; run * 32 < end; ++run) {
+    uint32_t w[kRun];
+    philox_run(d, static_cast<uint64_t>(run), w);
+    const int64_t base = run * 32, i0 = std::max(start, base), i1 = std::min(end, base + kRun);
+    T* o = out + (i0 - start);
+    if (i0 == base && i1 == base + kRun) {
+      for (int j = 0; j < kRun; ++j) o[j] = uniform_of<T>(w[j]);
+    } else {
+      for (int64_t i = i0; i < i1; ++i) o[i - i0] = uniform_of<T>(w[i - base]);
+    }
   }
+}
+
+// Bernoulli samples: 1 where u < p, without a branch (a 50/50 branch mispredicts half the time); + (p - p) turns a
+// NaN probability into a NaN sample.
+template <class T> PMR_INLINE vec<T> bernoulli(vec<T> u, vec<T> p) {
+  return mask_to_one<T>(less_mask<T>(u, p)) + (p - p);
 }
 
 // ---- normals ---------------------------------------------------------------------------------------------------
@@ -361,7 +249,8 @@ __attribute__((always_inline)) inline void normals_f_body(const uint32_t* w, int
 // m <= 32 of them.
 template <class T> PMR_INLINE void normals_run(const Draw& d, uint64_t run, int64_t m, T* z) {
   uint32_t w[2 * kRun];
-  philox_runs<2>(d, run * 2, w);
+  philox_run(d, run * 2, w);
+  if (m > 16) philox_run(d, run * 2 + 1, w + kRun);
   if constexpr (sizeof(T) == 4) {
     normals_f_body(w, m, z);
   } else {

@@ -1,7 +1,6 @@
 // CPU kernels of the dense RBM ops: the element-wise passes fused around ATen's GEMMs. Work is split in runs of 32
-// elements (the Philox stream layout of philox.h), so results do not depend on the number of threads, and the
-// inner loops are written over 8 lanes so the compiler vectorises the generator, the sigmoid and the comparison.
-// The Philox runs, normals and vector math come from cpu_simd.h.
+// elements (the Philox stream layout of philox.h), so results do not depend on the number of threads. The Philox
+// runs, normals, vector math and instruction-set dispatch come from cpu_simd.h, shared with the conv kernels.
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 
@@ -23,129 +22,54 @@ using namespace simd;
 
 constexpr int64_t kGrain = 4096;  // elements per task; below this, threading costs more than it saves
 
-// exp for float without errno or branches, so loops over it vectorise (Cephes expf: about 1 ulp).
-inline float exp_f(float x) {
-  x = std::min(std::max(x, -87.0f), 88.0f);
-  const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer without a rounding instruction
-  const float n = (x * 1.44269504088896341f + magic) - magic;
-  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float e = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, 4);
-  return e * scale;
-}
-
-inline float sigmoid(float x) { return 1.0f / (1.0f + exp_f(-x)); }  // NaN stays NaN through exp_f's clamp
-inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
-
-// Runs f(run, i0, i1) for each run of 32 elements of [0, n), in parallel.
+// Runs f(r0, r1) over the runs of 32 elements of [0, n) in parallel chunks.
 template <typename F> void parallel_runs(int64_t n, F f) {
-  const int64_t runs = (n + kRun - 1) / kRun;
-  at::parallel_for(0, runs, kGrain / kRun, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) f(static_cast<uint64_t>(r), r * kRun, std::min(n, (r + 1) * kRun));
-  });
+  at::parallel_for(0, (n + kRun - 1) / kRun, kGrain / kRun, f);
 }
 
-// One run of m <= 32 elements: p <- sigmoid(p), s <- (u < p), with the run's words w.
-template <typename T> __attribute__((always_inline)) inline void sigmoid_sample_body(T* pp, T* sp, int64_t m,
-                                                                                    const uint32_t* w) {
-  auto body = [&](int64_t j) __attribute__((always_inline)) {
-    const T pr = sigmoid(pp[j]);
-    pp[j] = pr;
-    // no branch (a 50/50 branch mispredicts half the time); + (pr - pr) turns a NaN probability into a NaN sample
-    sp[j] = static_cast<T>(to_uniform<T>(w[j]) < pr) + (pr - pr);
-  };
-  if (m == kRun) {  // full run: fixed trip count, vectorised
-    for (int64_t j = 0; j < kRun; ++j) body(j);
-  } else {
-    for (int64_t j = 0; j < m; ++j) body(j);
-  }
-}
+// The element loops, each a clone per instruction set (cpu_simd.h), on runs [r0, r1) of an n-element tensor.
 
-// One run without sampling: p <- sigmoid(p).
-template <typename T> __attribute__((always_inline)) inline void sigmoid_body(T* pp, int64_t m) {
-  if (m == kRun) {
-    for (int64_t j = 0; j < kRun; ++j) pp[j] = sigmoid(pp[j]);
-  } else {
-    for (int64_t j = 0; j < m; ++j) pp[j] = sigmoid(pp[j]);
-  }
-}
-
-template <typename T> void sigmoid_sample_run(T* pp, T* sp, int64_t m, Draw d, uint64_t run) {
-  if (!sp) return sigmoid_body(pp, m);
-  uint32_t w[kRun];
-  philox_run(d.seed, d.offset, run, w);
-  sigmoid_sample_body(pp, sp, m, w);
-}
-
-#ifdef PMR_HAVE_AVX2
-__attribute__((target("avx2,fma"))) void sigmoid_sample_run_avx2(float* pp, float* sp, int64_t m, Draw d,
-                                                                  uint64_t run) {
-  if (!sp) return sigmoid_body(pp, m);
-  uint32_t w[kRun];
-  philox_run_avx2(d.seed, d.offset, run, w);
-  sigmoid_sample_body(pp, sp, m, w);
-}
-#endif
-
-template <typename T> void sigmoid_sample_impl(T* p, T* s, int64_t n, Draw d) {
-  parallel_runs(n, [&](uint64_t run, int64_t i0, int64_t i1) {
-    T* pp = p + i0;
-    T* sp = s ? s + i0 : nullptr;
-    const int64_t m = i1 - i0;
-#ifdef PMR_HAVE_AVX2
-    if constexpr (std::is_same_v<T, float>) {
-      if (kHaveAvx2) return sigmoid_sample_run_avx2(pp, sp, m, d, run);
+// p <- sigmoid(p), and s <- Bernoulli(p) with the runs' uniforms if s is given.
+template <typename T> PMR_INLINE void sigmoid_sample_runs(T* p, T* s, int64_t n, const Draw& d, int64_t r0,
+                                                         int64_t r1) {
+  constexpr int64_t L = kL<T>;
+  for (int64_t run = r0; run < r1; ++run) {
+    const int64_t i0 = run * kRun, m = std::min(kRun, n - i0);
+    T pb[kRun], sb[kRun], u[kRun];
+    T* pp = m == kRun ? p + i0 : pb;  // a short last run goes through a full-size copy
+    T* sp = s && m == kRun ? s + i0 : sb;
+    if (m < kRun) {
+      std::fill(pb, pb + kRun, T(0));
+      std::memcpy(pb, p + i0, m * sizeof(T));
     }
-#endif
-    sigmoid_sample_run(pp, sp, m, d, run);
-  });
-}
-
-// Normals of [i0, i1) (a run of 32 elements spans two 16-element normal runs).
-template <typename T> void run_normals(Draw d, uint64_t run, int64_t m, T* z) {
-  for (int half = 0; half < 2 && half * 16 < m; ++half) {
-    uint32_t w[kRun];
-    philox_run(d.seed, d.offset, run * 2 + half, w);
-    for (int j = 0; j < 16 && half * 16 + j < m; ++j) {
-      const int l = j & 7, pair = j >> 3;
-      z[half * 16 + j] = box_muller<T>(w[(2 * pair) * 8 + l], w[(2 * pair + 1) * 8 + l]);
+    if (s) {
+      uint32_t w[kRun];
+      philox_run(d, static_cast<uint64_t>(run), w);
+      for (int64_t j = 0; j < kRun; ++j) u[j] = uniform_of<T>(w[j]);
+    }
+    for (int64_t j = 0; j < kRun; j += L) {
+      const vec<T> pr = vsigmoid<T>(loadu(pp + j));
+      storeu(pp + j, pr);
+      if (s) storeu(sp + j, bernoulli<T>(loadu(u + j), pr));
+    }
+    if (m < kRun) {
+      std::memcpy(p + i0, pb, m * sizeof(T));
+      if (s) std::memcpy(s + i0, sb, m * sizeof(T));
     }
   }
 }
-
-template <> void run_normals<float>(Draw d, uint64_t run, int64_t m, float* z) {
-  uint32_t w[2 * kRun];
-  philox_run(d.seed, d.offset, run * 2, w);
-  if (m > 16) philox_run(d.seed, d.offset, run * 2 + 1, w + kRun);
-  normals_f_body(w, m, z);
+PMR_CLONES void sigmoid_sample_clone(float* p, float* s, int64_t n, const Draw& d, int64_t r0, int64_t r1) {
+  sigmoid_sample_runs(p, s, n, d, r0, r1);
+}
+PMR_CLONES void sigmoid_sample_clone(double* p, double* s, int64_t n, const Draw& d, int64_t r0, int64_t r1) {
+  sigmoid_sample_runs(p, s, n, d, r0, r1);
 }
 
-#ifdef PMR_HAVE_AVX2
-__attribute__((target("avx2,fma"))) void normals_f_avx2(Draw d, uint64_t run, int64_t m, float* z) {
-  uint32_t w[2 * kRun];
-  philox_run_avx2(d.seed, d.offset, run * 2, w);
-  if (m > 16) philox_run_avx2(d.seed, d.offset, run * 2 + 1, w + kRun);
-  normals_f_body(w, m, z);
-}
-#endif
-
-// Dispatches float runs to the AVX2 kernel where the CPU has it.
-template <typename T> inline void normals_any(Draw d, uint64_t run, int64_t m, T* z) {
-#ifdef PMR_HAVE_AVX2
-  if constexpr (std::is_same_v<T, float>) {
-    if (kHaveAvx2) return normals_f_avx2(d, run, m, z);
-  }
-#endif
-  run_normals(d, run, m, z);
-}
+// out[i] = uniform_at / normal_at(seed, offset, start + i) for i < n.
+PMR_CLONES void uniforms_clone(const Draw& d, int64_t start, int64_t n, float* out) { uniforms(d, start, n, out); }
+PMR_CLONES void uniforms_clone(const Draw& d, int64_t start, int64_t n, double* out) { uniforms(d, start, n, out); }
+PMR_CLONES void normals_clone(const Draw& d, int64_t start, int64_t n, float* out) { normals(d, start, n, out); }
+PMR_CLONES void normals_clone(const Draw& d, int64_t start, int64_t n, double* out) { normals(d, start, n, out); }
 
 // One pass over the three parameter tensors: f(ParamUpdate, scalar_t* p, scalar_t* vel, const scalar_t* g, m, lr,
 // decay, i0, i1) on chunks of each, in parallel.
@@ -198,10 +122,10 @@ struct CpuKernels {
   static void fill_uniform(Tensor out, Draw d) {
     AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "philox_uniform_", [&] {
       scalar_t* o = out.data_ptr<scalar_t>();
-      parallel_runs(out.numel(), [&](uint64_t run, int64_t i0, int64_t i1) {
-        uint32_t w[kRun];
-        philox_run(d.seed, d.offset, run, w);
-        for (int64_t j = 0; j < i1 - i0; ++j) o[i0 + j] = to_uniform<scalar_t>(w[j]);
+      const int64_t n = out.numel();
+      parallel_runs(n, [&](int64_t r0, int64_t r1) {
+        const int64_t i0 = r0 * kRun, i1 = std::min(n, r1 * kRun);
+        uniforms_clone(d, i0, i1 - i0, o + i0);
       });
     });
   }
@@ -209,14 +133,20 @@ struct CpuKernels {
   static void fill_normal(Tensor out, Draw d) {
     AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "philox_normal_", [&] {
       scalar_t* o = out.data_ptr<scalar_t>();
-      parallel_runs(out.numel(), [&](uint64_t run, int64_t i0, int64_t i1) { normals_any(d, run, i1 - i0, o + i0); });
+      const int64_t n = out.numel();
+      parallel_runs(n, [&](int64_t r0, int64_t r1) {
+        const int64_t i0 = r0 * kRun, i1 = std::min(n, r1 * kRun);
+        normals_clone(d, i0, i1 - i0, o + i0);
+      });
     });
   }
 
   static void sigmoid_sample(Tensor p, Tensor s, Draw d) {
     AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "sigmoid_sample", [&] {
-      sigmoid_sample_impl<scalar_t>(p.data_ptr<scalar_t>(), s.defined() ? s.data_ptr<scalar_t>() : nullptr,
-                                    p.numel(), d);
+      scalar_t* pp = p.data_ptr<scalar_t>();
+      scalar_t* sp = s.defined() ? s.data_ptr<scalar_t>() : nullptr;
+      const int64_t n = p.numel();
+      parallel_runs(n, [&](int64_t r0, int64_t r1) { sigmoid_sample_clone(pp, sp, n, d, r0, r1); });
     });
   }
 
@@ -227,14 +157,15 @@ struct CpuKernels {
       const scalar_t* bp = b.data_ptr<scalar_t>();
       const scalar_t* sg = sigma.defined() ? sigma.data_ptr<scalar_t>() : nullptr;
       scalar_t* sp = s.defined() ? s.data_ptr<scalar_t>() : nullptr;
-      parallel_runs(m.numel(), [&](uint64_t run, int64_t i0, int64_t i1) {
-        scalar_t z[kRun];
-        if (sp) normals_any(d, run, i1 - i0, z);
+      const int64_t n = m.numel();
+      parallel_runs(n, [&](int64_t r0, int64_t r1) {
+        const int64_t i0 = r0 * kRun, i1 = std::min(n, r1 * kRun);
+        if (sp) normals_clone(d, i0, i1 - i0, sp + i0);  // the noise, then the sample in place
         for (int64_t i = i0; i < i1; ++i) {
           const int64_t col = i % V;
           const scalar_t sd = sg ? sg[col] : scalar_t(1);
           mp[i] = bp[col] + sd * mp[i];
-          if (sp) sp[i] = mp[i] + sd * z[i - i0];
+          if (sp) sp[i] = mp[i] + sd * sp[i];
         }
       });
     });
