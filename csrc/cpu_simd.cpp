@@ -1,4 +1,4 @@
-// philox_run (cpu_simd.h): the Philox4x32-10 rounds written once, over the 8 blocks of a run in vector lanes, and
+// philox_runs (cpu_simd.h): the Philox4x32-10 rounds written once, over the 8 blocks of a run in vector lanes, and
 // instantiated per instruction set with its 32 x 32 -> 64-bit lane multiply. On x86-64 GCC builds an SSE2 and an
 // AVX2 version and picks one when the library loads (function multiversioning, the mechanism of target_clones).
 // Every version gives the words of philox.h's scalar philox(), bit for bit (tests/test_ops.py checks the version the
@@ -8,10 +8,12 @@
 namespace pymusicrbm::simd {
 namespace {
 
-// M: V (the lane vector, 4 or 8 x uint32), kLanes ({0, 1, ...}) and mulhilo(a, m, hi, lo): each lane's a * m.
+// kPairRuns runs from `run`. M: V (the lane vector, 4 or 8 x uint32), kLanes ({0, 1, ...}) and mulhilo(a, m, hi,
+// lo): each lane's a * m. The runs' independent chains of multiplies interleave: one run alone leaves the multiplier
+// waiting on its latency (two runs take 1.3x the time of one).
 template <class M> PMR_INLINE void philox_rounds(const Draw& d, uint64_t run, uint32_t* out) {
   using V = typename M::V;
-  constexpr int L = sizeof(V) / 4, G = 8 / L;  // lanes, and vectors per run
+  constexpr int L = sizeof(V) / 4, G = kPairRuns * 8 / L;  // lanes, and vectors
   V c0[G], c1[G], c2[G], c3[G];
   for (int g = 0; g < G; ++g) {
     const uint64_t blk0 = run * 8 + g * L;  // a multiple of L: adding a lane never carries into the high word
@@ -35,10 +37,11 @@ template <class M> PMR_INLINE void philox_rounds(const Draw& d, uint64_t run, ui
     k1 += 0xBB67AE85u;
   }
   for (int g = 0; g < G; ++g) {
-    std::memcpy(out + 0 + g * L, &c0[g], sizeof(V));
-    std::memcpy(out + 8 + g * L, &c1[g], sizeof(V));
-    std::memcpy(out + 16 + g * L, &c2[g], sizeof(V));
-    std::memcpy(out + 24 + g * L, &c3[g], sizeof(V));
+    uint32_t* o = out + (g * L / 8) * kRun + (g * L) % 8;  // the vector's run, and its lanes' place in the run
+    std::memcpy(o + 0, &c0[g], sizeof(V));
+    std::memcpy(o + 8, &c1[g], sizeof(V));
+    std::memcpy(o + 16, &c2[g], sizeof(V));
+    std::memcpy(o + 24, &c3[g], sizeof(V));
   }
 }
 
@@ -89,19 +92,19 @@ struct MulGeneric {
 
 #if defined(__x86_64__) && defined(__GNUC__)
 // The versions; calls to them from this file go through GCC's load-time resolver (from other files, a call would
-// bind to the default version, hence philox_run below).
-__attribute__((target("default"))) void philox_run_isa(const Draw& d, uint64_t run, uint32_t* out) {
+// bind to the default version, hence philox_runs below).
+__attribute__((target("default"))) void philox_runs_isa(const Draw& d, uint64_t run, uint32_t* out) {
   philox_rounds<MulSse2>(d, run, out);
 }
-__attribute__((target("avx2"))) void philox_run_isa(const Draw& d, uint64_t run, uint32_t* out) {
+__attribute__((target("avx2"))) void philox_runs_isa(const Draw& d, uint64_t run, uint32_t* out) {
   philox_rounds<MulAvx2>(d, run, out);
 }
 #else
-void philox_run_isa(const Draw& d, uint64_t run, uint32_t* out) { philox_rounds<MulGeneric>(d, run, out); }
+void philox_runs_isa(const Draw& d, uint64_t run, uint32_t* out) { philox_rounds<MulGeneric>(d, run, out); }
 #endif
 
 }  // namespace
 
-void philox_run(const Draw& d, uint64_t run, uint32_t* out) { philox_run_isa(d, run, out); }
+void philox_runs(const Draw& d, uint64_t run, uint32_t* out) { philox_runs_isa(d, run, out); }
 
 }  // namespace pymusicrbm::simd

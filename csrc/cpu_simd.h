@@ -5,7 +5,7 @@
 // anywhere and is fast where it can be. A kernel that loops over elements is declared PMR_CLONES: GCC compiles its
 // one body for AVX-512, AVX2+FMA and baseline x86-64 (target_clones). Everything it calls is PMR_INLINE (inlined
 // into each clone) and written either over 64-byte GCC vector types or as fixed-trip scalar loops over lanes, which
-// the compiler vectorises for the clone's instruction set. The one exception is philox_run: the 32 x 32 -> 64-bit
+// the compiler vectorises for the clone's instruction set. The one exception is philox_runs: the 32 x 32 -> 64-bit
 // lane products of its rounds have no vector-extension form that GCC compiles well below AVX-512, so its rounds,
 // written once, are instantiated with the instruction set's multiply in versions of their own (cpu_simd.cpp).
 #pragma once
@@ -136,11 +136,12 @@ template <class T> PMR_INLINE vec<T> vsigmoid(vec<T> x) { return T(1) / (T(1) + 
 
 // ---- Philox streams ------------------------------------------------------------------------------------------
 
-constexpr int64_t kRun = 32;  // elements per Philox run (8 blocks x 4 words)
+constexpr int64_t kRun = 32;     // elements per Philox run (8 blocks x 4 words)
+constexpr int64_t kPairRuns = 2;  // runs per philox_runs call
 
-// The words of Philox run `run` of the draw d in philox.h's layout: out[w * 8 + l] is word w of block run * 8 + l.
-// Defined in cpu_simd.cpp, once per instruction set (see the dispatch note above).
-void philox_run(const Draw& d, uint64_t run, uint32_t* out);
+// The words of the Philox runs run and run + 1 of the draw d in philox.h's layout: out[h * 32 + w * 8 + l] is word
+// w of block (run + h) * 8 + l. Defined in cpu_simd.cpp, once per instruction set (see the dispatch note above).
+void philox_runs(const Draw& d, uint64_t run, uint32_t* out);
 
 // to_uniform<T> (philox.h) by signed conversions, which vectorise on every instruction set (the values fit).
 template <class T> PMR_INLINE T uniform_of(uint32_t x) {
@@ -153,14 +154,15 @@ template <class T> PMR_INLINE T uniform_of(uint32_t x) {
 
 // out[i] = uniform_at<T>(seed, offset, start + i) for i < n.
 template <class T> PMR_INLINE void uniforms(const Draw& d, int64_t start, int64_t n, T* out) {
+  constexpr int64_t R = kPairRuns * kRun;
   const int64_t end = start + n;
-  for (int64_t run = start >> 5; run * 32 < end; ++run) {
-    uint32_t w[kRun];
-    philox_run(d, static_cast<uint64_t>(run), w);
-    const int64_t base = run * 32, i0 = std::max(start, base), i1 = std::min(end, base + kRun);
+  for (int64_t run = start >> 5; run * kRun < end; run += kPairRuns) {
+    uint32_t w[R];
+    philox_runs(d, static_cast<uint64_t>(run), w);
+    const int64_t base = run * kRun, i0 = std::max(start, base), i1 = std::min(end, base + R);
     T* o = out + (i0 - start);
-    if (i0 == base && i1 == base + kRun) {
-      for (int j = 0; j < kRun; ++j) o[j] = uniform_of<T>(w[j]);
+    if (i0 == base && i1 == base + R) {
+      for (int j = 0; j < R; ++j) o[j] = uniform_of<T>(w[j]);
     } else {
       for (int64_t i = i0; i < i1; ++i) o[i - i0] = uniform_of<T>(w[i - base]);
     }
@@ -248,9 +250,8 @@ __attribute__((always_inline)) inline void normals_f_body(const uint32_t* w, int
 // The normals of run `run` (normal_at's stream: its 32 elements take the words of normal runs 2 run and 2 run + 1),
 // m <= 32 of them.
 template <class T> PMR_INLINE void normals_run(const Draw& d, uint64_t run, int64_t m, T* z) {
-  uint32_t w[2 * kRun];
-  philox_run(d, run * 2, w);
-  if (m > 16) philox_run(d, run * 2 + 1, w + kRun);
+  uint32_t w[kPairRuns * kRun];
+  philox_runs(d, run * 2, w);
   if constexpr (sizeof(T) == 4) {
     normals_f_body(w, m, z);
   } else {

@@ -29,30 +29,31 @@ template <typename F> void parallel_runs(int64_t n, F f) {
 
 // The element loops, each a clone per instruction set (cpu_simd.h), on runs [r0, r1) of an n-element tensor.
 
-// p <- sigmoid(p), and s <- Bernoulli(p) with the runs' uniforms if s is given.
+// p <- sigmoid(p), and s <- Bernoulli(p) with the runs' uniforms if s is given; kPairRuns runs at a time (a short
+// last one through a full-size copy).
 template <typename T> PMR_INLINE void sigmoid_sample_runs(T* p, T* s, int64_t n, const Draw& d, int64_t r0,
                                                          int64_t r1) {
-  constexpr int64_t L = kL<T>;
-  for (int64_t run = r0; run < r1; ++run) {
-    const int64_t i0 = run * kRun, m = std::min(kRun, n - i0);
-    T pb[kRun], sb[kRun], u[kRun];
-    T* pp = m == kRun ? p + i0 : pb;  // a short last run goes through a full-size copy
-    T* sp = s && m == kRun ? s + i0 : sb;
-    if (m < kRun) {
-      std::fill(pb, pb + kRun, T(0));
+  constexpr int64_t L = kL<T>, R = kPairRuns * kRun;
+  for (int64_t run = r0; run < r1; run += kPairRuns) {
+    const int64_t i0 = run * kRun, m = std::min({R, n - i0, (r1 - run) * kRun});
+    T pb[R], sb[R], u[R];
+    T* pp = m == R ? p + i0 : pb;
+    T* sp = s && m == R ? s + i0 : sb;
+    if (m < R) {
+      std::fill(pb, pb + R, T(0));
       std::memcpy(pb, p + i0, m * sizeof(T));
     }
     if (s) {
-      uint32_t w[kRun];
-      philox_run(d, static_cast<uint64_t>(run), w);
-      for (int64_t j = 0; j < kRun; ++j) u[j] = uniform_of<T>(w[j]);
+      uint32_t w[R];
+      philox_runs(d, static_cast<uint64_t>(run), w);
+      for (int64_t j = 0; j < R; ++j) u[j] = uniform_of<T>(w[j]);
     }
-    for (int64_t j = 0; j < kRun; j += L) {
+    for (int64_t j = 0; j < R; j += L) {
       const vec<T> pr = vsigmoid<T>(loadu(pp + j));
       storeu(pp + j, pr);
       if (s) storeu(sp + j, bernoulli<T>(loadu(u + j), pr));
     }
-    if (m < kRun) {
+    if (m < R) {
       std::memcpy(p + i0, pb, m * sizeof(T));
       if (s) std::memcpy(s + i0, sb, m * sizeof(T));
     }
