@@ -10,7 +10,8 @@
 //   static bool / Tensor apply(const UpdateArgs&);                   the update of cd_apply_ (below); true / a 0-d
 //                                                                    bool device tensor (no sync) when applied
 //   static bool all_finite(const Tensor&);
-// and optionally static Tensor sq_err(const Tensor& a, const Tensor& b) (0-d sum of squared differences),
+// and optionally static Tensor sq_err(const Tensor& a, const Tensor& b) (0-d sum of squared differences), static
+// bool gather_rows(Tensor out, const Tensor& data, const Tensor& idx) (out <- data[idx], true if all finite),
 // weighted_column_sums (below), and sigmoid_sample(p, s, Draw, bias) adding a bias row to p first (see
 // affine_sigmoid_sample), else ATen's.
 #pragma once
@@ -197,6 +198,7 @@ inline double step_multiply_adds(const Tensor& W, int64_t B, int64_t N, int64_t 
 struct Workspace {
   enum Slot { kX, kY, kH0, kMean, kH, kVs, kDW, kDWt, kSlots };
   Tensor flat[kSlots], shaped[kSlots];  // the buffer, and the view last handed out (most steps ask the same shape)
+  bool batch_checked = false;  // the next step's batch, gathered into X0, is known finite (cd_steps_ checked it)
 };
 
 inline Tensor scratch(Workspace* ws, Workspace::Slot slot, at::IntArrayRef sizes, const at::TensorOptions& o) {
@@ -240,7 +242,9 @@ CDStats cd_statistics(const char* op, const Tensor& W, const Tensor& b, const Te
   if (gauss && sigma) at::div_out(X0, v, sig);
   else if (v.data_ptr() != X0.data_ptr()) X0.copy_(v);  // (cd_steps_ gathers its batch straight into X0)
   // On a GPU the check would stall the stream: NaN data then gives NaN statistics (and a rejected update).
-  if (cheap_to_check(v))
+  const bool checked = ws && ws->batch_checked && v.data_ptr() == X0.data_ptr();
+  if (ws) ws->batch_checked = false;
+  if (cheap_to_check(v) && !checked)
     TORCH_CHECK(K::all_finite(X0), op, ": v contains NaN or Inf; the parameters were not changed");
 
   // Positive phase: p0 = p(h | v0) and a sample h0.
@@ -391,6 +395,7 @@ Tensor cd_steps(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_vel, T
                 ": order must index rows of data (0 <= i < ", data.size(0), ")");
   }
   const int64_t n = order.numel(), V = data.size(1);
+  const Tensor rows_of = data.contiguous();  // once, not per batch
   // Each batch is gathered straight into the first rows of the step's X = [v0; vk] (where X0 is v itself: not for
   // Gaussian units with sigma, whose X0 is v / sigma).
   const bool into_X = !(parse_visible(visible, op) == Visible::Gaussian && sigma);
@@ -401,7 +406,13 @@ Tensor cd_steps(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_vel, T
   for (int64_t i = 0; i < n; i += batch_size) {
     const int64_t B = std::min(batch_size, n - i), N = chains ? chains->size(0) : B;
     Tensor v = into_X ? scratch(&ws, Workspace::kX, {B + N, V}, W.options()).narrow(0, 0, B) : rows.narrow(0, 0, B);
-    at::index_select_out(v, data, 0, order.narrow(0, i, B));
+    const Tensor idx = order.narrow(0, i, B);
+    if constexpr (requires { K::gather_rows(v, data, idx); }) {  // the gather and the step's finite check in one pass
+      ws.batch_checked = K::gather_rows(v, rows_of, idx);
+      TORCH_CHECK(ws.batch_checked || !into_X, "cd_step_: v contains NaN or Inf; the parameters were not changed");
+    } else {
+      at::index_select_out(v, rows_of, 0, idx);
+    }
     errors.push_back(cd_step_in<K>(&ws, W, b, c, W_vel, b_vel, c_vel, v, chains, sigma, visible, k, lr, momentum,
                                    weight_decay, sparsity_target, sparsity_cost, gen));
   }

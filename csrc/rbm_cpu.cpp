@@ -255,6 +255,32 @@ struct CpuKernels {
     return out;
   }
 
+  // out <- data[idx] (rows), in parallel, and whether every value gathered is finite: one pass for both (out and
+  // data contiguous, of one dtype).
+  static bool gather_rows(Tensor& out, const Tensor& data, const Tensor& idx) {
+    const Tensor ic = idx.contiguous(), dc = data.contiguous();
+    const int64_t R = ic.numel(), C = dc.size(1);
+    const int64_t* ip = ic.data_ptr<int64_t>();
+    std::atomic<bool> finite{true};
+    AT_DISPATCH_FLOATING_TYPES(dc.scalar_type(), "gather_rows", [&] {
+      const scalar_t* src = dc.data_ptr<scalar_t>();
+      scalar_t* dst = out.data_ptr<scalar_t>();
+      at::parallel_for(0, R, std::max<int64_t>(1, kGrain / std::max<int64_t>(C, 1)), [&](int64_t r0, int64_t r1) {
+        uint32_t bad = 0;
+        for (int64_t r = r0; r < r1; ++r) {
+          const scalar_t* from = src + ip[r] * C;
+          scalar_t* to = dst + r * C;
+          for (int64_t j = 0; j < C; ++j) {
+            to[j] = from[j];
+            bad |= nonfinite(from[j]);
+          }
+        }
+        if (bad) finite = false;
+      });
+    });
+    return finite;
+  }
+
   static bool all_finite(const Tensor& t) {
     std::atomic<bool> finite{true};
     const Tensor x = t.contiguous();
