@@ -241,23 +241,50 @@ def test_sharded_extraction_returns_every_clip_on_every_rank(tiny_gtzan, tmp_pat
     assert len(list((tmp_path / "cache" / "mfcc").glob("*.npy"))) == len(ref)
 
 
+def _dbn_study(data, out, scratch, *extra, ranks: int = 2) -> subprocess.CompletedProcess:
+    """The tiny DBN study through the CLI: under torchrun with ``ranks`` processes, or plainly with one."""
+    launch = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"] if ranks > 1 else []
+    cmd = [sys.executable, *launch, "-m", "pymusicrbm", "dbn", "--data", str(data), "--out", str(out), "--hidden",
+           "16", "16", "--pretrain-epochs", "1", "--pretrain-frames", "3000", "--finetune-epochs", "2",
+           "--pca-components", "16", "--window-seconds", "2", "--folds", "2", "--jobs", "1", "--threads", "1", *extra]
+    r = subprocess.run(cmd, env=_env(TMPDIR=str(scratch)), cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
 def test_cli_under_torchrun_writes_one_results_json(tmp_path):
     from pymusicrbm import datasets
 
     ds = datasets.make_synthetic_genres(tmp_path / "data", n_per_class=3, seconds=5.0, seed=3)
     out, scratch = tmp_path / "out", tmp_path / "tmp"
     scratch.mkdir()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "pymusicrbm",
-           "dbn", "--data", str(ds.root), "--out", str(out), "--hidden", "16", "16", "--pretrain-epochs", "1",
-           "--pretrain-frames", "3000", "--finetune-epochs", "2", "--pca-components", "16", "--window-seconds", "2",
-           "--folds", "2", "--jobs", "1", "--threads", "1"]
-    r = subprocess.run(cmd, env=_env(TMPDIR=str(scratch)), cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
-    assert r.returncode == 0, r.stderr[-3000:]
+    r = _dbn_study(ds.root, out, scratch)
     assert len(list(out.rglob("results.json"))) == 1  # rank 0 alone wrote OUT
     res = json.loads((out / "results.json").read_text())
     assert res["study"] == "hamel_eck" and len(res["models"]["dbn_svm"]["clip_accuracy"]["folds"]) == 2
     assert r.stdout.count("results: ") == 1 and r.stdout.count("dbn_svm: clip accuracy") == 1  # rank 0 prints
     assert list(scratch.glob("pymusicrbm-rank*")) == []  # the other rank's scratch folder is gone
+
+    # A run stopped during fold 1 (its record not yet written) and resumed: under torchrun with 2 ranks, and then
+    # with 1 process. Fold 0 reruns from its checkpoints, fold 1 resumes from its own; same folds, same results.
+    def folds(path):
+        return json.loads(path.read_text())["models"]["dbn_svm"]["clip_accuracy"]["folds"]
+
+    def weights():
+        return {f"{p.name}/{k}": t for p in sorted((out / "folds" / "fold1").rglob("*.safetensors"))
+                for k, t in load_file(str(p)).items()}
+
+    first, trained = folds(out / "results.json"), weights()
+    assert trained
+    for ranks in (2, 1):
+        (out / "folds" / "fold1" / "fold_results.json").unlink()
+        (out / "results.json").unlink()
+        _dbn_study(ds.root, out, scratch, "--resume", ranks=ranks)
+        assert folds(out / "results.json") == first
+        assert (out / "folds" / "fold1" / "fold_results.json").exists()
+        # training resumed, not redone (one process would train other weights than two ranks: other streams)
+        resumed = weights()
+        assert resumed.keys() == trained.keys() and all(torch.equal(resumed[k], trained[k]) for k in trained)
 
 
 def test_tags_study_under_torchrun_writes_one_results_json_and_one_saved_pipeline(tmp_path):
