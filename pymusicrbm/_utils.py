@@ -2,14 +2,34 @@
 the train/held-out split."""
 from __future__ import annotations
 
+import math
+import warnings
 from numbers import Integral
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from sklearn.utils import check_random_state
 
-__all__ = ["resolve_dtype", "input_dtype", "numpy_dtype", "randn", "resolve_device", "draw_seed", "layer_seed",
+__all__ = ["finite_range", "resolve_dtype", "input_dtype", "numpy_dtype", "randn", "resolve_device", "draw_seed", "layer_seed",
            "make_generator", "to_tensor", "split_indices", "generator_to_state", "generator_from_state"]
+
+
+def finite_range(X, name: str = "X") -> tuple[float, float]:
+    """(min, max) of X's values (a dense array, or a sparse matrix's stored values) in one multi-threaded torch pass,
+    raising scikit-learn's ValueError if any is NaN or infinite: what scikit-learn's finite check and numpy's min and
+    max would read X three times, single-threaded, for (~10% of an epoch at 25k x 513 float32)."""
+    values = X.data if sp.issparse(X) else np.asarray(X)
+    if values.size == 0:
+        return 0.0, 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a read-only array: it is only read here
+        lo, hi = (float(v) for v in torch.aminmax(torch.from_numpy(values)))
+    if math.isnan(lo) or math.isnan(hi):
+        raise ValueError(f"Input {name} contains NaN.")
+    if math.isinf(lo) or math.isinf(hi):
+        raise ValueError(f"Input {name} contains infinity or a value too large for {values.dtype!r}.")
+    return lo, hi
 
 
 def resolve_dtype(dtype) -> torch.dtype | None:

@@ -17,7 +17,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import distributed, ops
 from ._base import COMMON_CONSTRAINTS, Interval, StrOptions, TrainedEstimator, TrainingDivergedError
-from ._utils import draw_seed, float_dtypes, input_dtype, is_float32, make_generator, numpy_dtype, randn, to_tensor
+from ._utils import (draw_seed, finite_range, float_dtypes, input_dtype, is_float32, make_generator, numpy_dtype,
+                     randn, to_tensor)
 from .ais import AISResult, ais_log_partition, exact_log_partition
 
 __all__ = ["RBM", "TrainingDivergedError"]
@@ -336,8 +337,8 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
         return [(rows, lambda rows=rows: convert(rows)) for rows in row_chunks(X, X.shape[1])]
 
     def _out_of_range(self, X) -> bool:
-        values = X.data if sp.issparse(X) else X
-        if values.size == 0 or (values.min() >= 0 and values.max() <= 1):
+        lo, hi = finite_range(X)
+        if lo >= 0 and hi <= 1:
             return False
         warnings.warn(f"{type(self).__name__}: X has values outside [0, 1]; Bernoulli visible units read X as "
                       "probabilities and clip it to [0, 1] (scale X into [0, 1], e.g. with MinMaxScaler, or use "
@@ -392,7 +393,10 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
     # ---- fitting -----------------------------------------------------------------------------------------
 
     def _validate_input(self, X, reset: bool):
-        return validate_data(self, X, dtype=float_dtypes(X), accept_sparse=_ACCEPT_SPARSE, reset=reset)
+        X = validate_data(self, X, dtype=float_dtypes(X), accept_sparse=_ACCEPT_SPARSE, reset=reset,
+                          ensure_all_finite=False)
+        finite_range(X)
+        return X
 
     def partial_fit(self, X, y=None):
         """One epoch over X (in mini-batches), starting from the current parameters; the first call initialises
