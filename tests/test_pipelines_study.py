@@ -122,7 +122,7 @@ def test_clip_statistics_against_a_loop():
 
 
 def test_time_estimate_scales_the_probe_to_every_row_epoch_fold_and_model():
-    """The probe fits the first 3 batches once; its time (a fake clock: 6 s) is scaled by rows / probe rows, then
+    """The probe fits one batch (warm-up), then the first 3 batches; the latter's time (a fake clock: 6 s) is scaled by rows / probe rows, then
     by epochs, folds and models; the CPU suggestion comes only at an hour or more."""
     seen = []
     ticks = iter([100.0, 106.0] * 4)
@@ -133,7 +133,7 @@ def test_time_estimate_scales_the_probe_to_every_row_epoch_fold_and_model():
                                     suggestion="use a GPU", clock=lambda: next(ticks), **kw)
 
     line = estimate(480, rows="clips")
-    assert seen == [(48, "cpu")]  # 3 batches of 16
+    assert seen == [(16, "cpu"), (48, "cpu")]  # one batch untimed (warm-up), then 3 batches of 16 timed
     # 6 s for 48 rows -> 60 s an epoch over 480; x 10 epochs x 5 folds = 50 min
     assert line == "[s] on cpu: about 60 s an epoch over 480 clips; 10 epochs x 5 folds = 50 min of training"
     double = estimate(960, rows="clips", models=2, early_stopping=True)

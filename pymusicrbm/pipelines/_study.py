@@ -197,8 +197,9 @@ def time_estimate(study: str, fit_probe, n_rows: int, opts: dict, *, rows: str =
                   early_stopping: bool = False, extra: str = "", suggestion: str = "", probe_batches: int = 3,
                   clock=time.perf_counter) -> str:
     """One line before a study's first model trains: ``fit_probe(n, device)`` (one epoch on the first ``n`` of the
-    ``n_rows`` training rows: ``probe_batches`` batches of ``opts["batch_size"]``) timed, scaled to an epoch over
-    every row and to every one of ``opts["epochs"]`` epochs of ``models`` models a fold in every fold; on a CPU,
+    ``n_rows`` training rows: ``probe_batches`` batches of ``opts["batch_size"]``, after an untimed one on one batch:
+    the first convolutions of a process pay a one-time set-up of several seconds) timed, scaled to an epoch
+    over every row and to every one of ``opts["epochs"]`` epochs of ``models`` models a fold in every fold; on a CPU,
     when that comes to an hour or more, ``suggestion`` on a second line. The defaults stay the published-size
     models (which a GPU trains in minutes): a CPU user is told, before the hours start, what to change.
     ``early_stopping``: the total is an upper bound."""
@@ -206,6 +207,7 @@ def time_estimate(study: str, fit_probe, n_rows: int, opts: dict, *, rows: str =
 
     device = resolve_device(opts["device"])
     probe_rows = min(n_rows, probe_batches * int(opts["batch_size"]))
+    fit_probe(min(n_rows, int(opts["batch_size"])), device)
     t0 = clock()
     fit_probe(probe_rows, device)
     epoch = (clock() - t0) / probe_rows * n_rows
