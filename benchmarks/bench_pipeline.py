@@ -5,11 +5,14 @@
     python benchmarks/bench_pipeline.py --clips 100              # a quick try
     python benchmarks/bench_pipeline.py --study vae --clips 100 -- --epochs 2
     python benchmarks/bench_pipeline.py --clips 200 --profile prof.txt   # cProfile, top functions by own time
+    python benchmarks/bench_pipeline.py --study convrbm --max-folds 1     # the first of 5 folds only
 
 The study runs in this process through ``pymusicrbm.cli.main``, with its own defaults; the arguments after ``--`` go
 to the command as they are. Stages are measured by wrapping the functions that do them (exclusive time: a stage
 inside another is not counted twice; ``other`` is everything not wrapped), and a sampler thread records the peak
-resident memory seen during each stage. The generated clips are kept in ``--data-dir`` and reused; the feature cache
+resident memory seen during each stage. ``--max-folds N`` runs only the first N of the folds (a long study's
+per-fold cost without running it all; the JSON then also holds an estimate of the whole run). The line a study
+prints before its first model trains (``_study.time_estimate``) is kept in the JSON. The generated clips are kept in ``--data-dir`` and reused; the feature cache
 is fresh in every run (``--keep-cache`` reuses it), so ``features`` is the first-run cost. JSON to
 ``benchmarks/results/`` (``--json``).
 """
@@ -40,6 +43,7 @@ STAGES = {
         ("pymusicrbm.pipelines.classifiers", "fit_logistic_regression", "logreg_grid_search"),
         ("pymusicrbm.pipelines.classifiers", "window_scores", "classifier_predict"),
         ("pymusicrbm.pipelines._study", "build_results", "report"),
+        ("pymusicrbm.pipelines._study", "time_estimate", "time_estimate"),
         ("pymusicrbm.reporting", "write_json", "report"),
     ],
     "dbn": [
@@ -146,6 +150,13 @@ class StageClock:
             self._switch()
 
 
+def _spy(module, name, wrapper) -> tuple:
+    """Replace ``module.name`` by ``wrapper(original)``; returns the undo entry."""
+    original = getattr(module, name)
+    setattr(module, name, wrapper(original))
+    return module, name, original
+
+
 def _uninstall(undo):
     for owner, name, original in reversed(undo):
         if original is None:
@@ -160,6 +171,8 @@ def main(argv=None) -> int:
     p.add_argument("--clips", type=int, default=1000, help="clips in all, a multiple of 10 (default 1000, GTZAN's size)")
     p.add_argument("--seconds", type=float, default=30.0, help="clip length (default 30, as GTZAN)")
     p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--max-folds", type=int, default=None,
+                   help="run only the first N of the --folds folds (the JSON adds an estimate of the whole run)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None,
                    help="where the generated clips are kept and reused (default /tmp/pymusicrbm-bench-<clips>x<s>s)")
@@ -191,6 +204,23 @@ def main(argv=None) -> int:
 
     clock = StageClock()
     undo = clock.install(args.study)
+    from pymusicrbm.pipelines import _study
+    estimates, fold_seconds = [], []
+
+    def keep_estimate(fn):
+        def spied(*a, **kw):
+            estimates.append(fn(*a, **kw))
+            return estimates[-1]
+        return spied
+
+    def first_folds(fn):
+        def spied(splits, *a, **kw):
+            records, extras = fn(splits[:args.max_folds] if args.max_folds else splits, *a, **kw)
+            fold_seconds.extend(r["seconds"] for r in records)
+            return records, extras
+        return spied
+
+    undo += [_spy(_study, "time_estimate", keep_estimate), _spy(_study, "run_folds", first_folds)]
     rss_before = _rss()
     profiler = None
     if args.profile:
@@ -227,13 +257,19 @@ def main(argv=None) -> int:
         "benchmark": "bench_pipeline", "study": args.study, "clips": len(ds), "seconds_per_clip": args.seconds,
         "folds": args.folds, "command": "pymusicrbm " + " ".join(command),
         "total_seconds": round(total, 1), "peak_rss_mb": round(peak / 2**20), "rss_before_mb": round(rss_before / 2**20),
-        "stages": stages, "fold_seconds": [round(s, 1) for s in results.get("fold_seconds", [])],
+        "stages": stages, "fold_seconds": [round(s, 1) for s in fold_seconds],
         "headline": {results["headline"]: head["mean"]},
         "baseline_mfcc_svm": results["baselines"]["mfcc_svm"]["clip_accuracy"]["mean"],
-        "generate_seconds": round(generate_seconds, 1),
+        "generate_seconds": round(generate_seconds, 1), "time_estimate_printed": estimates,
         "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                     "python": platform.python_version(), "load_average": os.getloadavg()},
     }
+    if args.max_folds and args.max_folds < args.folds:  # the folds not run, at the mean cost of those run
+        record["folds_run"] = len(fold_seconds)
+        record["estimated_total_seconds"] = round(
+            total + (args.folds - len(fold_seconds)) * sum(fold_seconds) / len(fold_seconds), 1)
+        print(f"only {len(fold_seconds)} of {args.folds} folds run: all of them would take about "
+              f"{record['estimated_total_seconds'] / 60:.0f} min")
     print(f"\n{args.study}: {len(ds)} clips x {args.seconds:g} s, {args.folds} folds: {total:.0f} s "
           f"({total / 60:.1f} min), peak RSS {peak / 2**30:.2f} GB; {results['headline']} clip accuracy "
           f"{head['mean']:.3f}")

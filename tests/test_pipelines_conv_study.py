@@ -200,3 +200,13 @@ def test_svm_grid_for_narrow_summaries():
     assert isinstance(conv_study.make_classifier("svm", wide, opts, 0), classifiers.PrecomputedRBFSVM)
     assert isinstance(conv_study.make_classifier("svm", 20, {**opts, "svm_grid": "none"}, 0),
                       classifiers.PrecomputedRBFSVM)
+
+
+def test_time_estimate_is_printed_before_the_first_fold_trains(synthetic_small, tmp_path, capsys):
+    opts = {**TINY, "bins": (24,), "poolings": ("global_average",), "classifiers": ("random_forest",),
+            "n_estimators": 10, "tsne": ("global_average",), "verbose": 1}
+    conv_study.run(synthetic_small, tmp_path, **opts)
+    lines = [s for s in capsys.readouterr().out.splitlines() if s.startswith("[convrbm] on cpu: about ")]
+    # once, for fold 1's 40 training clips (2 folds of 80 clips), 2 epochs x 2 folds of one model
+    assert len(lines) == 1 and " s an epoch over 40 clips (3 s each); 2 epochs x 2 folds = " in lines[0]
+    assert lines[0].endswith("of training; each fold's features and classifiers come on top")

@@ -119,3 +119,28 @@ def test_clip_statistics_against_a_loop():
         np.testing.assert_allclose(row, np.concatenate([X[g == c].mean(0), X[g == c].std(0)]), rtol=1e-5,
                                    atol=1e-6)
     assert F.dtype == np.float32 and np.all(F[2, 3:] == 0)  # one excerpt: std 0
+
+
+def test_time_estimate_scales_the_probe_to_every_row_epoch_fold_and_model():
+    """The probe fits one batch (warm-up), then the first 3 batches; the latter's time (a fake clock: 6 s) is scaled by rows / probe rows, then
+    by epochs, folds and models; the CPU suggestion comes only at an hour or more."""
+    seen = []
+    ticks = iter([100.0, 106.0] * 4)
+    opts = dict(_study.COMMON, epochs=10, batch_size=16, device="cpu")
+
+    def estimate(n_rows, **kw):
+        return _study.time_estimate("s", lambda rows, device: seen.append((rows, device.type)), n_rows, opts,
+                                    suggestion="use a GPU", clock=lambda: next(ticks), **kw)
+
+    line = estimate(480, rows="clips")
+    assert seen == [(16, "cpu"), (48, "cpu")]  # one batch untimed (warm-up), then 3 batches of 16 timed
+    # 6 s for 48 rows -> 60 s an epoch over 480; x 10 epochs x 5 folds = 50 min
+    assert line == "[s] on cpu: about 60 s an epoch over 480 clips; 10 epochs x 5 folds = 50 min of training"
+    double = estimate(960, rows="clips", models=2, early_stopping=True)
+    assert double.startswith("[s] on cpu: about 120 s an epoch over 960 clips; up to 10 epochs x 5 folds x 2 "
+                             "models = up to 3.3 h of training (early stopping may end sooner)")
+    assert double.endswith("\n[s] that is long for a CPU: use a GPU")
+    # fewer rows than 3 batches: the probe is every row; an official split is one fold
+    small = _study.time_estimate("s", lambda rows, device: seen.append(rows), 20, {**opts, "split_files": ["a", "b"]},
+                                 clock=lambda: next(ticks))
+    assert seen[-1] == 20 and "about 6 s an epoch over 20 rows; 10 epochs x 1 fold = 1 min of training" in small

@@ -193,6 +193,42 @@ def run_folds(splits, out: Path, fold_fn, resume: bool, verbose: int = 1) -> tup
     return records, extras
 
 
+def time_estimate(study: str, fit_probe, n_rows: int, opts: dict, *, rows: str = "rows", models: int = 1,
+                  early_stopping: bool = False, extra: str = "", suggestion: str = "", probe_batches: int = 3,
+                  clock=time.perf_counter) -> str:
+    """One line before a study's first model trains: ``fit_probe(n, device)`` (one epoch on the first ``n`` of the
+    ``n_rows`` training rows: ``probe_batches`` batches of ``opts["batch_size"]``, after an untimed one on one batch:
+    the first convolutions of a process pay a one-time set-up of several seconds) timed, scaled to an epoch
+    over every row and to every one of ``opts["epochs"]`` epochs of ``models`` models a fold in every fold; on a CPU,
+    when that comes to an hour or more, ``suggestion`` on a second line. The defaults stay the published-size
+    models (which a GPU trains in minutes): a CPU user is told, before the hours start, what to change.
+    ``early_stopping``: the total is an upper bound."""
+    from .._utils import resolve_device
+
+    device = resolve_device(opts["device"])
+    probe_rows = min(n_rows, probe_batches * int(opts["batch_size"]))
+    fit_probe(min(n_rows, int(opts["batch_size"])), device)
+    t0 = clock()
+    fit_probe(probe_rows, device)
+    epoch = (clock() - t0) / probe_rows * n_rows
+    epochs, folds = int(opts["epochs"]), 1 if opts["split_files"] or opts.get("split_name") else int(opts["folds"])
+    total = epoch * epochs * folds * models
+    up_to = "up to " if early_stopping else ""
+    runs = f"{epochs} epochs x {folds} fold{'s' * (folds > 1)}" + (f" x {models} models" if models > 1 else "")
+    line = (f"[{study}] on {device.type}: about {epoch:.0f} s an epoch over {n_rows} {rows}; {up_to}{runs} = "
+            f"{up_to}{_duration(total)} of training{' (early stopping may end sooner)' if early_stopping else ''}"
+            f"{extra}")
+    if device.type == "cpu" and total >= 3600 and suggestion:
+        line += f"\n[{study}] that is long for a CPU: {suggestion}"
+    return line
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
 def window_frames(seconds: float, hop_length: int, overlap: float = 0.5) -> tuple[int, int]:
     """(window size, window hop) in frames of ``hop_length`` samples for windows of ``seconds``."""
     size = max(1, int(round(seconds * audio.SR / hop_length)))

@@ -324,6 +324,9 @@ def _fold(k, train, test, X, y, training_kinds, fold_dir: Path, opts) -> tuple[d
             key = str(bins)
             model = _make_model(opts, training, seed)
             ckpt = models_dir / f"{training}_{bins}_fold{k}.safetensors"
+            first = k == 0 and main and bins == opts["bins"][0]
+            if first and opts["verbose"] and not (opts["resume"] and ckpt.exists()):
+                print(_time_estimate(X[bins][train], len(training_kinds), opts))
             t0 = time.perf_counter()
             model.fit(training_maps(X[bins][train], opts["train_seconds"]),
                       resume=ckpt if (opts["resume"] and ckpt.exists()) else None, checkpoint=ckpt)
@@ -352,6 +355,24 @@ def _fold(k, train, test, X, y, training_kinds, fold_dir: Path, opts) -> tuple[d
     rec["selected"] = {"bins": b, "pooling": p, "classifier": c, "inner_f1": rec["inner_f1"][b][p][c]}
     rec["models"] = {"convrbm": rec["tables"][b][p][c]}
     return rec, extras
+
+
+def _time_estimate(X, n_kinds: int, opts) -> str:
+    """:func:`._study.time_estimate` of training on the training clips' spectrograms ``X`` (the first bin count's;
+    other bin counts and training kinds counted at its cost), with what to change on a CPU. Features and
+    classifiers come on top."""
+    seconds = min(s for s in (opts["seconds"], opts["train_seconds"]) if s not in (None, "all"))
+
+    def fit_probe(rows, device):
+        _make_model(opts, opts["training"], 0).set_params(n_iter=1, verbose=0, device=device).fit(
+            training_maps(X[:rows], opts["train_seconds"]))
+
+    return _study.time_estimate(
+        "convrbm", fit_probe, len(X), opts, rows=f"clips ({seconds:g} s each)", models=len(opts["bins"]) * n_kinds,
+        extra="; each fold's features and classifiers come on top",
+        suggestion="--quick runs a small model in minutes; or cut --epochs, --train-seconds (e.g. 5) or --filters "
+                   "(e.g. 16), or use fewer --folds; a GPU (--device cuda) trains the defaults in minutes. Ctrl-C "
+                   "keeps finished folds (--resume continues).")
 
 
 # ------------------------------------------------------------------------------------------------- run

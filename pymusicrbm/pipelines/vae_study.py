@@ -310,29 +310,17 @@ def _save_final(feats, usable, ds, out: Path, opts) -> None:
     saved.fit_vae(vae, feats, usable, ds, opts).save(opts["save_model"])
 
 
-def _time_estimate(X, opts, probe_batches: int = 3) -> str:
-    """One line before the first fold trains: the measured time of a few training batches scaled to an epoch and to
-    every epoch of every fold (an upper bound: early stopping may end sooner), with a suggestion for a CPU when
-    that comes to an hour or more. The study's defaults stay the published-size network (which a GPU trains in
-    minutes) rather than a CPU-sized one: a CPU user is told, before the hours start, what to change."""
-    from .._utils import resolve_device
+def _time_estimate(X, opts) -> str:
+    """:func:`._study.time_estimate` of training on the excerpts ``X``: an upper bound (early stopping may end
+    sooner), with what to change on a CPU."""
+    def fit_probe(rows, device):
+        _make_vae(opts, n_iter=1, device=device, random_state=0, verbose=0).fit(X[:rows])
 
-    device = resolve_device(opts["device"])
-    rows = min(len(X), probe_batches * opts["batch_size"])
-    probe = _make_vae(opts, n_iter=1, device=device, random_state=0, verbose=0)
-    t0 = time.perf_counter()
-    probe.fit(X[:rows])
-    epoch = (time.perf_counter() - t0) / rows * len(X)
-    folds = 1 if opts["split_files"] else int(opts["folds"])
-    total = epoch * opts["epochs"] * folds
-    line = (f"[vae] on {device.type}: about {epoch:.0f} s an epoch over {len(X)} excerpts; up to {opts['epochs']} "
-            f"epochs x {folds} folds = up to {total / 3600:.1f} h of training (early stopping may end sooner)")
-    if device.type == "cpu" and total >= 3600:
-        line += ("\n[vae] that is long for a CPU: --quick runs the small network in minutes; or cut --epochs (e.g. "
-                 "20) and --patience, use --channels 16,32,64,64, --excerpt-hop 128 (half the excerpts) or fewer "
-                 "--folds; a GPU (--device cuda) trains the defaults in minutes. Ctrl-C keeps finished folds "
-                 "(--resume continues).")
-    return line
+    return _study.time_estimate(
+        "vae", fit_probe, len(X), opts, rows="excerpts", early_stopping=True,
+        suggestion="--quick runs the small network in minutes; or cut --epochs (e.g. 20) and --patience, use "
+                   "--channels 16,32,64,64, --excerpt-hop 128 (half the excerpts) or fewer --folds; a GPU (--device "
+                   "cuda) trains the defaults in minutes. Ctrl-C keeps finished folds (--resume continues).")
 
 
 def _holdout(train_idx, y, fraction, seed):
