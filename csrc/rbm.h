@@ -11,9 +11,8 @@
 //                                                                    bool device tensor (no sync) when applied
 //   static bool all_finite(const Tensor&);
 // and optionally static Tensor sq_err(const Tensor& a, const Tensor& b) (0-d sum of squared differences), static
-// bool gather_rows(Tensor out, const Tensor& data, const Tensor& idx) (out <- data[idx], true if all finite),
-// weighted_column_sums (below), and sigmoid_sample(p, s, Draw, bias) adding a bias row to p first (see
-// affine_sigmoid_sample), else ATen's.
+// bool gather_rows(Tensor out, const Tensor& data, const Tensor& idx) (out <- data[idx], true if all finite) and
+// weighted_column_sums (below), else ATen's.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -53,19 +52,6 @@ inline void check_sigma(const char* op, const std::optional<Tensor>& sigma, cons
   if (cheap_to_check(*sigma)) TORCH_CHECK((*sigma > 0).all().item<bool>(), op, ": sigma must be > 0 everywhere");
 }
 
-// out <- sigmoid(bias + A @ B), and s <- Bernoulli(out) if s is defined: the GEMM, then the device's pass adding
-// the bias on the way when it can (on the CPU this saves addmm's copy of the bias into every row), else addmm's.
-template <class K>
-void affine_sigmoid_sample(Tensor& out, const Tensor& bias, const Tensor& A, const Tensor& B, const Tensor& s, Draw d) {
-  if constexpr (requires { K::sigmoid_sample(out, s, d, bias); }) {
-    at::mm_out(out, A, B);
-    K::sigmoid_sample(out, s, d, bias);
-  } else {
-    at::addmm_out(out, bias, A, B);
-    K::sigmoid_sample(out, s, d);
-  }
-}
-
 template <class K>
 std::tuple<Tensor, Tensor> sample_hidden(const Tensor& v, const Tensor& W, const Tensor& c,
                                          const std::optional<Tensor>& sigma, std::optional<at::Generator> gen) {
@@ -75,9 +61,9 @@ std::tuple<Tensor, Tensor> sample_hidden(const Tensor& v, const Tensor& W, const
   check_sigma(op, sigma, W);
   TORCH_CHECK(!cheap_to_check(v) || K::all_finite(v), op, ": v contains NaN or Inf");
   const Tensor x = sigma ? v / *sigma : v.contiguous();
-  Tensor p = at::empty({x.size(0), W.size(1)}, W.options());
+  Tensor p = at::addmm(c, x, W);
   Tensor h = at::empty_like(p);
-  affine_sigmoid_sample<K>(p, c, x, W, h, K::draw(gen));
+  K::sigmoid_sample(p, h, K::draw(gen));
   return {p, h};
 }
 
@@ -94,9 +80,9 @@ std::tuple<Tensor, Tensor> sample_visible(const Tensor& h, const Tensor& W, cons
   TORCH_CHECK(!cheap_to_check(h) || K::all_finite(h), op, ": h contains NaN or Inf");
   Tensor mean, s;
   if (kind == Visible::Bernoulli) {
-    mean = at::empty({h.size(0), W.size(0)}, W.options());
+    mean = at::addmm(b, h, W.t());
     s = at::empty_like(mean);
-    affine_sigmoid_sample<K>(mean, b, h.contiguous(), W.t(), s, K::draw(gen));
+    K::sigmoid_sample(mean, s, K::draw(gen));
   } else {
     mean = at::mm(h, W.t());
     s = at::empty_like(mean);
@@ -248,8 +234,9 @@ CDStats cd_statistics(const char* op, const Tensor& W, const Tensor& b, const Te
     TORCH_CHECK(K::all_finite(X0), op, ": v contains NaN or Inf; the parameters were not changed");
 
   // Positive phase: p0 = p(h | v0) and a sample h0.
+  at::addmm_out(Y0, c, X0, W);
   Tensor h0 = scratch(ws, S::kH0, {B, H}, o);
-  affine_sigmoid_sample<K>(Y0, c, X0, W, h0, K::draw(gen));
+  K::sigmoid_sample(Y0, h0, K::draw(gen));
 
   // The chain's visible state: sampled straight into Xk, except Gaussian units with sigma, which keep their raw
   // sample apart and put v / sigma into Xk.
@@ -261,21 +248,18 @@ CDStats cd_statistics(const char* op, const Tensor& W, const Tensor& b, const Te
   // Mean of p(v | h) (returned), and a sample into vs when `sample`.
   auto visible_step = [&](const Tensor& h, bool sample) -> Tensor {
     Tensor m = scratch(ws, S::kMean, {h.size(0), V}, o);
+    if (gauss) at::mm_out(m, h, Wt); else at::addmm_out(m, b, h, Wt);
     const Tensor s = sample ? vs : Tensor();
     const Draw d = sample ? K::draw(gen) : Draw{0, 0};
-    if (gauss) {
-      at::mm_out(m, h, Wt);
-      K::gaussian_sample(m, b, sig, s, d);
-    } else {
-      affine_sigmoid_sample<K>(m, b, h, Wt, s, d);
-    }
+    if (gauss) K::gaussian_sample(m, b, sig, s, d); else K::sigmoid_sample(m, s, d);
     if (sample) scale_into_X();
     return m;
   };
   // pk = p(h | chain state) into Yk, and a sample when `sample`.
   auto hidden_step = [&](bool sample) -> Tensor {
+    at::addmm_out(Yk, c, Xk, W);
     Tensor h = sample ? scratch(ws, S::kH, {N, H}, o) : Tensor();
-    affine_sigmoid_sample<K>(Yk, c, Xk, W, h, sample ? K::draw(gen) : Draw{0, 0});
+    K::sigmoid_sample(Yk, h, sample ? K::draw(gen) : Draw{0, 0});
     return h;
   };
 

@@ -29,21 +29,11 @@ template <typename F> void parallel_runs(int64_t n, F f) {
 
 // The element loops, each a clone per instruction set (cpu_simd.h), on runs [r0, r1) of an n-element tensor.
 
-// p <- sigmoid(p + bias), and s <- Bernoulli(p) with the runs' uniforms if s is given; kPairRuns runs at a time (a
-// short last one through a full-size copy). p is (rows, cols) and bias a row of cols, given as the row repeated
-// (tile: cols + 64 elements), so the bias of elements [i, i + 64) is tile[i % cols ...] whatever the row breaks.
-template <typename T> struct SampleArgs {
-  T* p;
-  T* s;          // nullable
-  const T* tile;  // nullable
-  int64_t n, cols;
-  Draw d;
-};
-template <typename T> PMR_INLINE void sigmoid_sample_runs(const SampleArgs<T>& a, int64_t r0, int64_t r1) {
+// p <- sigmoid(p), and s <- Bernoulli(p) with the runs' uniforms if s is given; kPairRuns runs at a time (a short
+// last one through a full-size copy).
+template <typename T> PMR_INLINE void sigmoid_sample_runs(T* p, T* s, int64_t n, const Draw& d, int64_t r0,
+                                                         int64_t r1) {
   constexpr int64_t L = kL<T>, R = kPairRuns * kRun;
-  T* const p = a.p;
-  T* const s = a.s;
-  const int64_t n = a.n;
   for (int64_t run = r0; run < r1; run += kPairRuns) {
     const int64_t i0 = run * kRun, m = std::min({R, n - i0, (r1 - run) * kRun});
     T pb[R], sb[R], u[R];
@@ -55,12 +45,11 @@ template <typename T> PMR_INLINE void sigmoid_sample_runs(const SampleArgs<T>& a
     }
     if (s) {
       uint32_t w[R];
-      philox_runs(a.d, static_cast<uint64_t>(run), w);
+      philox_runs(d, static_cast<uint64_t>(run), w);
       for (int64_t j = 0; j < R; ++j) u[j] = uniform_of<T>(w[j]);
     }
-    const T* bias = a.tile ? a.tile + i0 % a.cols : nullptr;
     for (int64_t j = 0; j < R; j += L) {
-      const vec<T> pr = vsigmoid<T>(bias ? loadu(pp + j) + loadu(bias + j) : loadu(pp + j));
+      const vec<T> pr = vsigmoid<T>(loadu(pp + j));
       storeu(pp + j, pr);
       if (s) storeu(sp + j, bernoulli<T>(loadu(u + j), pr));
     }
@@ -70,11 +59,11 @@ template <typename T> PMR_INLINE void sigmoid_sample_runs(const SampleArgs<T>& a
     }
   }
 }
-PMR_CLONES void sigmoid_sample_clone(const SampleArgs<float>& a, int64_t r0, int64_t r1) {
-  sigmoid_sample_runs(a, r0, r1);
+PMR_CLONES void sigmoid_sample_clone(float* p, float* s, int64_t n, const Draw& d, int64_t r0, int64_t r1) {
+  sigmoid_sample_runs(p, s, n, d, r0, r1);
 }
-PMR_CLONES void sigmoid_sample_clone(const SampleArgs<double>& a, int64_t r0, int64_t r1) {
-  sigmoid_sample_runs(a, r0, r1);
+PMR_CLONES void sigmoid_sample_clone(double* p, double* s, int64_t n, const Draw& d, int64_t r0, int64_t r1) {
+  sigmoid_sample_runs(p, s, n, d, r0, r1);
 }
 
 // out[i] = uniform_at / normal_at(seed, offset, start + i) for i < n.
@@ -153,19 +142,12 @@ struct CpuKernels {
     });
   }
 
-  static void sigmoid_sample(Tensor p, Tensor s, Draw d, const Tensor& bias = Tensor()) {
+  static void sigmoid_sample(Tensor p, Tensor s, Draw d) {
     AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "sigmoid_sample", [&] {
-      std::vector<scalar_t> tile;
-      const int64_t cols = bias.defined() ? bias.numel() : 1;
-      if (bias.defined()) {
-        const Tensor bc = bias.contiguous();
-        const scalar_t* bp = bc.data_ptr<scalar_t>();
-        tile.resize(cols + kPairRuns * kRun);
-        for (size_t i = 0; i < tile.size(); ++i) tile[i] = bp[i % cols];
-      }
-      const SampleArgs<scalar_t> a{p.data_ptr<scalar_t>(), s.defined() ? s.data_ptr<scalar_t>() : nullptr,
-                                   tile.empty() ? nullptr : tile.data(), p.numel(), cols, d};
-      parallel_runs(a.n, [&](int64_t r0, int64_t r1) { sigmoid_sample_clone(a, r0, r1); });
+      scalar_t* pp = p.data_ptr<scalar_t>();
+      scalar_t* sp = s.defined() ? s.data_ptr<scalar_t>() : nullptr;
+      const int64_t n = p.numel();
+      parallel_runs(n, [&](int64_t r0, int64_t r1) { sigmoid_sample_clone(pp, sp, n, d, r0, r1); });
     });
   }
 
