@@ -461,23 +461,29 @@ class ConvRBM(TransformerMixin, TrainedEstimator):
     # ---- monitors and inference -------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def _mean_field(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean-field reconstruction E[v | p(h | v)], pooled probabilities), chunked."""
-        recs, pooled = [], []
-        for i in range(0, v.shape[0], max(1, 4 * self.batch_size)):
-            x = v[i:i + 4 * self.batch_size]
+    def _mean_field(self, v: torch.Tensor):
+        """(chunk of v, its mean-field reconstruction E[v | p(h | v)], its pooled probabilities), chunk by chunk of
+        ``batch_size`` maps: a caller keeps what it needs, not the hidden maps of every input (at 32 filters
+        they are ~30x the input)."""
+        for i in range(0, v.shape[0], max(1, self.batch_size)):
+            x = v[i:i + self.batch_size]
             P, _, Q = ops.conv_sample_hidden(x, self._W, self._c, self.pool, generator=self._rng)
             m, _ = ops.conv_sample_visible(P, self._W, self._b, None, self.visible, generator=self._rng)
-            recs.append(m)
-            pooled.append(Q)
-        return torch.cat(recs), torch.cat(pooled)
+            yield x, m, Q
+
+    def _mean_field_mse(self, v: torch.Tensor) -> float:
+        """Mean squared error of v's mean-field reconstruction (float64 sums over the chunks)."""
+        return sum(float(F.mse_loss(m, x, reduction="sum")) for x, m, _ in self._mean_field(v)) / max(1, v.numel())
 
     def _monitor(self, X_mon: torch.Tensor, X_valid) -> dict:
-        rec, q = self._mean_field(X_mon)
-        out = {"train_loss": float(F.mse_loss(rec, X_mon)), "sparsity": float(q.mean())}
+        sq = q_sum = 0.0
+        q_n = 0
+        for x, m, q in self._mean_field(X_mon):
+            sq += float(F.mse_loss(m, x, reduction="sum"))
+            q_sum, q_n = q_sum + float(q.sum()), q_n + q.numel()
+        out = {"train_loss": sq / max(1, X_mon.numel()), "sparsity": q_sum / max(1, q_n)}
         if X_valid is not None:
-            Xv = X_valid[:_N_MONITOR]
-            out["valid_loss"] = float(F.mse_loss(self._mean_field(Xv)[0], Xv))
+            out["valid_loss"] = self._mean_field_mse(X_valid[:_N_MONITOR])
         return out
 
     @torch.no_grad()
@@ -500,7 +506,7 @@ class ConvRBM(TransformerMixin, TrainedEstimator):
     def reconstruct(self, X) -> np.ndarray:
         """Mean-field reconstruction of (the cropped part of) X, in the input's units."""
         X = self._prepare(X, reset=False)
-        rec = self._mean_field(self._tensor(X))[0].cpu().numpy().astype(np.float64)
+        rec = np.concatenate([m.cpu().numpy() for _, m, _ in self._mean_field(self._tensor(X))]).astype(np.float64)
         if self._gaussian and self.standardize is not None:
             rec = rec * self.scale_ + self.mean_
         return rec
@@ -508,7 +514,7 @@ class ConvRBM(TransformerMixin, TrainedEstimator):
     def reconstruction_error(self, X) -> float:
         """Mean squared error of the mean-field reconstruction, in standardised units (as ``history_``)."""
         Xp = self._tensor(self._prepare(X, reset=False))
-        return float(F.mse_loss(self._mean_field(Xp)[0], Xp))
+        return self._mean_field_mse(Xp)
 
     # ---- checkpoint state -----------------------------------------------------------------------------------
 
