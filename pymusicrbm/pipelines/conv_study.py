@@ -204,7 +204,7 @@ def clip_maps(model, X: np.ndarray) -> np.ndarray:
     return np.concatenate(list(F.transpose(1, 0, 2, 3, 4)), axis=-1)
 
 
-def _features(model, X, grid, poolings=POOLINGS, chunk: int = 64) -> dict[str, np.ndarray]:
+def _features(model, X, grid, poolings=POOLINGS, chunk: int = 16) -> dict[str, np.ndarray]:
     """Summaries of the top layer's pooled maps over each whole clip, a chunk of clips at a time (the maps are
     large); clips of different lengths (``seconds='all'``: an object array of spectrograms) one at a time."""
     if X.dtype == object:
