@@ -391,9 +391,9 @@ Tensor cd_steps(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_vel, T
     const int64_t B = std::min(batch_size, n - i), N = chains ? chains->size(0) : B;
     Tensor v = into_X ? scratch(&ws, Workspace::kX, {B + N, V}, W.options()).narrow(0, 0, B) : rows.narrow(0, 0, B);
     const Tensor idx = order.narrow(0, i, B);
-    if constexpr (requires { K::gather_rows(v, data, idx); }) {  // the gather and the step's finite check in one pass
+    if constexpr (requires { K::gather_rows(v, rows_of, idx); }) {
+      // the gather and the step's finite check in one pass (a batch found non-finite is checked, and refused, again)
       ws.batch_checked = K::gather_rows(v, rows_of, idx);
-      TORCH_CHECK(ws.batch_checked || !into_X, "cd_step_: v contains NaN or Inf; the parameters were not changed");
     } else {
       at::index_select_out(v, rows_of, 0, idx);
     }

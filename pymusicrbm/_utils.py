@@ -11,8 +11,9 @@ import scipy.sparse as sp
 import torch
 from sklearn.utils import check_random_state
 
-__all__ = ["finite_range", "resolve_dtype", "input_dtype", "numpy_dtype", "randn", "resolve_device", "draw_seed", "layer_seed",
-           "make_generator", "to_tensor", "split_indices", "generator_to_state", "generator_from_state"]
+__all__ = ["finite_range", "validate_finite", "resolve_dtype", "input_dtype", "numpy_dtype", "randn", "resolve_device",
+           "draw_seed", "layer_seed", "make_generator", "to_tensor", "split_indices", "generator_to_state",
+           "generator_from_state"]
 
 
 def finite_range(X, name: str = "X") -> tuple[float, float]:
@@ -30,6 +31,15 @@ def finite_range(X, name: str = "X") -> tuple[float, float]:
     if math.isinf(lo) or math.isinf(hi):
         raise ValueError(f"Input {name} contains infinity or a value too large for {values.dtype!r}.")
     return lo, hi
+
+
+def validate_finite(est, X, **kwargs):
+    """scikit-learn's ``validate_data(est, X, **kwargs)`` with its finite check done by :func:`finite_range`."""
+    from sklearn.utils.validation import validate_data
+
+    X = validate_data(est, X, ensure_all_finite=False, **kwargs)
+    finite_range(X)
+    return X
 
 
 def resolve_dtype(dtype) -> torch.dtype | None:

@@ -471,19 +471,20 @@ class ConvRBM(TransformerMixin, TrainedEstimator):
             m, _ = ops.conv_sample_visible(P, self._W, self._b, None, self.visible, generator=self._rng)
             yield x, m, Q
 
-    def _mean_field_mse(self, v: torch.Tensor) -> float:
-        """Mean squared error of v's mean-field reconstruction (float64 sums over the chunks)."""
-        return sum(float(F.mse_loss(m, x, reduction="sum")) for x, m, _ in self._mean_field(v)) / max(1, v.numel())
-
-    def _monitor(self, X_mon: torch.Tensor, X_valid) -> dict:
+    def _mean_field_sums(self, v: torch.Tensor) -> tuple[float, float]:
+        """(mean squared error of v's mean-field reconstruction, mean pooled probability), summed chunk by chunk."""
         sq = q_sum = 0.0
         q_n = 0
-        for x, m, q in self._mean_field(X_mon):
+        for x, m, q in self._mean_field(v):
             sq += float(F.mse_loss(m, x, reduction="sum"))
             q_sum, q_n = q_sum + float(q.sum()), q_n + q.numel()
-        out = {"train_loss": sq / max(1, X_mon.numel()), "sparsity": q_sum / max(1, q_n)}
+        return sq / max(1, v.numel()), q_sum / max(1, q_n)
+
+    def _monitor(self, X_mon: torch.Tensor, X_valid) -> dict:
+        train_loss, sparsity = self._mean_field_sums(X_mon)
+        out = {"train_loss": train_loss, "sparsity": sparsity}
         if X_valid is not None:
-            out["valid_loss"] = self._mean_field_mse(X_valid[:_N_MONITOR])
+            out["valid_loss"] = self._mean_field_sums(X_valid[:_N_MONITOR])[0]
         return out
 
     @torch.no_grad()
@@ -514,7 +515,7 @@ class ConvRBM(TransformerMixin, TrainedEstimator):
     def reconstruction_error(self, X) -> float:
         """Mean squared error of the mean-field reconstruction, in standardised units (as ``history_``)."""
         Xp = self._tensor(self._prepare(X, reset=False))
-        return self._mean_field_mse(Xp)
+        return self._mean_field_sums(Xp)[0]
 
     # ---- checkpoint state -----------------------------------------------------------------------------------
 

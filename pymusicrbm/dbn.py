@@ -14,7 +14,7 @@ from torch import nn
 
 from . import ops
 from ._base import COMMON_CONSTRAINTS, Interval, StackEstimator, StrOptions, TrainedEstimator
-from ._utils import draw_seed, finite_range, float_dtypes, input_dtype, make_generator, to_tensor
+from ._utils import draw_seed, float_dtypes, input_dtype, make_generator, to_tensor, validate_finite
 from .rbm import RBM
 
 __all__ = ["DBN", "DBNClassifier"]
@@ -44,9 +44,7 @@ def _check_hidden_layer_sizes(sizes):
 
 
 def _validate_X(est, X, reset):
-    X = validate_data(est, X, dtype=float_dtypes(X), reset=reset, ensure_all_finite=False)
-    finite_range(X)
-    return X
+    return validate_finite(est, X, dtype=float_dtypes(X), reset=reset)
 
 
 class DBN(ClassNamePrefixFeaturesOutMixin, TransformerMixin, StackEstimator):

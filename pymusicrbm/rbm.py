@@ -13,12 +13,12 @@ import scipy.sparse as sp
 import torch
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.sparsefuncs import mean_variance_axis
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
 from . import distributed, ops
 from ._base import COMMON_CONSTRAINTS, Interval, StrOptions, TrainedEstimator, TrainingDivergedError
 from ._utils import (draw_seed, finite_range, float_dtypes, input_dtype, is_float32, make_generator, numpy_dtype,
-                     randn, to_tensor)
+                     randn, to_tensor, validate_finite)
 from .ais import AISResult, ais_log_partition, exact_log_partition
 
 __all__ = ["RBM", "TrainingDivergedError"]
@@ -393,10 +393,7 @@ class RBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, TrainedEstimator):
     # ---- fitting -----------------------------------------------------------------------------------------
 
     def _validate_input(self, X, reset: bool):
-        X = validate_data(self, X, dtype=float_dtypes(X), accept_sparse=_ACCEPT_SPARSE, reset=reset,
-                          ensure_all_finite=False)
-        finite_range(X)
-        return X
+        return validate_finite(self, X, dtype=float_dtypes(X), accept_sparse=_ACCEPT_SPARSE, reset=reset)
 
     def partial_fit(self, X, y=None):
         """One epoch over X (in mini-batches), starting from the current parameters; the first call initialises
