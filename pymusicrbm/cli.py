@@ -164,6 +164,8 @@ def _distributed(args) -> int:
                     shutil.copytree(args.out, scratch, dirs_exist_ok=True,
                                     ignore=lambda d, names: [n for n in names if Path(d, n) == Path(args.cache_dir)])
                 args.out, args.verbose = scratch, 0
+            if args.resume:  # rank 0 changes OUT only once every other rank has its copy
+                distributed.barrier(what="copying rank 0's OUT to resume from")
         quiet = contextlib.redirect_stdout(open(os.devnull, "w")) if not main else contextlib.nullcontext()
         with quiet, distributed.replicated_inputs():
             return args.func(args)
