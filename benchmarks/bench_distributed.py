@@ -98,20 +98,24 @@ def _worker_extract(kind: str, data: str, cache: str, repeats: int) -> dict:
 
 
 def _worker_allreduce(repeats: int) -> dict:
-    """Seconds of one gloo all-reduce of 4 KB, 100 KB and 1 MB (the 513->50 and 513->512 statistics buffers)."""
+    """Seconds of one gloo all-reduce of 4 KB, 100 KB and 1 MB (the 513->50 and 513->512 statistics buffers), both
+    as ``dist.all_reduce`` blocks and as ``distributed.all_reduce_`` (the training step's) polls for it."""
     import torch
     import torch.distributed as dist
 
-    out = {}
+    from pymusicrbm import distributed
+
+    out = {"blocking": {}, "polled": {}}
     for n in (1024, 25_714, 262_656):
         t = torch.ones(n)
-        for _ in range(10):
-            dist.all_reduce(t)
-        dist.barrier()
-        t0 = time.perf_counter()
-        for _ in range(repeats):
-            dist.all_reduce(t)
-        out[f"{4 * n} bytes"] = (time.perf_counter() - t0) / repeats
+        for how, reduce in (("blocking", dist.all_reduce), ("polled", lambda x: distributed.all_reduce_([x]))):
+            for _ in range(10):
+                reduce(t)
+            dist.barrier()
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                reduce(t)
+            out[how][f"{4 * n} bytes"] = (time.perf_counter() - t0) / repeats
     return out
 
 
@@ -177,9 +181,10 @@ def main():
 
     # what one step's collective costs here: a data-parallel step pays it once, whatever its size
     latency = launch(2, "allreduce", ["200"])[0]
-    results["allreduce_seconds"] = {k: v for k, v in latency.items() if k != "rank"}
-    print("gloo all-reduce, 2 processes: " + ", ".join(f"{k} {1e3 * v:.2f} ms" for k, v in latency.items()
-                                                       if k != "rank"))
+    results["allreduce_seconds"] = {how: latency[how] for how in ("blocking", "polled")}
+    for how in ("blocking", "polled"):
+        print(f"gloo all-reduce, 2 processes, {how}: " + ", ".join(f"{k} {1e3 * v:.2f} ms"
+                                                                  for k, v in latency[how].items()))
 
     from pymusicrbm import datasets
     with tempfile.TemporaryDirectory() as tmp:

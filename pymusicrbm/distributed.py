@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import time
 
 import numpy as np
 import torch
@@ -115,8 +116,25 @@ def rank_seed(seed: int, rank_: int, stream: int = 0) -> int:
                >> 1)
 
 
+# How long a gloo collective is polled for before its thread blocks. A thread blocked on an idle virtual CPU wakes
+# milliseconds late: polling (yielding the core) cut a 1 MB all-reduce between 2 busy processes on 2 cores from
+# 3.5 ms to 1.1 ms (median), a quarter of a 513->512 step at batch 256. Past this the wait blocks, so a rank that is
+# much later (writing a checkpoint) costs no CPU.
+_POLL_SECONDS = 0.02
+_ASYNC = (dist.all_reduce, dist.broadcast, dist.all_gather)
+
+
+def _wait(work):
+    deadline = time.perf_counter() + _POLL_SECONDS
+    while not work.is_completed() and time.perf_counter() < deadline:
+        os.sched_yield()
+    work.wait()
+
+
 def _collective(what: str, fn, *args, **kwargs):
     try:
+        if fn in _ASYNC and dist.get_backend() == "gloo":
+            return _wait(fn(*args, **kwargs, async_op=True))
         return fn(*args, **kwargs)
     except RuntimeError as e:  # (DistBackendError, gloo's timeouts and closed connections are RuntimeErrors)
         raise DistributedError(
