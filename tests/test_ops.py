@@ -428,6 +428,26 @@ def test_cd_training_raises_exact_likelihood():
 
 # ---- determinism --------------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_streams_and_gaussian_samples_do_not_depend_on_thread_count(dtype):
+    # ~100 parallel chunks (and a short last run): the kernels' loops split differently with 1 and 2 threads
+    n = 400_017
+    W, b, c, sigma = rbm(300, 70, "cpu", dtype, gaussian=True)
+    h = (data(1500, 70, "cpu", dtype) > 0.5).to(dtype)
+    before = torch.get_num_threads()
+    out = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            out.append([ops.philox_uniform_(torch.empty(n, dtype=dtype), gen("cpu", 3)),
+                        ops.philox_normal_(torch.empty(n, dtype=dtype), gen("cpu", 4)),
+                        *ops.sample_visible(h, W, b, sigma=sigma, visible="gaussian", generator=gen("cpu", 5))])
+    finally:
+        torch.set_num_threads(before)
+    for a, bb in zip(*out):
+        assert torch.equal(a, bb)
+
+
 @pytest.mark.parametrize("V, H, B", [(300, 70, 128), (40, 30, 64)])
 def test_results_do_not_depend_on_thread_count(V, H, B):
     W, b, c, _ = rbm(V, H, "cpu", torch.float32)

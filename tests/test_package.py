@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _python(code: str) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr
@@ -19,8 +19,8 @@ def _python(code: str) -> str:
 
 
 def test_import_changes_no_process_settings_and_loads_no_torch():
-    assert _python("import os, sys, pymusicrbm; print('torch' in sys.modules, os.environ.get('OMP_WAIT_POLICY'))") \
-        == "False None"
+    assert _python("import os, sys, pymusicrbm; print('torch' in sys.modules, os.environ.get('OMP_WAIT_POLICY'), "
+                   "os.environ.get('GOMP_SPINCOUNT'))") == "False None None"
 
 
 def test_names_load_on_first_use():
@@ -29,10 +29,13 @@ def test_names_load_on_first_use():
     assert _python(code) == "pymusicrbm.rbm True ['ConvDBN', 'ConvRBM', 'ConvVAE']"
 
 
-def test_command_sets_passive_omp_before_torch_loads():
+def test_command_sets_a_short_omp_spin_before_torch_loads():
     code = ("import os, sys\nfrom pymusicrbm import cli\ntry:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "print(os.environ.get('OMP_WAIT_POLICY'))")
-    assert _python(code).splitlines()[-1] == "PASSIVE"
+            "print(os.environ.get('GOMP_SPINCOUNT'))")
+    assert _python(code).splitlines()[-1] == "1000"
+    # the user's own OpenMP policy wins
+    code = "import os\nos.environ['OMP_WAIT_POLICY'] = 'ACTIVE'\n" + code
+    assert _python(code).splitlines()[-1] == "None"
 
 
 # --- the compiled extension and the torch it was built for (pymusicrbm._extension, build_support/torch_pin.py) ---
@@ -100,6 +103,18 @@ def test_cuda_build_needs_a_cuda_torch():
         check_build("2.13.0+cu130", "2.13.0+cpu", "13.0", None)
     with pytest.raises(ImportError, match=r"built for torch 2\.12\.1, but torch 2\.13\.0 is installed"):
         check_build("2.12.1", "2.13.0", "", None)
+
+
+def test_extension_loops_run_on_torch_openmp_pool():
+    # at::parallel_for is inline: an extension compiled without OpenMP runs every kernel loop on one thread, silently
+    import torch
+    if not torch._C.has_openmp:
+        pytest.skip("this torch does not use OpenMP")
+    import pymusicrbm._extension  # noqa: F401  (loads the library)
+    import pymusicrbm
+    lib = next(Path(pymusicrbm.__file__).parent.glob("_C*.so"))
+    data = lib.read_bytes()
+    assert b"GOMP_parallel" in data or b"__kmpc_fork_call" in data, f"{lib.name} was compiled without OpenMP"
 
 
 def _torch_pin():
