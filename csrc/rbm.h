@@ -389,6 +389,7 @@ Tensor cd_steps(Tensor& W, Tensor& b, Tensor& c, Tensor& W_vel, Tensor& b_vel, T
   errors.reserve((n + batch_size - 1) / batch_size);
   for (int64_t i = 0; i < n; i += batch_size) {
     const int64_t B = std::min(batch_size, n - i), N = chains ? chains->size(0) : B;
+    SerialIfSmall serial(W, step_multiply_adds(W, B, N, k));  // the gather too: at batch 10 it is 5k elements
     Tensor v = into_X ? scratch(&ws, Workspace::kX, {B + N, V}, W.options()).narrow(0, 0, B) : rows.narrow(0, 0, B);
     const Tensor idx = order.narrow(0, i, B);
     if constexpr (requires { K::gather_rows(v, rows_of, idx); }) {

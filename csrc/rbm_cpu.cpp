@@ -20,7 +20,10 @@ namespace {
 
 using namespace simd;
 
-constexpr int64_t kGrain = 4096;  // elements per task; below this, threading costs more than it saves
+// Elements per parallel task (ATen's own grain): below it, waking the thread team costs more than the work saves.
+constexpr int64_t kGrain = 32768;
+// Elements of one partial sum of sq_err: fixed, so that the sum does not depend on the number of threads.
+constexpr int64_t kSumChunk = 4096;
 
 // Runs f(r0, r1) over the runs of 32 elements of [0, n) in parallel chunks.
 template <typename F> void parallel_runs(int64_t n, F f) {
@@ -204,18 +207,18 @@ struct CpuKernels {
     return out;
   }
 
-  // Sum of squared differences of two contiguous tensors of one shape. Partial sums over fixed 4096-element chunks,
-  // added in order, so the result does not depend on the number of threads either.
+  // Sum of squared differences of two contiguous tensors of one shape. Partial sums over fixed kSumChunk-element
+  // chunks, added in order, so the result does not depend on the number of threads either.
   static Tensor sq_err(const Tensor& a, const Tensor& b) {
-    const int64_t n = a.numel(), chunks = (n + kGrain - 1) / kGrain;
+    const int64_t n = a.numel(), chunks = (n + kSumChunk - 1) / kSumChunk;
     std::vector<double> partial(chunks);
     AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "mse", [&] {
       const scalar_t* ap = a.data_ptr<scalar_t>();
       const scalar_t* bp = b.data_ptr<scalar_t>();
-      at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+      at::parallel_for(0, chunks, kGrain / kSumChunk, [&](int64_t c0, int64_t c1) {
         for (int64_t c = c0; c < c1; ++c) {
           scalar_t acc[8] = {};  // 8 independent sums vectorise; one would be a serial chain
-          const int64_t i0 = c * kGrain, i1 = std::min(n, i0 + kGrain);
+          const int64_t i0 = c * kSumChunk, i1 = std::min(n, i0 + kSumChunk);
           int64_t i = i0;
           for (; i + 8 <= i1; i += 8)
             for (int l = 0; l < 8; ++l) {
@@ -268,7 +271,7 @@ struct CpuKernels {
     const Tensor x = t.contiguous();
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "all_finite", [&] {
       const scalar_t* xp = x.data_ptr<scalar_t>();
-      at::parallel_for(0, x.numel(), kGrain * 4, [&](int64_t i0, int64_t i1) {
+      at::parallel_for(0, x.numel(), kGrain, [&](int64_t i0, int64_t i1) {
         uint32_t bad = 0;
         for (int64_t i = i0; i < i1; ++i) bad |= nonfinite(xp[i]);
         if (bad) finite = false;

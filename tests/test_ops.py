@@ -430,7 +430,7 @@ def test_cd_training_raises_exact_likelihood():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_streams_and_gaussian_samples_do_not_depend_on_thread_count(dtype):
-    # ~100 parallel chunks (and a short last run): the kernels' loops split differently with 1 and 2 threads
+    # a dozen parallel tasks (and a short last run): the kernels' loops split differently with 1 and 2 threads
     n = 400_017
     W, b, c, sigma = rbm(300, 70, "cpu", dtype, gaussian=True)
     h = (data(1500, 70, "cpu", dtype) > 0.5).to(dtype)
