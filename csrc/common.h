@@ -2,6 +2,7 @@
 // the update op cd_apply_ (momentum, weight decay, learning rate), which applies the statistics of either kind.
 #pragma once
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <c10/util/ParallelGuard.h>
 #include <torch/library.h>
 
@@ -69,6 +70,9 @@ class SerialIfSmall {
  public:
   SerialIfSmall(const Tensor& t, double multiply_adds) {
     if (!t.device().is_cpu() || multiply_adds >= 8e6) return;
+    // ATen sizes this thread's OpenMP team on its first parallel call, from MKL's thread count: first under the
+    // MKL setting below, it would size it 1 for good (every later op, GEMMs included, on one thread)
+    at::internal::lazy_init_num_threads();
     guard_.emplace(true);
     if (MKL_Set_Num_Threads_Local) mkl_before_ = MKL_Set_Num_Threads_Local(1);
   }

@@ -117,6 +117,22 @@ def test_extension_loops_run_on_torch_openmp_pool():
     assert b"GOMP_parallel" in data or b"__kmpc_fork_call" in data, f"{lib.name} was compiled without OpenMP"
 
 
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 cores")
+def test_a_small_first_step_leaves_torch_thread_count_alone():
+    # a step small enough to run on one thread, as the process's first parallel call, once sized ATen's OpenMP team
+    # 1 for good (every later op, GEMMs included, single-threaded)
+    small = ("import torch, pymusicrbm.ops as ops\n"
+             "p = [torch.zeros(20, 5), torch.zeros(20), torch.zeros(5)]\n"
+             "ops.cd_step_(*p, *[torch.zeros_like(t) for t in p], torch.ones(4, 20))\n"
+             "print(torch.get_num_threads())")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    run = [subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300) for code in (small, "import torch\nprint(torch.get_num_threads())")]
+    assert all(r.returncode == 0 for r in run), [r.stderr for r in run]
+    after_small, default = (int(r.stdout.split()[-1]) for r in run)
+    assert default > 1 and after_small == default
+
+
 def _torch_pin():
     spec = importlib.util.spec_from_file_location("torch_pin", ROOT / "build_support" / "torch_pin.py")
     module = importlib.util.module_from_spec(spec)
