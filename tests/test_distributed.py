@@ -252,6 +252,35 @@ def _dbn_study(data, out, scratch, *extra, ranks: int = 2) -> subprocess.Complet
     return r
 
 
+def _dbn_study_on_two_machines(data, out, tmp) -> list[subprocess.CompletedProcess]:
+    """The tiny DBN study as two machines run it (two torchrun agents, --nnodes=2, c10d rendezvous), simulated on
+    this one: each agent has its own scratch folder (its local disk); data and OUT are shared."""
+    port = _free_port()
+    procs = []
+    for node in range(2):
+        scratch = tmp / f"node{node}"
+        scratch.mkdir(parents=True)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+               "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=pmr-test",
+               f"--rdzv-conf=is_host={int(node == 0)}", "-m", "pymusicrbm", "dbn", "--data", str(data), "--out",
+               str(out), "--hidden", "16", "16", "--pretrain-epochs", "1", "--pretrain-frames", "3000",
+               "--finetune-epochs", "2", "--pca-components", "16", "--window-seconds", "2", "--folds", "2", "--jobs",
+               "1", "--threads", "1"]
+        procs.append(subprocess.Popen(cmd, env=_env(TMPDIR=str(scratch)), cwd=ROOT, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    done = []
+    for p in procs:
+        try:
+            stdout, stderr = p.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            pytest.fail(f"the two-machine study hung for {TIMEOUT}s")
+        assert p.returncode == 0, stderr[-3000:]
+        done.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
+    return done
+
+
 def test_cli_under_torchrun_writes_one_results_json(tmp_path):
     from pymusicrbm import datasets
 
@@ -276,6 +305,12 @@ def test_cli_under_torchrun_writes_one_results_json(tmp_path):
 
     first, trained = folds(out / "results.json"), weights()
     assert trained
+
+    # The same study on two (simulated) machines: the same two ranks, so the same results, written once
+    out2 = tmp_path / "out_two_machines"
+    runs = _dbn_study_on_two_machines(ds.root, out2, tmp_path / "machines")
+    assert len(list(out2.rglob("results.json"))) == 1 and folds(out2 / "results.json") == first
+    assert sum(r.stdout.count("results: ") for r in runs) == 1
     for ranks in (2, 1):
         (out / "folds" / "fold1" / "fold_results.json").unlink()
         (out / "results.json").unlink()
