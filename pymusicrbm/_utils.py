@@ -3,7 +3,9 @@ the train/held-out split."""
 from __future__ import annotations
 
 import math
+import threading
 import warnings
+import weakref
 from numbers import Integral
 
 import numpy as np
@@ -16,10 +18,21 @@ __all__ = ["finite_range", "validate_finite", "resolve_dtype", "input_dtype", "n
            "generator_from_state"]
 
 
+# The range validate_finite has just read, for the estimator's next finite_range of that same array (its Bernoulli
+# range check): one pass over X instead of two (~5 ms of a 90 ms fit at 25k x 513). Per thread, weakly held, and
+# used once, so a later call never sees a stale range.
+_validated = threading.local()
+
+
 def finite_range(X, name: str = "X") -> tuple[float, float]:
     """(min, max) of X's values (a dense array, or a sparse matrix's stored values) in one multi-threaded torch pass,
     raising scikit-learn's ValueError if any is NaN or infinite: what scikit-learn's finite check and numpy's min and
     max would read X three times, single-threaded, for (~10% of an epoch at 25k x 513 float32)."""
+    last = getattr(_validated, "last", None)
+    if last is not None:
+        _validated.last = None
+        if last[0]() is X:
+            return last[1]
     values = X.data if sp.issparse(X) else np.asarray(X)
     if values.size == 0:
         return 0.0, 0.0
@@ -38,7 +51,11 @@ def validate_finite(est, X, **kwargs):
     from sklearn.utils.validation import validate_data
 
     X = validate_data(est, X, ensure_all_finite=False, **kwargs)
-    finite_range(X)
+    span = finite_range(X)
+    try:
+        _validated.last = (weakref.ref(X), span)
+    except TypeError:  # (not weakly referenceable: no shortcut)
+        pass
     return X
 
 
