@@ -182,7 +182,7 @@ inline double step_multiply_adds(const Tensor& W, int64_t B, int64_t N, int64_t 
 // step's large buffers are fresh mappings from the system, page-faulted in every step). Each slot keeps the largest
 // buffer asked of it and hands out its leading elements in the shape asked, contiguous.
 struct Workspace {
-  enum Slot { kX, kY, kH0, kMean, kH, kVs, kDW, kDWt, kSlots };
+  enum Slot { kX, kY, kH0, kMean, kH, kVs, kDW, kDWt, kWpad, kSlots };
   Tensor flat[kSlots], shaped[kSlots];  // the buffer, and the view last handed out (most steps ask the same shape)
   bool batch_checked = false;  // the next step's batch, gathered into X0, is known finite (cd_steps_ checked it)
 };
@@ -195,6 +195,25 @@ inline Tensor scratch(Workspace* ws, Workspace::Slot slot, at::IntArrayRef sizes
   const int64_t n = c10::multiply_integers(sizes);
   if (!t.defined() || t.numel() < n) t = at::empty({n}, o);
   return view = t.narrow(0, 0, n).view(sizes);
+}
+
+// out <- bias + S W^T (transpose) or bias + S W, with bias possibly undefined, for a sample S of binary units: the
+// device's product that skips S's zeros when it has one (K::sample_product, given scratch for W's layout), else
+// ATen's GEMM.
+template <class K> void sample_times(Tensor& out, const Tensor& S, const Tensor& W, bool transpose, const Tensor& bias,
+                                     Workspace* ws) {
+  if constexpr (requires(Tensor t) { K::sample_product(t, S, W, transpose, bias, t); }) {
+    // (measured: below 64 rows laying W out costs more than the product saves, and below 128 columns finding the
+    // nonzeros and the partial vectors do)
+    const int64_t n = transpose ? W.size(1) : W.size(0), cols = transpose ? W.size(0) : W.size(1);
+    if (S.size(0) >= 64 && cols >= 128 && W.is_contiguous() && S.is_contiguous() && out.is_contiguous()) {
+      Tensor padded = scratch(ws, Workspace::kWpad, {n, cols + 16}, W.options());
+      K::sample_product(out, S, W, transpose, bias, padded);
+      return;
+    }
+  }
+  const Tensor M = transpose ? W.t() : W;
+  if (bias.defined()) at::addmm_out(out, bias, S, M); else at::mm_out(out, S, M);
 }
 
 // The statistics of one CD-k (chains undefined) or PCD-k step, parameters untouched (arguments checked):
@@ -248,14 +267,15 @@ CDStats cd_statistics(const char* op, const Tensor& W, const Tensor& b, const Te
   // Mean of p(v | h) (returned), and a sample into vs when `sample`.
   auto visible_step = [&](const Tensor& h, bool sample) -> Tensor {
     Tensor m = scratch(ws, S::kMean, {h.size(0), V}, o);
-    if (gauss) at::mm_out(m, h, Wt); else at::addmm_out(m, b, h, Wt);
+    sample_times<K>(m, h, W, true, gauss ? Tensor() : b, ws);
     const Tensor s = sample ? vs : Tensor();
     const Draw d = sample ? K::draw(gen) : Draw{0, 0};
     if (gauss) K::gaussian_sample(m, b, sig, s, d); else K::sigmoid_sample(m, s, d);
     if (sample) scale_into_X();
     return m;
   };
-  // pk = p(h | chain state) into Yk, and a sample when `sample`.
+  // pk = p(h | chain state) into Yk, and a sample when `sample`. (The chain state's product stays a GEMM: its zeros
+  // are as many as its ones or fewer, and at 513 -> 50 W is too tall to stay in cache as the sparse product reads it.)
   auto hidden_step = [&](bool sample) -> Tensor {
     at::addmm_out(Yk, c, Xk, W);
     Tensor h = sample ? scratch(ws, S::kH, {N, H}, o) : Tensor();

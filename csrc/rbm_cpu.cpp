@@ -69,6 +69,138 @@ PMR_CLONES void sigmoid_sample_clone(double* p, double* s, int64_t n, const Draw
   sigmoid_sample_runs(p, s, n, d, r0, r1);
 }
 
+// acc[j] = sum over rows r of w_r * x[r * ld + j], j < n (w_r = a for r < B, else z), in row order; with `scale`,
+// x's entries become w_r * x too.
+template <typename T> PMR_INLINE void column_sums(T* x, int64_t R, int64_t ld, int64_t n, int64_t B, T a, T z,
+                                                  bool scale, double* acc) {
+  std::fill(acc, acc + n, 0.0);
+  auto w = [&](int64_t r) { return r < B ? a : z; };
+  int64_t r = 0;
+  if (!scale) {  // four rows per pass over acc (still added in row order: the same sums, a quarter of acc's traffic)
+    for (; r + 4 <= R; r += 4) {
+      const T w0 = w(r), w1 = w(r + 1), w2 = w(r + 2), w3 = w(r + 3);
+      const T *x0 = x + r * ld, *x1 = x0 + ld, *x2 = x1 + ld, *x3 = x2 + ld;
+      for (int64_t j = 0; j < n; ++j) {
+        double t = acc[j];
+        t += static_cast<double>(w0 * x0[j]);
+        t += static_cast<double>(w1 * x1[j]);
+        t += static_cast<double>(w2 * x2[j]);
+        t += static_cast<double>(w3 * x3[j]);
+        acc[j] = t;
+      }
+    }
+  }
+  for (; r < R; ++r) {
+    const T wr = w(r);
+    T* row = x + r * ld;
+    if (scale) {
+      for (int64_t j = 0; j < n; ++j) {
+        row[j] *= wr;
+        acc[j] += static_cast<double>(row[j]);
+      }
+    } else {
+      for (int64_t j = 0; j < n; ++j) acc[j] += static_cast<double>(wr * row[j]);
+    }
+  }
+}
+PMR_CLONES void column_sums_clone(float* x, int64_t R, int64_t ld, int64_t n, int64_t B, float a, float z,
+                                  bool scale, double* acc) {
+  column_sums(x, R, ld, n, B, a, z, scale, acc);
+}
+PMR_CLONES void column_sums_clone(double* x, int64_t R, int64_t ld, int64_t n, int64_t B, double a, double z,
+                                  bool scale, double* acc) {
+  column_sums(x, R, ld, n, B, a, z, scale, acc);
+}
+
+// The product of a sample of binary units with a weight matrix, skipping the sample's zeros (about half its entries):
+// row r of out = bias + sum over j with s_j != 0 of s_j * M[j, :] (s = row r of S, n entries), M row-major with
+// ld >= cols columns, zero from cols up to a multiple of the vector width. Any S gives S M exactly as written (a zero
+// term only drops 0 * M[j, :]); each output element sums in j order, on one thread.
+//
+// One block: the terms [t0, t1) of a row's nonzeros (idx, val) on NV vectors of columns from c0, added to the
+// bias (first) or to what out holds.
+template <typename T, int NV> PMR_INLINE void sample_product_block(const T* M, int64_t ld, const int32_t* idx,
+                                                                   const T* val, int64_t t0, int64_t t1,
+                                                                   const T* bias, bool first, int64_t c0,
+                                                                   int64_t cols, T* out) {
+  constexpr int64_t L = kL<T>;
+  const bool whole = c0 + NV * L <= cols;
+  T part[NV * L] = {};  // a last, partial block goes through here
+  const T* from = first ? bias : out;
+  if (from && whole) {
+    std::memcpy(part, from + c0, sizeof(part));
+  } else if (from) {
+    std::memcpy(part, from + c0, (cols - c0) * sizeof(T));
+  }
+  vec<T> acc[NV];
+  for (int v = 0; v < NV; ++v) acc[v] = loadu(part + v * L);
+  for (int64_t t = t0; t < t1; ++t) {
+    const T* m = M + static_cast<int64_t>(idx[t]) * ld + c0;
+    const vec<T> s = splat(val[t]);
+    for (int v = 0; v < NV; ++v) acc[v] += s * loadu(m + v * L);
+  }
+  for (int v = 0; v < NV; ++v) storeu(part + v * L, acc[v]);
+  std::memcpy(out + c0, part, (whole ? NV * L : cols - c0) * sizeof(T));
+}
+
+template <typename T> PMR_INLINE void sample_product_rows(const T* S, int64_t n, const T* M, int64_t ld, int64_t cols,
+                                                          const T* bias, T* out, int64_t r0, int64_t r1) {
+  constexpr int64_t L = kL<T>, NV = 4;
+  // M in tiles of kJ rows by NV vectors (16 KB in float), each used for a group of kG rows while it is in the L1 cache
+  constexpr int64_t kJ = 4096 / (NV * L), kG = 32;
+  const int64_t chunks = (n + kJ - 1) / kJ;
+  thread_local std::vector<int32_t> idx_buf;  // reused: a fresh allocation of this size is page-faulted in each call
+  thread_local std::vector<T> val_buf;
+  thread_local std::vector<int64_t> start_buf;
+  idx_buf.resize(kG * n);
+  val_buf.resize(kG * n);
+  start_buf.resize(kG * (chunks + 1));
+  for (int64_t g0 = r0; g0 < r1; g0 += kG) {
+    const int64_t G = std::min(kG, r1 - g0);
+    for (int64_t r = 0; r < G; ++r) {  // the group's nonzeros, row by row, with where each tile's start
+      const T* s = S + (g0 + r) * n;
+      int32_t* ir = idx_buf.data() + r * n;
+      T* vr = val_buf.data() + r * n;
+      int64_t* st = start_buf.data() + r * (chunks + 1);
+      int64_t k = 0;
+      for (int64_t q = 0; q < chunks; ++q) {
+        st[q] = k;
+        for (int64_t j = q * kJ; j < std::min(n, (q + 1) * kJ); ++j) {  // no branch: it would mispredict half the time
+          ir[k] = static_cast<int32_t>(j);
+          vr[k] = s[j];
+          k += s[j] != T(0);
+        }
+      }
+      st[chunks] = k;
+    }
+    for (int64_t q = 0; q < chunks; ++q) {
+      for (int64_t c0 = 0; c0 < cols; c0 += NV * L) {
+        const int64_t nv = std::min<int64_t>(NV, (cols - c0 + L - 1) / L);
+        for (int64_t r = 0; r < G; ++r) {
+          const int32_t* ir = idx_buf.data() + r * n;
+          const T* vr = val_buf.data() + r * n;
+          const int64_t t0 = start_buf[r * (chunks + 1) + q], t1 = start_buf[r * (chunks + 1) + q + 1];
+          T* o = out + (g0 + r) * cols;
+          switch (nv) {
+            case 4: sample_product_block<T, 4>(M, ld, ir, vr, t0, t1, bias, q == 0, c0, cols, o); break;
+            case 3: sample_product_block<T, 3>(M, ld, ir, vr, t0, t1, bias, q == 0, c0, cols, o); break;
+            case 2: sample_product_block<T, 2>(M, ld, ir, vr, t0, t1, bias, q == 0, c0, cols, o); break;
+            default: sample_product_block<T, 1>(M, ld, ir, vr, t0, t1, bias, q == 0, c0, cols, o); break;
+          }
+        }
+      }
+    }
+  }
+}
+PMR_CLONES void sample_product_clone(const float* S, int64_t n, const float* M, int64_t ld, int64_t cols,
+                                     const float* bias, float* out, int64_t r0, int64_t r1) {
+  sample_product_rows(S, n, M, ld, cols, bias, out, r0, r1);
+}
+PMR_CLONES void sample_product_clone(const double* S, int64_t n, const double* M, int64_t ld, int64_t cols,
+                                     const double* bias, double* out, int64_t r0, int64_t r1) {
+  sample_product_rows(S, n, M, ld, cols, bias, out, r0, r1);
+}
+
 // out[i] = uniform_at / normal_at(seed, offset, start + i) for i < n.
 PMR_CLONES void uniforms_clone(const Draw& d, int64_t start, int64_t n, float* out) { uniforms(d, start, n, out); }
 PMR_CLONES void uniforms_clone(const Draw& d, int64_t start, int64_t n, double* out) { uniforms(d, start, n, out); }
@@ -188,23 +320,46 @@ struct CpuKernels {
       scalar_t* o = out.data_ptr<scalar_t>();
       const auto a = static_cast<scalar_t>(w0), z = static_cast<scalar_t>(w1);
       at::parallel_for(0, C, std::max<int64_t>(256, kGrain / std::max<int64_t>(R, 1)), [&](int64_t c0, int64_t c1) {
-        std::vector<double> acc(c1 - c0, 0.0);
-        for (int64_t r = 0; r < R; ++r) {
-          const scalar_t w = r < B ? a : z;
-          scalar_t* row = x + r * C;
-          if (scale) {
-            for (int64_t c = c0; c < c1; ++c) {
-              row[c] *= w;
-              acc[c - c0] += row[c];
-            }
-          } else {
-            for (int64_t c = c0; c < c1; ++c) acc[c - c0] += static_cast<double>(w * row[c]);
-          }
-        }
+        std::vector<double> acc(c1 - c0);
+        column_sums_clone(x + c0, R, C, c1 - c0, B, a, z, scale, acc.data());
         for (int64_t c = c0; c < c1; ++c) o[c] = static_cast<scalar_t>(acc[c - c0]);
       });
     });
     return out;
+  }
+
+  // out <- bias + S W^T (transpose) or bias + S W, for a sample S of binary units (bias may be undefined; out, S
+  // and W contiguous): sample_product_rows on W laid out as the product needs it, in `padded` (W^T, or W, with
+  // rows padded with zeros to whole vectors).
+  static void sample_product(Tensor& out, const Tensor& S, const Tensor& W, bool transpose, const Tensor& bias,
+                             Tensor& padded) {
+    const int64_t R = S.size(0), n = S.size(1), cols = out.size(1);
+    AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "sample_product", [&] {
+      constexpr int64_t L = kL<scalar_t>;
+      const int64_t ld = (cols + L - 1) / L * L;
+      scalar_t* m = padded.data_ptr<scalar_t>();
+      const scalar_t* w = W.data_ptr<scalar_t>();
+      // M[j, i] = W[i, j] (transpose; W is (cols, n)) or W[j, i] (W is (n, cols)), rows zero-padded to ld
+      constexpr int64_t kT = 16;  // transposed in tiles of kT x kT: a column of W read whole is a cache miss a value
+      at::parallel_for(0, (n + kT - 1) / kT, std::max<int64_t>(1, kGrain / (kT * ld)), [&](int64_t q0, int64_t q1) {
+        for (int64_t j0 = q0 * kT; j0 < std::min(n, q1 * kT); j0 += kT) {
+          const int64_t j1 = std::min(n, j0 + kT);
+          if (transpose) {
+            for (int64_t i0 = 0; i0 < cols; i0 += kT)
+              for (int64_t i = i0; i < std::min(cols, i0 + kT); ++i)
+                for (int64_t j = j0; j < j1; ++j) m[j * ld + i] = w[i * n + j];
+          } else {
+            for (int64_t j = j0; j < j1; ++j) std::memcpy(m + j * ld, w + j * cols, cols * sizeof(scalar_t));
+          }
+          for (int64_t j = j0; j < j1; ++j) std::fill(m + j * ld + cols, m + (j + 1) * ld, scalar_t(0));
+        }
+      });
+      const scalar_t* s = S.data_ptr<scalar_t>();
+      const scalar_t* b = bias.defined() ? bias.data_ptr<scalar_t>() : nullptr;
+      scalar_t* o = out.data_ptr<scalar_t>();
+      at::parallel_for(0, R, std::max<int64_t>(1, kGrain / std::max<int64_t>(n * cols / 2, 1)),
+                       [&](int64_t r0, int64_t r1) { sample_product_clone(s, n, m, ld, cols, b, o, r0, r1); });
+    });
   }
 
   // Sum of squared differences of two contiguous tensors of one shape. Partial sums over fixed kSumChunk-element

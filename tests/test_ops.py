@@ -285,6 +285,28 @@ def test_cd_step_matches_reference(device, dtype, case):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(128, 1, 64), (129, 33, 70), (300, 70, 100)], ids=str)
+@pytest.mark.parametrize("case", [CD_CASES[1], CD_CASES[2], CD_CASES[3]], ids=lambda d: d["visible"] + str(d["k"]))
+def test_cd_step_matches_reference_where_the_visible_product_skips_zeros(device, dtype, shape, case):
+    """From 64 rows and 128 visible units the CPU computes h W^T over h's nonzeros, in tiles of W^T and of the
+    batch: shapes across the tiles' edges, a single hidden unit (rows with no nonzero), PCD and CD-k."""
+    V, H, B = shape
+    params, v, chains, sigma = _cd_problem(device, dtype, case, V=V, H=H, B=B, N=B)
+    W, b, c, *vels = params
+    params = [t.clone() for t in params]
+    ch = chains.clone() if chains is not None else None
+    hp = dict(lr=0.05, momentum=case["momentum"], weight_decay=case["wd"])
+    recon = ops.cd_step_(*params, v, ch, sigma, case["visible"], case["k"], generator=gen(device, 21), **hp)
+    out = reference.cd_step(W, b, c, *vels, v, chains, sigma, case["visible"], case["k"], generator=gen(device, 21),
+                            **hp)
+    tol = TOL[dtype] if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
+    for got, want in zip(params, out[:6]):
+        torch.testing.assert_close(got, want, **tol)
+    torch.testing.assert_close(recon, out.recon, **tol)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CD_CASES, ids=lambda d: "-".join(f"{k}{v}" for k, v in d.items()))
 def test_steps_of_an_epoch_equal_the_loop_of_steps_bitwise(device, dtype, case):
     """cd_steps_ over a shuffled order (batches of 7 of 17 rows: the last one shorter) is a loop of cd_step_."""
