@@ -32,10 +32,10 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def median_times(fns: dict, device, repeat, warmup=3) -> dict:
-    """Median seconds per call of each function, timed round-robin (one call of each per round, in a shuffled
-    order), so load that comes and goes on a shared machine hits every contender alike and the ratios stay
-    meaningful."""
+def median_times(fns: dict, device, repeat, warmup=3, burst=5) -> dict:
+    """Median seconds per call of each function, timed round-robin: each round runs every contender for a burst of
+    `burst` back-to-back calls (as training runs its steps), in a shuffled order, so load that comes and goes on a
+    shared machine hits every contender alike and the ratios stay meaningful."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -47,9 +47,10 @@ def median_times(fns: dict, device, repeat, warmup=3) -> dict:
         for name in order.permutation(list(fns)):
             fn = fns[name]
             t0 = time.perf_counter()
-            fn()
+            for _ in range(burst):
+                fn()
             sync(device)
-            times[name].append(time.perf_counter() - t0)
+            times[name].append((time.perf_counter() - t0) / burst)
     return {name: statistics.median(t) for name, t in times.items()}
 
 

@@ -11,8 +11,9 @@
 //                                                                    bool device tensor (no sync) when applied
 //   static bool all_finite(const Tensor&);
 // and optionally static Tensor sq_err(const Tensor& a, const Tensor& b) (0-d sum of squared differences), static
-// bool gather_rows(Tensor out, const Tensor& data, const Tensor& idx) (out <- data[idx], true if all finite) and
-// weighted_column_sums (below), else ATen's.
+// bool gather_rows(Tensor out, const Tensor& data, const Tensor& idx) (out <- data[idx], true if all finite), bool
+// copy_finite(Tensor out, const Tensor& src) (out <- src, true if all finite), weighted_column_sums and
+// sample_product (below), else ATen's.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -203,11 +204,13 @@ inline Tensor scratch(Workspace* ws, Workspace::Slot slot, at::IntArrayRef sizes
 template <class K> void sample_times(Tensor& out, const Tensor& S, const Tensor& W, bool transpose, const Tensor& bias,
                                      Workspace* ws) {
   if constexpr (requires(Tensor t) { K::sample_product(t, S, W, transpose, bias, t); }) {
-    // (measured: below 64 rows laying W out costs more than the product saves, and below 128 columns finding the
-    // nonzeros and the partial vectors do)
+    // Where it was measured to pay: below 64 rows laying W out costs more than the product saves, below 128 columns
+    // finding the nonzeros and the partial vectors do, and from a few hundred units (513 -> 512, 1024 -> 1024) it
+    // runs even with MKL's GEMM, at half its multiply-adds but without its blocking for registers.
     const int64_t n = transpose ? W.size(1) : W.size(0), cols = transpose ? W.size(0) : W.size(1);
-    if (S.size(0) >= 64 && cols >= 128 && W.is_contiguous() && S.is_contiguous() && out.is_contiguous()) {
-      Tensor padded = scratch(ws, Workspace::kWpad, {n, cols + 16}, W.options());
+    if (S.size(0) >= 64 && cols >= 128 && n <= 256 && W.is_contiguous() && S.is_contiguous() &&
+        out.is_contiguous()) {
+      Tensor padded = scratch(ws, Workspace::kWpad, {n, cols + 32}, W.options());  // (rows padded as the kernel likes)
       K::sample_product(out, S, W, transpose, bias, padded);
       return;
     }
@@ -244,11 +247,15 @@ CDStats cd_statistics(const char* op, const Tensor& W, const Tensor& b, const Te
   Tensor Y = scratch(ws, S::kY, {B + N, H}, o);
   Tensor X0 = X.narrow(0, 0, B), Xk = X.narrow(0, B, N);
   Tensor Y0 = Y.narrow(0, 0, B), Yk = Y.narrow(0, B, N);
-  if (gauss && sigma) at::div_out(X0, v, sig);
-  else if (v.data_ptr() != X0.data_ptr()) X0.copy_(v);  // (cd_steps_ gathers its batch straight into X0)
-  // On a GPU the check would stall the stream: NaN data then gives NaN statistics (and a rejected update).
-  const bool checked = ws && ws->batch_checked && v.data_ptr() == X0.data_ptr();
+  // X0 is known finite when cd_steps_ checked the batch it gathered straight into it, or the copy checked it
+  bool checked = ws && ws->batch_checked && v.data_ptr() == X0.data_ptr();
   if (ws) ws->batch_checked = false;
+  if (gauss && sigma) {
+    at::div_out(X0, v, sig);
+  } else if (v.data_ptr() != X0.data_ptr()) {
+    if constexpr (requires { K::copy_finite(X0, v); }) checked = K::copy_finite(X0, v); else X0.copy_(v);
+  }
+  // On a GPU the check would stall the stream: NaN data then gives NaN statistics (and a rejected update).
   if (cheap_to_check(v) && !checked)
     TORCH_CHECK(K::all_finite(X0), op, ": v contains NaN or Inf; the parameters were not changed");
 

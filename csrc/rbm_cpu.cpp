@@ -127,20 +127,24 @@ template <typename T, int NV> PMR_INLINE void sample_product_block(const T* M, i
   const bool whole = c0 + NV * L <= cols;
   T part[NV * L] = {};  // a last, partial block goes through here
   const T* from = first ? bias : out;
-  if (from && whole) {
-    std::memcpy(part, from + c0, sizeof(part));
-  } else if (from) {
-    std::memcpy(part, from + c0, (cols - c0) * sizeof(T));
-  }
   vec<T> acc[NV];
-  for (int v = 0; v < NV; ++v) acc[v] = loadu(part + v * L);
+  if (from && whole) {
+    for (int v = 0; v < NV; ++v) acc[v] = loadu(from + c0 + v * L);
+  } else {
+    if (from) std::memcpy(part, from + c0, (cols - c0) * sizeof(T));
+    for (int v = 0; v < NV; ++v) acc[v] = loadu(part + v * L);
+  }
   for (int64_t t = t0; t < t1; ++t) {
     const T* m = M + static_cast<int64_t>(idx[t]) * ld + c0;
     const vec<T> s = splat(val[t]);
     for (int v = 0; v < NV; ++v) acc[v] += s * loadu(m + v * L);
   }
-  for (int v = 0; v < NV; ++v) storeu(part + v * L, acc[v]);
-  std::memcpy(out + c0, part, (whole ? NV * L : cols - c0) * sizeof(T));
+  if (whole) {  // (a fixed-size copy compiles to vector moves; a variable one is a call)
+    for (int v = 0; v < NV; ++v) storeu(out + c0 + v * L, acc[v]);
+  } else {
+    for (int v = 0; v < NV; ++v) storeu(part + v * L, acc[v]);
+    std::memcpy(out + c0, part, (cols - c0) * sizeof(T));
+  }
 }
 
 template <typename T> PMR_INLINE void sample_product_rows(const T* S, int64_t n, const T* M, int64_t ld, int64_t cols,
@@ -336,7 +340,9 @@ struct CpuKernels {
     const int64_t R = S.size(0), n = S.size(1), cols = out.size(1);
     AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "sample_product", [&] {
       constexpr int64_t L = kL<scalar_t>;
-      const int64_t ld = (cols + L - 1) / L * L;
+      // rows of whole vectors, an odd number of them: a power-of-two row stride (1024 floats) maps a tile's rows to
+      // a few sets of the L1 cache, which then evict one another
+      const int64_t vecs = (cols + L - 1) / L, ld = (vecs | 1) * L;
       scalar_t* m = padded.data_ptr<scalar_t>();
       const scalar_t* w = W.data_ptr<scalar_t>();
       // M[j, i] = W[i, j] (transpose; W is (cols, n)) or W[j, i] (W is (n, cols)), rows zero-padded to ld
@@ -398,21 +404,32 @@ struct CpuKernels {
   // out <- data[idx] (rows), in parallel, and whether every value gathered is finite: one pass for both (out and
   // data contiguous, of one dtype).
   static bool gather_rows(Tensor& out, const Tensor& data, const Tensor& idx) {
-    const Tensor ic = idx.contiguous(), dc = data.contiguous();
-    const int64_t R = ic.numel(), C = dc.size(1);
+    const Tensor ic = idx.contiguous();
     const int64_t* ip = ic.data_ptr<int64_t>();
+    return copy_rows_finite(out, data.contiguous(), ic.numel(), [ip](int64_t r) { return ip[r]; });
+  }
+
+  // out <- src (contiguous, one shape and dtype), and whether every value is finite: one pass for both.
+  static bool copy_finite(Tensor& out, const Tensor& src) {
+    const Tensor sc = src.contiguous();
+    return copy_rows_finite(out, sc.view({sc.size(0), -1}), sc.size(0), [](int64_t r) { return r; });
+  }
+
+  // Row r of out <- row from(r) of data (2-D, contiguous), R rows, in parallel; true if every value copied is finite.
+  template <typename From> static bool copy_rows_finite(Tensor& out, const Tensor& data, int64_t R, From from) {
+    const int64_t C = data.size(1);
     std::atomic<bool> finite{true};
-    AT_DISPATCH_FLOATING_TYPES(dc.scalar_type(), "gather_rows", [&] {
-      const scalar_t* src = dc.data_ptr<scalar_t>();
+    AT_DISPATCH_FLOATING_TYPES(data.scalar_type(), "copy_rows_finite", [&] {
+      const scalar_t* src = data.data_ptr<scalar_t>();
       scalar_t* dst = out.data_ptr<scalar_t>();
       at::parallel_for(0, R, std::max<int64_t>(1, kGrain / std::max<int64_t>(C, 1)), [&](int64_t r0, int64_t r1) {
         uint32_t bad = 0;
         for (int64_t r = r0; r < r1; ++r) {
-          const scalar_t* from = src + ip[r] * C;
+          const scalar_t* row = src + from(r) * C;
           scalar_t* to = dst + r * C;
           for (int64_t j = 0; j < C; ++j) {
-            to[j] = from[j];
-            bad |= nonfinite(from[j]);
+            to[j] = row[j];
+            bad |= nonfinite(row[j]);
           }
         }
         if (bad) finite = false;
