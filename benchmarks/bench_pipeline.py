@@ -6,6 +6,7 @@
     python benchmarks/bench_pipeline.py --study vae --clips 100 -- --epochs 2
     python benchmarks/bench_pipeline.py --clips 200 --profile prof.txt   # cProfile, top functions by own time
     python benchmarks/bench_pipeline.py --study convrbm --max-folds 1     # the first of 5 folds only
+    python benchmarks/bench_pipeline.py --study vae --device cuda       # the study on a GPU
 
 The study runs in this process through ``pymusicrbm.cli.main``, with its own defaults; the arguments after ``--`` go
 to the command as they are. Stages are measured by wrapping the functions that do them (exclusive time: a stage
@@ -174,6 +175,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-folds", type=int, default=None,
                    help="run only the first N of the --folds folds (the JSON adds an estimate of the whole run)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="the study's --device (cpu or cuda; default: the study's own)")
     p.add_argument("--data-dir", default=None,
                    help="where the generated clips are kept and reused (default /tmp/pymusicrbm-bench-<clips>x<s>s)")
     p.add_argument("--out", default=None, help="the study's output folder (default: a temporary folder, removed)")
@@ -199,7 +201,7 @@ def main(argv=None) -> int:
     if out.exists() and not args.keep_cache:
         shutil.rmtree(out)
     command = [args.study, "--data", str(data_dir), "--out", str(out), "--folds", str(args.folds),
-               "--seed", str(args.seed), *args.extra]
+               "--seed", str(args.seed), *(["--device", args.device] if args.device else []), *args.extra]
     print("running: pymusicrbm " + " ".join(command))
 
     clock = StageClock()
@@ -276,7 +278,8 @@ def main(argv=None) -> int:
     print(f"{'stage':<22}{'seconds':>10}{'share':>8}{'calls':>8}{'peak MB':>10}")
     for name, s in stages.items():
         print(f"{name:<22}{s['seconds']:>10.1f}{s['seconds'] / total:>8.0%}{s['calls']:>8}{s['peak_rss_mb']:>10}")
-    path = Path(args.json or HERE / "results" / f"bench_pipeline_{args.study}_{len(ds)}clips.json")
+    suffix = f"_{args.device.split(':')[0]}" if args.device and not args.device.startswith("cpu") else ""
+    path = Path(args.json or HERE / "results" / f"bench_pipeline_{args.study}_{len(ds)}clips{suffix}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1) + "\n")
     print(f"json: {path}")
