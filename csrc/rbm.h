@@ -198,25 +198,25 @@ inline Tensor scratch(Workspace* ws, Workspace::Slot slot, at::IntArrayRef sizes
   return view = t.narrow(0, 0, n).view(sizes);
 }
 
-// out <- bias + S W^T (transpose) or bias + S W, with bias possibly undefined, for a sample S of binary units: the
-// device's product that skips S's zeros when it has one (K::sample_product, given scratch for W's layout), else
-// ATen's GEMM.
-template <class K> void sample_times(Tensor& out, const Tensor& S, const Tensor& W, bool transpose, const Tensor& bias,
-                                     Workspace* ws) {
-  if constexpr (requires(Tensor t) { K::sample_product(t, S, W, transpose, bias, t); }) {
-    // Where it was measured to pay: below 64 rows laying W out costs more than the product saves, below 128 columns
-    // finding the nonzeros and the partial vectors do, and from a few hundred units (513 -> 512, 1024 -> 1024) it
-    // runs even with MKL's GEMM, at half its multiply-adds but without its blocking for registers.
-    const int64_t n = transpose ? W.size(1) : W.size(0), cols = transpose ? W.size(0) : W.size(1);
+// out <- bias + S W^T, with bias possibly undefined, for a sample S of binary units (the visible means of a Gibbs
+// step): the device's product over S's nonzeros when it has one (K::sample_product, given scratch for W^T), else
+// ATen's GEMM. (The hidden side's products stay GEMMs: a visible sample has as many ones as zeros or more, and at
+// 513 -> 50 W is too tall to stay in cache as the sparse product reads it.)
+template <class K> void sample_times_Wt(Tensor& out, const Tensor& S, const Tensor& W, const Tensor& bias,
+                                        Workspace* ws) {
+  if constexpr (requires(Tensor t) { K::sample_product(t, S, W, bias, t); }) {
+    // Where it was measured to pay: below 64 rows laying W^T out costs more than the product saves, below 128
+    // visible units finding the nonzeros and the partial vectors do, and from a few hundred hidden units (513 -> 512,
+    // 1024 -> 1024) it runs even with MKL's GEMM, at half its multiply-adds but without its blocking for registers.
+    const int64_t n = W.size(1), cols = W.size(0);
     if (S.size(0) >= 64 && cols >= 128 && n <= 256 && W.is_contiguous() && S.is_contiguous() &&
         out.is_contiguous()) {
       Tensor padded = scratch(ws, Workspace::kWpad, {n, cols + 32}, W.options());  // (rows padded as the kernel likes)
-      K::sample_product(out, S, W, transpose, bias, padded);
+      K::sample_product(out, S, W, bias, padded);
       return;
     }
   }
-  const Tensor M = transpose ? W.t() : W;
-  if (bias.defined()) at::addmm_out(out, bias, S, M); else at::mm_out(out, S, M);
+  if (bias.defined()) at::addmm_out(out, bias, S, W.t()); else at::mm_out(out, S, W.t());
 }
 
 // The statistics of one CD-k (chains undefined) or PCD-k step, parameters untouched (arguments checked):
@@ -238,7 +238,6 @@ CDStats cd_statistics(const char* op, const Tensor& W, const Tensor& b, const Te
   if (persistent && cheap_to_check(*chains)) TORCH_CHECK(K::all_finite(*chains), op, ": chains contain NaN or Inf");
   const bool gauss = kind == Visible::Gaussian;
   const Tensor sig = sigma ? *sigma : Tensor();
-  const Tensor Wt = W.t();
 
   // X = [v0; vk] (scaled by 1/sigma for Gaussian units) and Y = [dw p0; -cw pk], so that the positive and negative
   // weight statistics come out of one GEMM: X^T Y.
@@ -274,15 +273,14 @@ CDStats cd_statistics(const char* op, const Tensor& W, const Tensor& b, const Te
   // Mean of p(v | h) (returned), and a sample into vs when `sample`.
   auto visible_step = [&](const Tensor& h, bool sample) -> Tensor {
     Tensor m = scratch(ws, S::kMean, {h.size(0), V}, o);
-    sample_times<K>(m, h, W, true, gauss ? Tensor() : b, ws);
+    sample_times_Wt<K>(m, h, W, gauss ? Tensor() : b, ws);
     const Tensor s = sample ? vs : Tensor();
     const Draw d = sample ? K::draw(gen) : Draw{0, 0};
     if (gauss) K::gaussian_sample(m, b, sig, s, d); else K::sigmoid_sample(m, s, d);
     if (sample) scale_into_X();
     return m;
   };
-  // pk = p(h | chain state) into Yk, and a sample when `sample`. (The chain state's product stays a GEMM: its zeros
-  // are as many as its ones or fewer, and at 513 -> 50 W is too tall to stay in cache as the sparse product reads it.)
+  // pk = p(h | chain state) into Yk, and a sample when `sample`.
   auto hidden_step = [&](bool sample) -> Tensor {
     at::addmm_out(Yk, c, Xk, W);
     Tensor h = sample ? scratch(ws, S::kH, {N, H}, o) : Tensor();

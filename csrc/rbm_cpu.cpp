@@ -332,11 +332,9 @@ struct CpuKernels {
     return out;
   }
 
-  // out <- bias + S W^T (transpose) or bias + S W, for a sample S of binary units (bias may be undefined; out, S
-  // and W contiguous): sample_product_rows on W laid out as the product needs it, in `padded` (W^T, or W, with
-  // rows padded with zeros to whole vectors).
-  static void sample_product(Tensor& out, const Tensor& S, const Tensor& W, bool transpose, const Tensor& bias,
-                             Tensor& padded) {
+  // out <- bias + S W^T for a sample S of binary units (bias may be undefined; out, S and W contiguous):
+  // sample_product_rows on W^T laid out in `padded`, its rows padded with zeros to whole vectors.
+  static void sample_product(Tensor& out, const Tensor& S, const Tensor& W, const Tensor& bias, Tensor& padded) {
     const int64_t R = S.size(0), n = S.size(1), cols = out.size(1);
     AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "sample_product", [&] {
       constexpr int64_t L = kL<scalar_t>;
@@ -345,18 +343,14 @@ struct CpuKernels {
       const int64_t vecs = (cols + L - 1) / L, ld = (vecs | 1) * L;
       scalar_t* m = padded.data_ptr<scalar_t>();
       const scalar_t* w = W.data_ptr<scalar_t>();
-      // M[j, i] = W[i, j] (transpose; W is (cols, n)) or W[j, i] (W is (n, cols)), rows zero-padded to ld
-      constexpr int64_t kT = 16;  // transposed in tiles of kT x kT: a column of W read whole is a cache miss a value
+      // m[j, i] = W[i, j] (W is (cols, n)), in tiles of kT x kT: a column of W read whole is a cache miss a value
+      constexpr int64_t kT = 16;
       at::parallel_for(0, (n + kT - 1) / kT, std::max<int64_t>(1, kGrain / (kT * ld)), [&](int64_t q0, int64_t q1) {
         for (int64_t j0 = q0 * kT; j0 < std::min(n, q1 * kT); j0 += kT) {
           const int64_t j1 = std::min(n, j0 + kT);
-          if (transpose) {
-            for (int64_t i0 = 0; i0 < cols; i0 += kT)
-              for (int64_t i = i0; i < std::min(cols, i0 + kT); ++i)
-                for (int64_t j = j0; j < j1; ++j) m[j * ld + i] = w[i * n + j];
-          } else {
-            for (int64_t j = j0; j < j1; ++j) std::memcpy(m + j * ld, w + j * cols, cols * sizeof(scalar_t));
-          }
+          for (int64_t i0 = 0; i0 < cols; i0 += kT)
+            for (int64_t i = i0; i < std::min(cols, i0 + kT); ++i)
+              for (int64_t j = j0; j < j1; ++j) m[j * ld + i] = w[i * n + j];
           for (int64_t j = j0; j < j1; ++j) std::fill(m + j * ld + cols, m + (j + 1) * ld, scalar_t(0));
         }
       });
