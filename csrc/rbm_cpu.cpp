@@ -112,6 +112,31 @@ PMR_CLONES void column_sums_clone(double* x, int64_t R, int64_t ld, int64_t n, i
   column_sums(x, R, ld, n, B, a, z, scale, acc);
 }
 
+// m <- b + sd * m, and s <- m + sd * s if s is given (sd = 1 without sigma), over n elements of one row.
+template <typename T> PMR_INLINE void gaussian_affine(T* m, const T* b, const T* sd, T* s, int64_t n) {
+  if (sd && s) {
+    for (int64_t j = 0; j < n; ++j) {
+      m[j] = b[j] + sd[j] * m[j];
+      s[j] = m[j] + sd[j] * s[j];
+    }
+  } else if (sd) {
+    for (int64_t j = 0; j < n; ++j) m[j] = b[j] + sd[j] * m[j];
+  } else if (s) {
+    for (int64_t j = 0; j < n; ++j) {
+      m[j] = b[j] + m[j];
+      s[j] = m[j] + s[j];
+    }
+  } else {
+    for (int64_t j = 0; j < n; ++j) m[j] = b[j] + m[j];
+  }
+}
+PMR_CLONES void gaussian_affine_clone(float* m, const float* b, const float* sd, float* s, int64_t n) {
+  gaussian_affine(m, b, sd, s, n);
+}
+PMR_CLONES void gaussian_affine_clone(double* m, const double* b, const double* sd, double* s, int64_t n) {
+  gaussian_affine(m, b, sd, s, n);
+}
+
 // The product of a sample of binary units with a weight matrix, skipping the sample's zeros (about half its entries):
 // row r of out = bias + sum over j with s_j != 0 of s_j * M[j, :] (s = row r of S, n entries), M row-major with
 // ld >= cols columns, zero from cols up to a multiple of the vector width. Any S gives S M exactly as written (a zero
@@ -301,11 +326,10 @@ struct CpuKernels {
       parallel_runs(n, [&](int64_t r0, int64_t r1) {
         const int64_t i0 = r0 * kRun, i1 = std::min(n, r1 * kRun);
         if (sp) normals_clone(d, i0, i1 - i0, sp + i0);  // the noise, then the sample in place
-        for (int64_t i = i0; i < i1; ++i) {
-          const int64_t col = i % V;
-          const scalar_t sd = sg ? sg[col] : scalar_t(1);
-          mp[i] = bp[col] + sd * mp[i];
-          if (sp) sp[i] = mp[i] + sd * sp[i];
+        for (int64_t i = i0; i < i1;) {  // by row segments: one division a segment, not one an element
+          const int64_t col = i % V, m = std::min(i1 - i, V - col);
+          gaussian_affine_clone(mp + i, bp + col, sg ? sg + col : nullptr, sp ? sp + i : nullptr, m);
+          i += m;
         }
       });
     });

@@ -192,6 +192,19 @@ def test_sample_visible_matches_reference(device, dtype, visible):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("V", [1, 37, 100])
+def test_gaussian_visible_without_sigma_matches_reference(device, dtype, V):
+    """Unit-variance Gaussian units (sigma None): mean b + h W^T and sample mean + z, row segments across runs."""
+    W, b, c, _ = rbm(V, 13, device, dtype)
+    h = data(29, 13, device, dtype)
+    m, s = ops.sample_visible(h, W, b, None, "gaussian", gen(device, 4))
+    m_ref, s_ref = reference.sample_visible(h, W, b, None, "gaussian", gen(device, 4))
+    torch.testing.assert_close(m, m_ref, **TOL[dtype])
+    torch.testing.assert_close(s, s_ref, **TOL[dtype])
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_bernoulli_sample_frequencies_match_probabilities(device):
     W, b, c, _ = rbm(20, 8, device, torch.float64, scale=1.0)
     v = data(1, 20, device, torch.float64).expand(20000, 20)
