@@ -183,7 +183,7 @@ inline double step_multiply_adds(const Tensor& W, int64_t B, int64_t N, int64_t 
 // step's large buffers are fresh mappings from the system, page-faulted in every step). Each slot keeps the largest
 // buffer asked of it and hands out its leading elements in the shape asked, contiguous.
 struct Workspace {
-  enum Slot { kX, kY, kH0, kMean, kH, kVs, kDW, kDWt, kWpad, kSlots };
+  enum Slot { kX, kY, kH0, kMean, kH, kVs, kDW, kDWt, kSlots };
   Tensor flat[kSlots], shaped[kSlots];  // the buffer, and the view last handed out (most steps ask the same shape)
   bool batch_checked = false;  // the next step's batch, gathered into X0, is known finite (cd_steps_ checked it)
 };
@@ -199,20 +199,18 @@ inline Tensor scratch(Workspace* ws, Workspace::Slot slot, at::IntArrayRef sizes
 }
 
 // out <- bias + S W^T, with bias possibly undefined, for a sample S of binary units (the visible means of a Gibbs
-// step): the device's product over S's nonzeros when it has one (K::sample_product, given scratch for W^T), else
-// ATen's GEMM. (The hidden side's products stay GEMMs: a visible sample has as many ones as zeros or more, and at
-// 513 -> 50 W is too tall to stay in cache as the sparse product reads it.)
-template <class K> void sample_times_Wt(Tensor& out, const Tensor& S, const Tensor& W, const Tensor& bias,
-                                        Workspace* ws) {
-  if constexpr (requires(Tensor t) { K::sample_product(t, S, W, bias, t); }) {
+// step): the device's product over S's nonzeros when it has one (K::sample_product), else ATen's GEMM. (The hidden
+// side's products stay GEMMs: a visible sample has as many ones as zeros or more, and at 513 -> 50 W is too tall to
+// stay in cache as the sparse product reads it.)
+template <class K> void sample_times_Wt(Tensor& out, const Tensor& S, const Tensor& W, const Tensor& bias) {
+  if constexpr (requires(Tensor t) { K::sample_product(t, S, W, bias); }) {
     // Where it was measured to pay: below 64 rows laying W^T out costs more than the product saves, below 128
     // visible units finding the nonzeros and the partial vectors do, and from a few hundred hidden units (513 -> 512,
     // 1024 -> 1024) it runs even with MKL's GEMM, at half its multiply-adds but without its blocking for registers.
     const int64_t n = W.size(1), cols = W.size(0);
     if (S.size(0) >= 64 && cols >= 128 && n <= 256 && W.is_contiguous() && S.is_contiguous() &&
         out.is_contiguous()) {
-      Tensor padded = scratch(ws, Workspace::kWpad, {n, cols + 32}, W.options());  // (rows padded as the kernel likes)
-      K::sample_product(out, S, W, bias, padded);
+      K::sample_product(out, S, W, bias);
       return;
     }
   }
@@ -273,7 +271,7 @@ CDStats cd_statistics(const char* op, const Tensor& W, const Tensor& b, const Te
   // Mean of p(v | h) (returned), and a sample into vs when `sample`.
   auto visible_step = [&](const Tensor& h, bool sample) -> Tensor {
     Tensor m = scratch(ws, S::kMean, {h.size(0), V}, o);
-    sample_times_Wt<K>(m, h, W, gauss ? Tensor() : b, ws);
+    sample_times_Wt<K>(m, h, W, gauss ? Tensor() : b);
     const Tensor s = sample ? vs : Tensor();
     const Draw d = sample ? K::draw(gen) : Draw{0, 0};
     if (gauss) K::gaussian_sample(m, b, sig, s, d); else K::sigmoid_sample(m, s, d);

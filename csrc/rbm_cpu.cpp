@@ -357,15 +357,17 @@ struct CpuKernels {
   }
 
   // out <- bias + S W^T for a sample S of binary units (bias may be undefined; out, S and W contiguous):
-  // sample_product_rows on W^T laid out in `padded`, its rows padded with zeros to whole vectors.
-  static void sample_product(Tensor& out, const Tensor& S, const Tensor& W, const Tensor& bias, Tensor& padded) {
+  // sample_product_rows on W^T laid out in this thread's buffer, its rows padded with zeros to whole vectors.
+  static void sample_product(Tensor& out, const Tensor& S, const Tensor& W, const Tensor& bias) {
     const int64_t R = S.size(0), n = S.size(1), cols = out.size(1);
     AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "sample_product", [&] {
       constexpr int64_t L = kL<scalar_t>;
       // rows of whole vectors, an odd number of them: a power-of-two row stride (1024 floats) maps a tile's rows to
       // a few sets of the L1 cache, which then evict one another
       const int64_t vecs = (cols + L - 1) / L, ld = (vecs | 1) * L;
-      scalar_t* m = padded.data_ptr<scalar_t>();
+      thread_local std::vector<scalar_t> wt;  // kept: a fresh buffer is page-faulted in every step
+      wt.resize(n * ld);
+      scalar_t* m = wt.data();
       const scalar_t* w = W.data_ptr<scalar_t>();
       // m[j, i] = W[i, j] (W is (cols, n)), in tiles of kT x kT: a column of W read whole is a cache miss a value
       constexpr int64_t kT = 16;
@@ -427,10 +429,10 @@ struct CpuKernels {
     return copy_rows_finite(out, data.contiguous(), ic.numel(), [ip](int64_t r) { return ip[r]; });
   }
 
-  // out <- src (contiguous, one shape and dtype), and whether every value is finite: one pass for both.
+  // out <- src (2-D, contiguous, one shape and dtype), and whether every value is finite: one pass for both.
   static bool copy_finite(Tensor& out, const Tensor& src) {
     const Tensor sc = src.contiguous();
-    return copy_rows_finite(out, sc.view({sc.size(0), -1}), sc.size(0), [](int64_t r) { return r; });
+    return copy_rows_finite(out, sc, sc.size(0), [](int64_t r) { return r; });
   }
 
   // Row r of out <- row from(r) of data (2-D, contiguous), R rows, in parallel; true if every value copied is finite.
