@@ -230,6 +230,116 @@ PMR_CLONES void sample_product_clone(const double* S, int64_t n, const double* M
   sample_product_rows(S, n, M, ld, cols, bias, out, r0, r1);
 }
 
+// The weight statistic X^T Y over the nonzeros of X = [v0; vk] (binary visible units: a batch and the chain's sample,
+// at 513 -> 50 a third to a half of their entries nonzero), without transposing X. Rows go in tiles of 64: for each
+// tile and column of X a 64-bit word marks the tile's nonzero rows, so that out[i, :] is the sum over the set bits of
+// column i of X[r, i] * Y[r, :] (Y's tile laid out in whole vectors, in L1), in row order, on one thread.
+
+// The words of one tile (rows rows of X from x, row stride V) for 64 columns: word[j] bit k <-> X[k, j] != 0; and
+// whether some nonzero differs from 1. By integer operations on the values' bits: GCC vectorises these loops, where
+// it would scalarise float comparisons in a clone. With n < 64 columns the rows go through a zero-padded copy.
+template <typename T> PMR_INLINE bool tile_bits(const T* x, int64_t V, int64_t rows, int64_t n, uint64_t* word) {
+  using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  constexpr int kB = 8 * sizeof(T);
+  constexpr U kAbs = U(-1) >> 1, kOne = sizeof(T) == 4 ? U(0x3f800000u) : U(0x3ff0000000000000ull);
+  U part[64 / kB][64] = {}, other[64] = {};
+  T pad[64] = {};
+  for (int64_t k = 0; k < rows; ++k) {
+    const T* row = x + k * V;
+    if (n < 64) {
+      std::memcpy(pad, row, n * sizeof(T));
+      row = pad;
+    }
+    U* p = part[k / kB];
+    const int sh = static_cast<int>(k % kB);
+    for (int j = 0; j < 64; ++j) {
+      U a;
+      std::memcpy(&a, row + j, sizeof(a));
+      const U m = a & kAbs, d = a ^ kOne;
+      const U nz = (m | (U(0) - m)) >> (kB - 1), not1 = (d | (U(0) - d)) >> (kB - 1);
+      p[j] |= nz << sh;
+      other[j] |= nz & not1;
+    }
+  }
+  U any = 0;
+  for (int j = 0; j < 64; ++j) {
+    uint64_t w = part[0][j];
+    if constexpr (kB == 32) w |= static_cast<uint64_t>(part[1][j]) << 32;
+    word[j] = w;
+    any |= other[j];
+  }
+  return any != 0;
+}
+PMR_CLONES bool tile_bits_clone(const float* x, int64_t V, int64_t rows, int64_t n, uint64_t* word) {
+  return tile_bits(x, V, rows, n, word);
+}
+PMR_CLONES bool tile_bits_clone(const double* x, int64_t V, int64_t rows, int64_t n, uint64_t* word) {
+  return tile_bits(x, V, rows, n, word);
+}
+
+// One tile's terms for columns [i0, i1) of X on NV vectors of Y's tile (yt: 64 rows of NV * L, from X's row r0),
+// added to acc (NV * L per column, from column i0), or written there for the first tile. `ones`: every nonzero of
+// X is 1, and its value need not be read.
+template <typename T, int NV, bool ones>
+PMR_INLINE void tile_product(const uint64_t* word, const T* X, int64_t V, int64_t r0, const T* yt, bool first,
+                             int64_t i0, int64_t i1, T* acc) {
+  constexpr int64_t L = kL<T>;
+  for (int64_t i = i0; i < i1; ++i) {
+    T* ac = acc + (i - i0) * NV * L;
+    vec<T> a[NV];
+    for (int v = 0; v < NV; ++v) a[v] = first ? vec<T>{} : loadu(ac + v * L);
+    for (uint64_t m = word[i]; m; m &= m - 1) {
+      const int64_t k = __builtin_ctzll(m);
+      const T* y = yt + k * NV * L;
+      if constexpr (ones) {
+        for (int v = 0; v < NV; ++v) a[v] += loadu(y + v * L);
+      } else {
+        const vec<T> s = splat(X[(r0 + k) * V + i]);
+        for (int v = 0; v < NV; ++v) a[v] += s * loadu(y + v * L);
+      }
+    }
+    for (int v = 0; v < NV; ++v) storeu(ac + v * L, a[v]);
+  }
+}
+
+// out[i, c0 : c0 + w] for columns [i0, i1) of X (R x V), Y (R x H, row stride H), w <= 4 vectors; words[q * ldw + i]
+// tile q's word of column i (tile_bits); acc: (i1 - i0) * 4 * L scratch.
+template <typename T> PMR_INLINE void bits_product(const uint64_t* words, int64_t ldw, const T* X, int64_t R, int64_t V,
+                                                   const T* Y, int64_t H, int64_t c0, bool ones, int64_t i0,
+                                                   int64_t i1, T* acc, T* out) {
+  constexpr int64_t L = kL<T>;
+  const int64_t w = std::min<int64_t>(4 * L, H - c0), NV = (w + L - 1) / L;
+  alignas(64) T yt[64 * 4 * L];
+  for (int64_t r0 = 0; r0 < R; r0 += 64) {
+    const int64_t rows = std::min<int64_t>(64, R - r0);
+    std::fill(yt, yt + 64 * NV * L, T(0));  // whole vectors, zero past w and below the last row
+    for (int64_t k = 0; k < rows; ++k) std::memcpy(yt + k * NV * L, Y + (r0 + k) * H + c0, w * sizeof(T));
+    const uint64_t* word = words + (r0 / 64) * ldw;
+    const bool first = r0 == 0;
+#define PMR_TILE(nv)                                                                        \
+  (ones ? tile_product<T, nv, true>(word, X, V, r0, yt, first, i0, i1, acc)                 \
+        : tile_product<T, nv, false>(word, X, V, r0, yt, first, i0, i1, acc))
+    switch (NV) {
+      case 4: PMR_TILE(4); break;
+      case 3: PMR_TILE(3); break;
+      case 2: PMR_TILE(2); break;
+      default: PMR_TILE(1); break;
+    }
+#undef PMR_TILE
+  }
+  for (int64_t i = i0; i < i1; ++i) std::memcpy(out + i * H + c0, acc + (i - i0) * NV * L, w * sizeof(T));
+}
+PMR_CLONES void bits_product_clone(const uint64_t* words, int64_t ldw, const float* X, int64_t R, int64_t V,
+                                   const float* Y, int64_t H, int64_t c0, bool ones, int64_t i0, int64_t i1,
+                                   float* acc, float* out) {
+  bits_product(words, ldw, X, R, V, Y, H, c0, ones, i0, i1, acc, out);
+}
+PMR_CLONES void bits_product_clone(const uint64_t* words, int64_t ldw, const double* X, int64_t R, int64_t V,
+                                   const double* Y, int64_t H, int64_t c0, bool ones, int64_t i0, int64_t i1,
+                                   double* acc, double* out) {
+  bits_product(words, ldw, X, R, V, Y, H, c0, ones, i0, i1, acc, out);
+}
+
 // out[i] = uniform_at / normal_at(seed, offset, start + i) for i < n.
 PMR_CLONES void uniforms_clone(const Draw& d, int64_t start, int64_t n, float* out) { uniforms(d, start, n, out); }
 PMR_CLONES void uniforms_clone(const Draw& d, int64_t start, int64_t n, double* out) { uniforms(d, start, n, out); }
@@ -386,6 +496,50 @@ struct CpuKernels {
       at::parallel_for(0, R, std::max<int64_t>(1, kGrain / std::max<int64_t>(n * cols / 2, 1)),
                        [&](int64_t r0, int64_t r1) { sample_product_clone(s, n, m, ld, cols, b, o, r0, r1); });
     });
+  }
+
+  // gW <- X^T Y (X (R, V), Y (R, H), gW (V, H), contiguous) over X's nonzeros (bits_product), if few enough of them
+  // for that to pay; else false, gW untouched. The tiles' words come first, column blocks split between threads, and
+  // with them the density.
+  static bool sparse_weight_statistic(Tensor& gW, const Tensor& X, const Tensor& Y) {
+    const int64_t R = X.size(0), V = X.size(1), H = Y.size(1), Q = (R + 63) / 64, ldw = (V + 63) / 64 * 64;
+    thread_local std::vector<uint64_t> words;
+    words.resize(Q * ldw);
+    uint64_t* wp = words.data();  // (inside the parallel regions `words` would name the running thread's own)
+    bool done = false;
+    AT_DISPATCH_FLOATING_TYPES(X.scalar_type(), "sparse_weight_statistic", [&] {
+      constexpr int64_t L = kL<scalar_t>;
+      const scalar_t* x = X.data_ptr<scalar_t>();
+      std::atomic<int64_t> nonzeros{0};
+      std::atomic<bool> ones{true};
+      at::parallel_for(0, ldw / 64, std::max<int64_t>(1, kGrain / (64 * R)), [&](int64_t g0, int64_t g1) {
+        int64_t count = 0;
+        bool other = false;
+        for (int64_t g = g0; g < g1; ++g)
+          for (int64_t q = 0; q < Q; ++q) {
+            uint64_t* w = wp + q * ldw + g * 64;
+            other |= tile_bits_clone(x + q * 64 * V + g * 64, V, std::min<int64_t>(64, R - q * 64),
+                                     std::min<int64_t>(64, V - g * 64), w);
+            for (int j = 0; j < 64; ++j) count += __builtin_popcountll(w[j]);
+          }
+        nonzeros += count;
+        if (other) ones = false;
+      });
+      // A 513 -> 50 step (batch 256, one thread) with X of density d, this product against MKL's GEMM: 1.00 against
+      // 1.20 ms at d = 0.5, 1.06 / 1.15 at 0.7, 1.07 / 1.14 at 0.8, even from 0.9 (with values read or not).
+      if (static_cast<double>(nonzeros) > 0.8 * static_cast<double>(R * V)) return;
+      const scalar_t* y = Y.data_ptr<scalar_t>();
+      scalar_t* out = gW.data_ptr<scalar_t>();
+      at::parallel_for(0, V, std::max<int64_t>(1, kGrain / std::max<int64_t>(R * H / 2, 1)), [&](int64_t i0,
+                                                                                                int64_t i1) {
+        thread_local std::vector<scalar_t> acc;  // kept: a fresh buffer is page-faulted in every step
+        acc.resize((i1 - i0) * 4 * L);
+        for (int64_t c0 = 0; c0 < H; c0 += 4 * L)
+          bits_product_clone(wp, ldw, x, R, V, y, H, c0, ones, i0, i1, acc.data(), out);
+      });
+      done = true;
+    });
+    return done;
   }
 
   // Sum of squared differences of two contiguous tensors of one shape. Partial sums over fixed kSumChunk-element

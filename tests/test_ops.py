@@ -321,6 +321,38 @@ def test_cd_step_matches_reference_where_the_visible_product_skips_zeros(device,
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(129, 33, 70), (64, 70, 33), (200, 1, 10), (130, 150, 65)], ids=str)
+@pytest.mark.parametrize("values", ["binary", "fractional", "dense"])
+@pytest.mark.parametrize("persistent", [False, True], ids=["cd1", "pcd2"])
+def test_cd_step_matches_reference_where_the_weight_statistic_skips_zeros(device, dtype, shape, values, persistent):
+    """The CPU sums X^T Y (X = [v0; vk]) over X's nonzeros, in tiles of 64 rows, when at most 0.8 of X is nonzero:
+    binary data (values never read), sparse fractional data (values read) and dense data (the GEMM instead); shapes
+    across the tiles' edges in rows and columns, over 4 vectors of hidden units, and PCD chains of another size."""
+    V, H, B = shape
+    case = dict(visible="bernoulli", k=2 if persistent else 1, persistent=persistent, momentum=0.5, wd=1e-3)
+    params, _, chains, sigma = _cd_problem(device, dtype, case, V=V, H=H, B=B, N=B + 7)
+    g = torch.Generator().manual_seed(3)
+    u = torch.rand(B, V, generator=g, dtype=torch.float64)
+    v = {"binary": (u < 0.3).double(), "fractional": (u < 0.3) * torch.rand(B, V, generator=g, dtype=torch.float64),
+         "dense": 0.01 + 0.98 * u}[values].to(device, dtype)
+    if values == "dense":
+        params[1] += 4  # visible units mostly on in the chain too: X is over 0.8 nonzero
+    W, b, c, *vels = params
+    params = [t.clone() for t in params]
+    ch = chains.clone() if chains is not None else None
+    hp = dict(lr=0.05, momentum=case["momentum"], weight_decay=case["wd"])
+    recon = ops.cd_step_(*params, v, ch, sigma, "bernoulli", case["k"], generator=gen(device, 22), **hp)
+    out = reference.cd_step(W, b, c, *vels, v, chains, sigma, "bernoulli", case["k"], generator=gen(device, 22), **hp)
+    tol = TOL[dtype] if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
+    for got, want in zip(params, out[:6]):
+        torch.testing.assert_close(got, want, **tol)
+    torch.testing.assert_close(recon, out.recon, **tol)
+    if ch is not None:
+        torch.testing.assert_close(ch, out.chains, **tol)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CD_CASES, ids=lambda d: "-".join(f"{k}{v}" for k, v in d.items()))
 def test_steps_of_an_epoch_equal_the_loop_of_steps_bitwise(device, dtype, case):
     """cd_steps_ over a shuffled order (batches of 7 of 17 rows: the last one shorter) is a loop of cd_step_."""
