@@ -5,6 +5,9 @@ the same random streams, then time it beside eager PyTorch, the same under torch
 BernoulliRBM.partial_fit (CPU) and the sgemm throughput the machine reaches on the same FLOPs; also the split
 path of data-parallel training (cd_stats then cd_apply_, without the all-reduce).
 
+GFLOP/s count the dense products' FLOPs. On the CPU the fused step sums its products over the nonzeros of binary
+units (the data here are 30% ones), so it can take less time than its own GEMMs alone: "% of sgemm" over 100.
+
     python benchmarks/bench_cd.py [--device cuda] [--json out.json] [--quick]
 """
 from __future__ import annotations

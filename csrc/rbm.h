@@ -228,6 +228,15 @@ template <class K> bool sparse_weight_statistic(Tensor& gW, const Tensor& X, con
   return false;
 }
 
+// out <- c + X W for binary units X (the hidden units' input): over X's nonzeros where the device has such a product
+// and X is sparse enough (K::sparse_rows_product), else ATen's GEMM.
+template <class K> void hidden_input(Tensor& out, const Tensor& X, const Tensor& W, const Tensor& c) {
+  if constexpr (requires(Tensor t) { K::sparse_rows_product(t, X, W, c); }) {
+    if (K::sparse_rows_product(out, X, W, c)) return;
+  }
+  at::addmm_out(out, c, X, W);
+}
+
 // The statistics of one CD-k (chains undefined) or PCD-k step, parameters untouched (arguments checked):
 //   dW = dw * X0^T p0 - cw * Xk^T pk,  db = (dw * colsum X0 - cw * colsum Xk) / sigma,
 //   dc = dw * colsum p0 - cw * colsum pk + sparsity_cost * dw * colsum (sparsity_target - p0),
@@ -268,7 +277,7 @@ CDStats cd_statistics(const char* op, const Tensor& W, const Tensor& b, const Te
     TORCH_CHECK(K::all_finite(X0), op, ": v contains NaN or Inf; the parameters were not changed");
 
   // Positive phase: p0 = p(h | v0) and a sample h0.
-  at::addmm_out(Y0, c, X0, W);
+  if (gauss) at::addmm_out(Y0, c, X0, W); else hidden_input<K>(Y0, X0, W, c);
   Tensor h0 = scratch(ws, S::kH0, {B, H}, o);
   K::sigmoid_sample(Y0, h0, K::draw(gen));
 
@@ -291,7 +300,7 @@ CDStats cd_statistics(const char* op, const Tensor& W, const Tensor& b, const Te
   };
   // pk = p(h | chain state) into Yk, and a sample when `sample`.
   auto hidden_step = [&](bool sample) -> Tensor {
-    at::addmm_out(Yk, c, Xk, W);
+    if (gauss) at::addmm_out(Yk, c, Xk, W); else hidden_input<K>(Yk, Xk, W, c);
     Tensor h = sample ? scratch(ws, S::kH, {N, H}, o) : Tensor();
     K::sigmoid_sample(Yk, h, sample ? K::draw(gen) : Draw{0, 0});
     return h;
