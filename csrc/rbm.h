@@ -12,8 +12,8 @@
 //   static bool all_finite(const Tensor&);
 // and optionally static Tensor sq_err(const Tensor& a, const Tensor& b) (0-d sum of squared differences), static
 // bool gather_rows(Tensor out, const Tensor& data, const Tensor& idx) (out <- data[idx], true if all finite), bool
-// copy_finite(Tensor out, const Tensor& src) (out <- src, true if all finite), weighted_column_sums and
-// sample_product (below), else ATen's.
+// copy_finite(Tensor out, const Tensor& src) (out <- src, true if all finite), weighted_column_sums,
+// sparse_rows_product and sparse_weight_statistic (below), else ATen's.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -198,23 +198,15 @@ inline Tensor scratch(Workspace* ws, Workspace::Slot slot, at::IntArrayRef sizes
   return view = t.narrow(0, 0, n).view(sizes);
 }
 
-// out <- bias + S W^T, with bias possibly undefined, for a sample S of binary units (the visible means of a Gibbs
-// step): the device's product over S's nonzeros when it has one (K::sample_product), else ATen's GEMM. (The hidden
-// side's products stay GEMMs: a visible sample has as many ones as zeros or more, and at 513 -> 50 W is too tall to
-// stay in cache as the sparse product reads it.)
-template <class K> void sample_times_Wt(Tensor& out, const Tensor& S, const Tensor& W, const Tensor& bias) {
-  if constexpr (requires(Tensor t) { K::sample_product(t, S, W, bias); }) {
-    // Where it was measured to pay: below 64 rows laying W^T out costs more than the product saves, below 128
-    // visible units finding the nonzeros and the partial vectors do, and from a few hundred hidden units (513 -> 512,
-    // 1024 -> 1024) it runs even with MKL's GEMM, at half its multiply-adds but without its blocking for registers.
-    const int64_t n = W.size(1), cols = W.size(0);
-    if (S.size(0) >= 64 && cols >= 128 && n <= 256 && W.is_contiguous() && S.is_contiguous() &&
-        out.is_contiguous()) {
-      K::sample_product(out, S, W, bias);
-      return;
-    }
+// out <- bias + S M (bias possibly undefined) for S a matrix of binary units (a batch, a Gibbs sample) and M = W (the
+// hidden units' input) or a view W^T (the visible units' means): over S's nonzeros where the device has such a
+// product and S is sparse enough (K::sparse_rows_product), else ATen's GEMM. Below 64 rows the tiles of a W^T view,
+// gathered from W's rows, cost more than skipping zeros saves (513 -> 50 at batch 10: a step 10% slower).
+template <class K> void binary_times(Tensor& out, const Tensor& S, const Tensor& M, const Tensor& bias) {
+  if constexpr (requires(Tensor t) { K::sparse_rows_product(t, S, M, bias); }) {
+    if ((M.stride(1) == 1 || S.size(0) >= 64) && K::sparse_rows_product(out, S, M, bias)) return;
   }
-  if (bias.defined()) at::addmm_out(out, bias, S, W.t()); else at::mm_out(out, S, W.t());
+  if (bias.defined()) at::addmm_out(out, bias, S, M); else at::mm_out(out, S, M);
 }
 
 // gW <- X^T Y for binary visible units (X = [v0; vk]) over X's nonzeros, where the device has such a product
@@ -226,15 +218,6 @@ template <class K> bool sparse_weight_statistic(Tensor& gW, const Tensor& X, con
   if constexpr (requires(Tensor t) { K::sparse_weight_statistic(t, X, Y); })
     return K::sparse_weight_statistic(gW, X, Y);
   return false;
-}
-
-// out <- c + X W for binary units X (the hidden units' input): over X's nonzeros where the device has such a product
-// and X is sparse enough (K::sparse_rows_product), else ATen's GEMM.
-template <class K> void hidden_input(Tensor& out, const Tensor& X, const Tensor& W, const Tensor& c) {
-  if constexpr (requires(Tensor t) { K::sparse_rows_product(t, X, W, c); }) {
-    if (K::sparse_rows_product(out, X, W, c)) return;
-  }
-  at::addmm_out(out, c, X, W);
 }
 
 // The statistics of one CD-k (chains undefined) or PCD-k step, parameters untouched (arguments checked):
@@ -277,7 +260,7 @@ CDStats cd_statistics(const char* op, const Tensor& W, const Tensor& b, const Te
     TORCH_CHECK(K::all_finite(X0), op, ": v contains NaN or Inf; the parameters were not changed");
 
   // Positive phase: p0 = p(h | v0) and a sample h0.
-  if (gauss) at::addmm_out(Y0, c, X0, W); else hidden_input<K>(Y0, X0, W, c);
+  if (gauss) at::addmm_out(Y0, c, X0, W); else binary_times<K>(Y0, X0, W, c);  // (Gaussian data: no zeros)
   Tensor h0 = scratch(ws, S::kH0, {B, H}, o);
   K::sigmoid_sample(Y0, h0, K::draw(gen));
 
@@ -291,7 +274,7 @@ CDStats cd_statistics(const char* op, const Tensor& W, const Tensor& b, const Te
   // Mean of p(v | h) (returned), and a sample into vs when `sample`.
   auto visible_step = [&](const Tensor& h, bool sample) -> Tensor {
     Tensor m = scratch(ws, S::kMean, {h.size(0), V}, o);
-    sample_times_Wt<K>(m, h, W, gauss ? Tensor() : b);
+    binary_times<K>(m, h, W.t(), gauss ? Tensor() : b);
     const Tensor s = sample ? vs : Tensor();
     const Draw d = sample ? K::draw(gen) : Draw{0, 0};
     if (gauss) K::gaussian_sample(m, b, sig, s, d); else K::sigmoid_sample(m, s, d);
@@ -300,7 +283,7 @@ CDStats cd_statistics(const char* op, const Tensor& W, const Tensor& b, const Te
   };
   // pk = p(h | chain state) into Yk, and a sample when `sample`.
   auto hidden_step = [&](bool sample) -> Tensor {
-    if (gauss) at::addmm_out(Yk, c, Xk, W); else hidden_input<K>(Yk, Xk, W, c);
+    if (gauss) at::addmm_out(Yk, c, Xk, W); else binary_times<K>(Yk, Xk, W, c);
     Tensor h = sample ? scratch(ws, S::kH, {N, H}, o) : Tensor();
     K::sigmoid_sample(Yk, h, sample ? K::draw(gen) : Draw{0, 0});
     return h;

@@ -137,99 +137,6 @@ PMR_CLONES void gaussian_affine_clone(double* m, const double* b, const double* 
   gaussian_affine(m, b, sd, s, n);
 }
 
-// The product of a sample of binary units with a weight matrix, skipping the sample's zeros (about half its entries):
-// row r of out = bias + sum over j with s_j != 0 of s_j * M[j, :] (s = row r of S, n entries), M row-major with
-// ld >= cols columns, zero from cols up to a multiple of the vector width. Any S gives S M exactly as written (a zero
-// term only drops 0 * M[j, :]); each output element sums in j order, on one thread.
-//
-// One block: the terms [t0, t1) of a row's nonzeros (idx, val) on NV vectors of columns from c0, added to the
-// bias (first) or to what out holds.
-template <typename T, int NV> PMR_INLINE void sample_product_block(const T* M, int64_t ld, const int32_t* idx,
-                                                                   const T* val, int64_t t0, int64_t t1,
-                                                                   const T* bias, bool first, int64_t c0,
-                                                                   int64_t cols, T* out) {
-  constexpr int64_t L = kL<T>;
-  const bool whole = c0 + NV * L <= cols;
-  T part[NV * L] = {};  // a last, partial block goes through here
-  const T* from = first ? bias : out;
-  vec<T> acc[NV];
-  if (from && whole) {
-    for (int v = 0; v < NV; ++v) acc[v] = loadu(from + c0 + v * L);
-  } else {
-    if (from) std::memcpy(part, from + c0, (cols - c0) * sizeof(T));
-    for (int v = 0; v < NV; ++v) acc[v] = loadu(part + v * L);
-  }
-  for (int64_t t = t0; t < t1; ++t) {
-    const T* m = M + static_cast<int64_t>(idx[t]) * ld + c0;
-    const vec<T> s = splat(val[t]);
-    for (int v = 0; v < NV; ++v) acc[v] += s * loadu(m + v * L);
-  }
-  if (whole) {  // (a fixed-size copy compiles to vector moves; a variable one is a call)
-    for (int v = 0; v < NV; ++v) storeu(out + c0 + v * L, acc[v]);
-  } else {
-    for (int v = 0; v < NV; ++v) storeu(part + v * L, acc[v]);
-    std::memcpy(out + c0, part, (cols - c0) * sizeof(T));
-  }
-}
-
-template <typename T> PMR_INLINE void sample_product_rows(const T* S, int64_t n, const T* M, int64_t ld, int64_t cols,
-                                                          const T* bias, T* out, int64_t r0, int64_t r1) {
-  constexpr int64_t L = kL<T>, NV = 4;
-  // M in tiles of kJ rows by NV vectors (16 KB in float), each used for a group of kG rows while it is in the L1 cache
-  constexpr int64_t kJ = 4096 / (NV * L), kG = 32;
-  const int64_t chunks = (n + kJ - 1) / kJ;
-  thread_local std::vector<int32_t> idx_buf;  // reused: a fresh allocation of this size is page-faulted in each call
-  thread_local std::vector<T> val_buf;
-  thread_local std::vector<int64_t> start_buf;
-  idx_buf.resize(kG * n);
-  val_buf.resize(kG * n);
-  start_buf.resize(kG * (chunks + 1));
-  for (int64_t g0 = r0; g0 < r1; g0 += kG) {
-    const int64_t G = std::min(kG, r1 - g0);
-    for (int64_t r = 0; r < G; ++r) {  // the group's nonzeros, row by row, with where each tile's start
-      const T* s = S + (g0 + r) * n;
-      int32_t* ir = idx_buf.data() + r * n;
-      T* vr = val_buf.data() + r * n;
-      int64_t* st = start_buf.data() + r * (chunks + 1);
-      int64_t k = 0;
-      for (int64_t q = 0; q < chunks; ++q) {
-        st[q] = k;
-        for (int64_t j = q * kJ; j < std::min(n, (q + 1) * kJ); ++j) {  // no branch: it would mispredict half the time
-          ir[k] = static_cast<int32_t>(j);
-          vr[k] = s[j];
-          k += s[j] != T(0);
-        }
-      }
-      st[chunks] = k;
-    }
-    for (int64_t q = 0; q < chunks; ++q) {
-      for (int64_t c0 = 0; c0 < cols; c0 += NV * L) {
-        const int64_t nv = std::min<int64_t>(NV, (cols - c0 + L - 1) / L);
-        for (int64_t r = 0; r < G; ++r) {
-          const int32_t* ir = idx_buf.data() + r * n;
-          const T* vr = val_buf.data() + r * n;
-          const int64_t t0 = start_buf[r * (chunks + 1) + q], t1 = start_buf[r * (chunks + 1) + q + 1];
-          T* o = out + (g0 + r) * cols;
-          switch (nv) {
-            case 4: sample_product_block<T, 4>(M, ld, ir, vr, t0, t1, bias, q == 0, c0, cols, o); break;
-            case 3: sample_product_block<T, 3>(M, ld, ir, vr, t0, t1, bias, q == 0, c0, cols, o); break;
-            case 2: sample_product_block<T, 2>(M, ld, ir, vr, t0, t1, bias, q == 0, c0, cols, o); break;
-            default: sample_product_block<T, 1>(M, ld, ir, vr, t0, t1, bias, q == 0, c0, cols, o); break;
-          }
-        }
-      }
-    }
-  }
-}
-PMR_CLONES void sample_product_clone(const float* S, int64_t n, const float* M, int64_t ld, int64_t cols,
-                                     const float* bias, float* out, int64_t r0, int64_t r1) {
-  sample_product_rows(S, n, M, ld, cols, bias, out, r0, r1);
-}
-PMR_CLONES void sample_product_clone(const double* S, int64_t n, const double* M, int64_t ld, int64_t cols,
-                                     const double* bias, double* out, int64_t r0, int64_t r1) {
-  sample_product_rows(S, n, M, ld, cols, bias, out, r0, r1);
-}
-
 // Products over the nonzeros of a matrix X of binary units (a batch, a chain's sample: at 513 -> 50 a third to a
 // half of the entries nonzero), in tiles of 64 along the sum: a 64-bit word per output and tile marks the nonzero
 // terms, found by bit scans, and the tile of the dense factor M (64 rows of whole vectors) stays in L1 while every
@@ -360,11 +267,12 @@ PMR_INLINE void tile_product(const uint64_t* word, int64_t wo, const T* x, int64
 }
 
 // Outputs [o0, o1), columns [c0, c0 + w) (w <= 4 vectors): out[o, :] = bias + sum over k < K of a(o, k) M[k, :]
-// (a as in tile_product, M (K x H) row-major), tile t's words at words[t * wt + o * wo]; acc: (o1 - o0) * 4 * L.
+// (a as in tile_product, M (K x H) with strides ms, mc), tile t's words at words[t * wt + o * wo]; acc: (o1 - o0) *
+// 4 * L.
 template <typename T> PMR_INLINE void sparse_product(const uint64_t* words, int64_t wt, int64_t wo, const T* x,
-                                                     int64_t xo, int64_t xk, int64_t K, const T* M, int64_t H,
-                                                     int64_t c0, const T* bias, bool ones, int64_t o0, int64_t o1,
-                                                     T* acc, T* out) {
+                                                     int64_t xo, int64_t xk, int64_t K, const T* M, int64_t ms,
+                                                     int64_t mc, int64_t H, int64_t c0, const T* bias, bool ones,
+                                                     int64_t o0, int64_t o1, T* acc, T* out) {
   constexpr int64_t L = kL<T>;
   const int64_t w = std::min<int64_t>(4 * L, H - c0), NV = (w + L - 1) / L;
   alignas(64) T mt[64 * 4 * L], init[4 * L] = {};
@@ -372,7 +280,12 @@ template <typename T> PMR_INLINE void sparse_product(const uint64_t* words, int6
   for (int64_t k0 = 0; k0 < K; k0 += 64) {
     const int64_t rows = std::min<int64_t>(64, K - k0);
     std::fill(mt, mt + 64 * NV * L, T(0));  // whole vectors, zero past w and below the last row
-    for (int64_t k = 0; k < rows; ++k) std::memcpy(mt + k * NV * L, M + (k0 + k) * H + c0, w * sizeof(T));
+    if (mc == 1) {
+      for (int64_t k = 0; k < rows; ++k) std::memcpy(mt + k * NV * L, M + (k0 + k) * ms + c0, w * sizeof(T));
+    } else {  // M a transposed view (W^T): read along its columns, W's rows
+      for (int64_t c = 0; c < w; ++c)
+        for (int64_t k = 0; k < rows; ++k) mt[k * NV * L + c] = M[(k0 + k) * ms + (c0 + c) * mc];
+    }
     const uint64_t* word = words + (k0 / 64) * wt;
     const T* xt = x + k0 * xk;
     const T* in = bias ? init : nullptr;
@@ -391,15 +304,16 @@ template <typename T> PMR_INLINE void sparse_product(const uint64_t* words, int6
   for (int64_t o = o0; o < o1; ++o) std::memcpy(out + o * H + c0, acc + (o - o0) * NV * L, w * sizeof(T));
 }
 PMR_CLONES void sparse_product_clone(const uint64_t* words, int64_t wt, int64_t wo, const float* x, int64_t xo,
-                                     int64_t xk, int64_t K, const float* M, int64_t H, int64_t c0, const float* bias,
-                                     bool ones, int64_t o0, int64_t o1, float* acc, float* out) {
-  sparse_product(words, wt, wo, x, xo, xk, K, M, H, c0, bias, ones, o0, o1, acc, out);
+                                     int64_t xk, int64_t K, const float* M, int64_t ms, int64_t mc, int64_t H,
+                                     int64_t c0, const float* bias, bool ones, int64_t o0, int64_t o1, float* acc,
+                                     float* out) {
+  sparse_product(words, wt, wo, x, xo, xk, K, M, ms, mc, H, c0, bias, ones, o0, o1, acc, out);
 }
 PMR_CLONES void sparse_product_clone(const uint64_t* words, int64_t wt, int64_t wo, const double* x, int64_t xo,
-                                     int64_t xk, int64_t K, const double* M, int64_t H, int64_t c0,
-                                     const double* bias, bool ones, int64_t o0, int64_t o1, double* acc,
+                                     int64_t xk, int64_t K, const double* M, int64_t ms, int64_t mc, int64_t H,
+                                     int64_t c0, const double* bias, bool ones, int64_t o0, int64_t o1, double* acc,
                                      double* out) {
-  sparse_product(words, wt, wo, x, xo, xk, K, M, H, c0, bias, ones, o0, o1, acc, out);
+  sparse_product(words, wt, wo, x, xo, xk, K, M, ms, mc, H, c0, bias, ones, o0, o1, acc, out);
 }
 
 // out[i] = uniform_at / normal_at(seed, offset, start + i) for i < n.
@@ -528,47 +442,16 @@ struct CpuKernels {
     return out;
   }
 
-  // out <- bias + S W^T for a sample S of binary units (bias may be undefined; out, S and W contiguous):
-  // sample_product_rows on W^T laid out in this thread's buffer, its rows padded with zeros to whole vectors.
-  static void sample_product(Tensor& out, const Tensor& S, const Tensor& W, const Tensor& bias) {
-    const int64_t R = S.size(0), n = S.size(1), cols = out.size(1);
-    AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "sample_product", [&] {
-      constexpr int64_t L = kL<scalar_t>;
-      // rows of whole vectors, an odd number of them: a power-of-two row stride (1024 floats) maps a tile's rows to
-      // a few sets of the L1 cache, which then evict one another
-      const int64_t vecs = (cols + L - 1) / L, ld = (vecs | 1) * L;
-      thread_local std::vector<scalar_t> wt;  // kept: a fresh buffer is page-faulted in every step
-      wt.resize(n * ld);
-      scalar_t* m = wt.data();
-      const scalar_t* w = W.data_ptr<scalar_t>();
-      // m[j, i] = W[i, j] (W is (cols, n)), in tiles of kT x kT: a column of W read whole is a cache miss a value
-      constexpr int64_t kT = 16;
-      at::parallel_for(0, (n + kT - 1) / kT, std::max<int64_t>(1, kGrain / (kT * ld)), [&](int64_t q0, int64_t q1) {
-        for (int64_t j0 = q0 * kT; j0 < std::min(n, q1 * kT); j0 += kT) {
-          const int64_t j1 = std::min(n, j0 + kT);
-          for (int64_t i0 = 0; i0 < cols; i0 += kT)
-            for (int64_t i = i0; i < std::min(cols, i0 + kT); ++i)
-              for (int64_t j = j0; j < j1; ++j) m[j * ld + i] = w[i * n + j];
-          for (int64_t j = j0; j < j1; ++j) std::fill(m + j * ld + cols, m + (j + 1) * ld, scalar_t(0));
-        }
-      });
-      const scalar_t* s = S.data_ptr<scalar_t>();
-      const scalar_t* b = bias.defined() ? bias.data_ptr<scalar_t>() : nullptr;
-      scalar_t* o = out.data_ptr<scalar_t>();
-      at::parallel_for(0, R, std::max<int64_t>(1, kGrain / std::max<int64_t>(n * cols / 2, 1)),
-                       [&](int64_t r0, int64_t r1) { sample_product_clone(s, n, m, ld, cols, b, o, r0, r1); });
-    });
-  }
-
   // The products over X's nonzeros (sparse_product), if few enough of them for that to pay; else false, out
   // untouched. The words come first, and with them the density: a step of 513 -> 50 (batch 256, one thread) with X
   // of density d, the weight statistic by this product against MKL's GEMM: 1.00 against 1.20 ms at d = 0.5, 1.06 /
   // 1.15 at 0.7, 1.07 / 1.14 at 0.8, even from 0.9 (with values read or not).
   static constexpr double kMaxDensity = 0.8;
 
-  // out <- bias + X W (X (R, V), W (V, H), out (R, H) contiguous; bias (H) or undefined).
-  static bool sparse_rows_product(Tensor& out, const Tensor& X, const Tensor& W, const Tensor& bias) {
-    const int64_t R = X.size(0), V = X.size(1), H = W.size(1), G = (V + 63) / 64;
+  // out <- bias + X M (X (R, V), out (R, H) contiguous; M (V, H) any strides (W, or W^T as a view); bias (H) or
+  // undefined).
+  static bool sparse_rows_product(Tensor& out, const Tensor& X, const Tensor& M, const Tensor& bias) {
+    const int64_t R = X.size(0), V = X.size(1), H = M.size(1), G = (V + 63) / 64;
     thread_local std::vector<uint64_t> words;
     words.resize(R * G);
     uint64_t* wp = words.data();  // (inside the parallel regions `words` would name the running thread's own)
@@ -588,8 +471,8 @@ struct CpuKernels {
         if (other) ones = false;
       });
       if (static_cast<double>(nonzeros) > kMaxDensity * static_cast<double>(R * V)) return;
-      multiply<scalar_t>(wp, 1, G, x, V, 1, V, W.data_ptr<scalar_t>(), H, bias.defined() ? bias.data_ptr<scalar_t>() : nullptr,
-               ones, R, out.data_ptr<scalar_t>());
+      multiply<scalar_t>(wp, 1, G, x, V, 1, V, M.data_ptr<scalar_t>(), M.stride(0), M.stride(1), H,
+                         bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, ones, R, out.data_ptr<scalar_t>());
       done = true;
     });
     return done;
@@ -620,7 +503,8 @@ struct CpuKernels {
         if (other) ones = false;
       });
       if (static_cast<double>(nonzeros) > kMaxDensity * static_cast<double>(R * V)) return;
-      multiply<scalar_t>(wp, ldw, 1, x, 1, V, R, Y.data_ptr<scalar_t>(), H, nullptr, ones, V, gW.data_ptr<scalar_t>());
+      multiply<scalar_t>(wp, ldw, 1, x, 1, V, R, Y.data_ptr<scalar_t>(), H, 1, H, nullptr, ones, V,
+                         gW.data_ptr<scalar_t>());
       done = true;
     });
     return done;
@@ -628,15 +512,15 @@ struct CpuKernels {
 
   // sparse_product for outputs [0, n), split between threads, in blocks of 4 vectors of M's H columns.
   template <typename T> static void multiply(const uint64_t* words, int64_t wt, int64_t wo, const T* x, int64_t xo,
-                                             int64_t xk, int64_t K, const T* M, int64_t H, const T* bias, bool ones,
-                                             int64_t n, T* out) {
+                                             int64_t xk, int64_t K, const T* M, int64_t ms, int64_t mc, int64_t H,
+                                             const T* bias, bool ones, int64_t n, T* out) {
     constexpr int64_t L = kL<T>;
     at::parallel_for(0, n, std::max<int64_t>(1, kGrain / std::max<int64_t>(K * H / 2, 1)), [&](int64_t o0,
                                                                                               int64_t o1) {
       thread_local std::vector<T> acc;  // kept: a fresh buffer is page-faulted in every step
       acc.resize((o1 - o0) * 4 * L);
       for (int64_t c0 = 0; c0 < H; c0 += 4 * L)
-        sparse_product_clone(words, wt, wo, x, xo, xk, K, M, H, c0, bias, ones, o0, o1, acc.data(), out);
+        sparse_product_clone(words, wt, wo, x, xo, xk, K, M, ms, mc, H, c0, bias, ones, o0, o1, acc.data(), out);
     });
   }
 

@@ -301,9 +301,9 @@ def test_cd_step_matches_reference(device, dtype, case):
 @pytest.mark.parametrize("shape", [(128, 1, 64), (129, 33, 70), (300, 70, 100)], ids=str)
 @pytest.mark.parametrize("case", [CD_CASES[1], CD_CASES[2], CD_CASES[3]], ids=lambda d: d["visible"] + str(d["k"]))
 def test_cd_step_matches_reference_where_the_visible_product_skips_zeros(device, dtype, shape, case):
-    """From 64 rows and 128 visible units (up to 256 hidden) the CPU computes h W^T over h's nonzeros, in tiles of
-    W^T and of the batch: shapes across the tiles' edges, a single hidden unit (rows with no nonzero), PCD and
-    CD-k."""
+    """From 64 rows the CPU computes the visible means h W^T over the nonzeros of the hidden sample h, in tiles of
+    W^T gathered from W: shapes across the tiles' edges, a single hidden unit (rows with no nonzero), more than 64
+    hidden units (two tiles), PCD and CD-k, Gaussian visible units (no bias in the product)."""
     V, H, B = shape
     params, v, chains, sigma = _cd_problem(device, dtype, case, V=V, H=H, B=B, N=B)
     W, b, c, *vels = params
