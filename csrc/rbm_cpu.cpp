@@ -176,9 +176,9 @@ template <typename UV> PMR_INLINE auto or_lanes(UV x) {
   return x[0];
 }
 
-// The row words of n values: word[g] bit j <-> x[64 g + j] != 0; true if some nonzero differs from 1. Each lane's
-// bit is shifted to its place within the vector's lanes, and the lanes ORed together.
-template <typename T> PMR_INLINE bool row_bits(const T* x, int64_t n, uint64_t* word) {
+// The row words of n values: word[g] bit j <-> x[64 g + j] != 0, their ones added to count; true if some nonzero
+// differs from 1. Each lane's bit is shifted to its place within the vector's lanes, and the lanes ORed together.
+template <typename T> PMR_INLINE bool row_bits(const T* x, int64_t n, uint64_t* word, int64_t& count) {
   using U = typename Bits<T>::U;
   typedef U UV __attribute__((vector_size(64)));
   constexpr int L = kL<T>, kB = Bits<T>::kB;
@@ -204,15 +204,22 @@ template <typename T> PMR_INLINE bool row_bits(const T* x, int64_t n, uint64_t* 
     uint64_t w = or_lanes(part[0]);
     if constexpr (kB == 32) w |= static_cast<uint64_t>(or_lanes(part[1])) << 32;
     word[g] = w;
+    count += __builtin_popcountll(w);  // (one instruction in the clones that have it, a call in the baseline)
   }
   return or_lanes(other) != 0;
 }
-PMR_CLONES bool row_bits_clone(const float* x, int64_t n, uint64_t* word) { return row_bits(x, n, word); }
-PMR_CLONES bool row_bits_clone(const double* x, int64_t n, uint64_t* word) { return row_bits(x, n, word); }
+PMR_CLONES bool row_bits_clone(const float* x, int64_t n, uint64_t* word, int64_t& count) {
+  return row_bits(x, n, word, count);
+}
+PMR_CLONES bool row_bits_clone(const double* x, int64_t n, uint64_t* word, int64_t& count) {
+  return row_bits(x, n, word, count);
+}
 
 // The column words of a tile of rows (rows <= 64 rows of x, row stride V) over 64 columns: word[j] bit k <-> x[k,
-// j] != 0 (n < 64 columns through a zero-padded copy); true if some nonzero differs from 1.
-template <typename T> PMR_INLINE bool tile_bits(const T* x, int64_t V, int64_t rows, int64_t n, uint64_t* word) {
+// j] != 0 (n < 64 columns through a zero-padded copy), their ones added to count; true if some nonzero differs
+// from 1.
+template <typename T> PMR_INLINE bool tile_bits(const T* x, int64_t V, int64_t rows, int64_t n, uint64_t* word,
+                                                int64_t& count) {
   using U = typename Bits<T>::U;
   constexpr int kB = Bits<T>::kB;
   U part[64 / kB][64] = {}, other = 0;
@@ -231,14 +238,17 @@ template <typename T> PMR_INLINE bool tile_bits(const T* x, int64_t V, int64_t r
     uint64_t w = part[0][j];
     if constexpr (kB == 32) w |= static_cast<uint64_t>(part[1][j]) << 32;
     word[j] = w;
+    count += __builtin_popcountll(w);
   }
   return other != 0;
 }
-PMR_CLONES bool tile_bits_clone(const float* x, int64_t V, int64_t rows, int64_t n, uint64_t* word) {
-  return tile_bits(x, V, rows, n, word);
+PMR_CLONES bool tile_bits_clone(const float* x, int64_t V, int64_t rows, int64_t n, uint64_t* word,
+                                int64_t& count) {
+  return tile_bits(x, V, rows, n, word, count);
 }
-PMR_CLONES bool tile_bits_clone(const double* x, int64_t V, int64_t rows, int64_t n, uint64_t* word) {
-  return tile_bits(x, V, rows, n, word);
+PMR_CLONES bool tile_bits_clone(const double* x, int64_t V, int64_t rows, int64_t n, uint64_t* word,
+                                int64_t& count) {
+  return tile_bits(x, V, rows, n, word, count);
 }
 
 // The terms of one tile for outputs [o0, o1): acc[o] (+)= sum over the set bits k of word[o * wo] of a(o, k) *
@@ -463,10 +473,7 @@ struct CpuKernels {
       at::parallel_for(0, R, std::max<int64_t>(1, kGrain / V), [&](int64_t r0, int64_t r1) {
         int64_t count = 0;
         bool other = false;
-        for (int64_t r = r0; r < r1; ++r) {
-          other |= row_bits_clone(x + r * V, V, wp + r * G);
-          for (int64_t g = 0; g < G; ++g) count += __builtin_popcountll(wp[r * G + g]);
-        }
+        for (int64_t r = r0; r < r1; ++r) other |= row_bits_clone(x + r * V, V, wp + r * G, count);
         nonzeros += count;
         if (other) ones = false;
       });
@@ -493,12 +500,9 @@ struct CpuKernels {
         int64_t count = 0;
         bool other = false;
         for (int64_t g = g0; g < g1; ++g)
-          for (int64_t q = 0; q < Q; ++q) {
-            uint64_t* w = wp + q * ldw + g * 64;
+          for (int64_t q = 0; q < Q; ++q)
             other |= tile_bits_clone(x + q * 64 * V + g * 64, V, std::min<int64_t>(64, R - q * 64),
-                                     std::min<int64_t>(64, V - g * 64), w);
-            for (int j = 0; j < 64; ++j) count += __builtin_popcountll(w[j]);
-          }
+                                     std::min<int64_t>(64, V - g * 64), wp + q * ldw + g * 64, count);
         nonzeros += count;
         if (other) ones = false;
       });
@@ -514,13 +518,15 @@ struct CpuKernels {
   template <typename T> static void multiply(const uint64_t* words, int64_t wt, int64_t wo, const T* x, int64_t xo,
                                              int64_t xk, int64_t K, const T* M, int64_t ms, int64_t mc, int64_t H,
                                              const T* bias, bool ones, int64_t n, T* out) {
-    constexpr int64_t L = kL<T>;
+    constexpr int64_t L = kL<T>, kBlock = 512;  // outputs at a time: acc stays in L2 whatever the batch
     at::parallel_for(0, n, std::max<int64_t>(1, kGrain / std::max<int64_t>(K * H / 2, 1)), [&](int64_t o0,
                                                                                               int64_t o1) {
       thread_local std::vector<T> acc;  // kept: a fresh buffer is page-faulted in every step
-      acc.resize((o1 - o0) * 4 * L);
-      for (int64_t c0 = 0; c0 < H; c0 += 4 * L)
-        sparse_product_clone(words, wt, wo, x, xo, xk, K, M, ms, mc, H, c0, bias, ones, o0, o1, acc.data(), out);
+      acc.resize(std::min(o1 - o0, kBlock) * 4 * L);
+      for (int64_t b0 = o0; b0 < o1; b0 += kBlock)
+        for (int64_t c0 = 0; c0 < H; c0 += 4 * L)
+          sparse_product_clone(words, wt, wo, x, xo, xk, K, M, ms, mc, H, c0, bias, ones, b0,
+                               std::min(o1, b0 + kBlock), acc.data(), out);
     });
   }
 

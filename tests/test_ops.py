@@ -321,14 +321,15 @@ def test_cd_step_matches_reference_where_the_visible_product_skips_zeros(device,
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(129, 33, 70), (64, 70, 33), (200, 1, 10), (130, 150, 65)], ids=str)
+@pytest.mark.parametrize("shape", [(129, 33, 70), (64, 70, 33), (200, 1, 10), (130, 150, 65), (600, 20, 1100)],
+                         ids=str)
 @pytest.mark.parametrize("values", ["binary", "fractional", "dense"])
 @pytest.mark.parametrize("persistent", [False, True], ids=["cd1", "pcd2"])
 def test_cd_step_matches_reference_where_products_skip_zeros(device, dtype, shape, values, persistent):
     """The CPU sums the hidden units' input c + X W and the weight statistic X^T Y (X = [v0; vk]) over X's nonzeros,
     in tiles of 64, when at most 0.8 of X is nonzero: binary data (values never read), sparse fractional data (values
     read) and dense data (the GEMMs instead); shapes across the tiles' edges in rows and columns, over 4 vectors of
-    hidden units, and PCD chains of another size."""
+    hidden units, over 512 rows (blocks of outputs), and PCD chains of another size."""
     V, H, B = shape
     case = dict(visible="bernoulli", k=2 if persistent else 1, persistent=persistent, momentum=0.5, wd=1e-3)
     params, _, chains, sigma = _cd_problem(device, dtype, case, V=V, H=H, B=B, N=B + 7)
