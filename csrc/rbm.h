@@ -13,7 +13,7 @@
 // and optionally static Tensor sq_err(const Tensor& a, const Tensor& b) (0-d sum of squared differences), static
 // bool gather_rows(Tensor out, const Tensor& data, const Tensor& idx) (out <- data[idx], true if all finite), bool
 // copy_finite(Tensor out, const Tensor& src) (out <- src, true if all finite), weighted_column_sums,
-// sparse_rows_product and sparse_weight_statistic (below), else ATen's.
+// sparse_rows_product and sparse_weight_statistic (binary_times, weight_statistic below), else ATen's.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -209,15 +209,24 @@ template <class K> void binary_times(Tensor& out, const Tensor& S, const Tensor&
   if (bias.defined()) at::addmm_out(out, bias, S, M); else at::mm_out(out, S, M);
 }
 
-// gW <- X^T Y for binary visible units (X = [v0; vk]) over X's nonzeros, where the device has such a product
-// (K::sparse_weight_statistic, which declines when X is too dense for it to pay); false when not done. Measured to pay
-// at every shape tried (one thread, binary data of density 0.5): 50 -> 50 at batch 10 and 256 (-7%, -9% a step),
-// 513 -> 50 at batch 10, 32 and 256 (-17% to -22%), 513 -> 512 at batch 10 and 256 (-8%, -16%), 1024 -> 1024 at
-// batch 512 (-17%).
-template <class K> bool sparse_weight_statistic(Tensor& gW, const Tensor& X, const Tensor& Y) {
-  if constexpr (requires(Tensor t) { K::sparse_weight_statistic(t, X, Y); })
-    return K::sparse_weight_statistic(gW, X, Y);
-  return false;
+// gW <- X^T Y, the weight statistic (X = [v0; vk]): for binary units over X's nonzeros where the device has such a
+// product (K::sparse_weight_statistic, which declines when X is too dense for it to pay), else ATen's GEMM. The sparse
+// product was measured to pay at every shape tried (one thread, binary data of density 0.5): 50 -> 50 at batch 10
+// and 256 (-7%, -9% a step), 513 -> 50 at batch 10, 32 and 256 (-17% to -22%), 513 -> 512 at batch 10 and 256 (-8%,
+// -16%), 1024 -> 1024 at batch 512 (-17%).
+template <class K> void weight_statistic(Tensor& gW, const Tensor& X, const Tensor& Y, bool binary, Workspace* ws) {
+  if constexpr (requires(Tensor t) { K::sparse_weight_statistic(t, X, Y); }) {
+    if (binary && K::sparse_weight_statistic(gW, X, Y)) return;
+  }
+  const int64_t V = X.size(1), H = Y.size(1);
+  if (V > 2 * H && cheap_to_check(X)) {
+    // a wide product is the faster GEMM on the CPU (measured at 513 -> 50: Y^T X 20% faster than X^T Y), and
+    // the transposition back costs a pass over the small result
+    Tensor gWt = scratch(ws, Workspace::kDWt, {H, V}, X.options());
+    gW.copy_(at::mm_out(gWt, Y.t(), X).t());
+  } else {
+    at::mm_out(gW, X.t(), Y);
+  }
 }
 
 // The statistics of one CD-k (chains undefined) or PCD-k step, parameters untouched (arguments checked):
@@ -309,16 +318,7 @@ CDStats cd_statistics(const char* op, const Tensor& W, const Tensor& b, const Te
   // sparsity term is a sum over data rows too (dw * (target - p0) per row), so that shards of a batch add up.
   Tensor gc = weighted_column_sums<K>(Y, B, dw, -cw, true);
   Tensor gW = scratch(ws, S::kDW, {V, H}, o);
-  if (gauss || !sparse_weight_statistic<K>(gW, X, Y)) {  // (a Gaussian sample has no zeros)
-    if (V > 2 * H && cheap_to_check(W)) {
-      // a wide product is the faster GEMM on the CPU (measured at 513 -> 50: Y^T X 20% faster than X^T Y), and
-      // the transposition back costs a pass over the small result
-      Tensor gWt = scratch(ws, S::kDWt, {H, V}, o);
-      gW.copy_(at::mm_out(gWt, Y.t(), X).t());
-    } else {
-      at::mm_out(gW, X.t(), Y);
-    }
-  }
+  weight_statistic<K>(gW, X, Y, !gauss, ws);  // (a Gaussian sample has no zeros)
   if (sparsity_cost > 0) gc.add_(Y0.sum(0).neg_().add_(sparsity_target * dw * static_cast<double>(B)), sparsity_cost);
   Tensor gb = weighted_column_sums<K>(X, B, dw, -cw, false);
   if (scaled) gb.div_(sig);

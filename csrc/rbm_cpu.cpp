@@ -460,6 +460,22 @@ struct CpuKernels {
   // input alone 0.89 / 1.06 at 0.5, 1.03 / 1.14 at 0.7, 1.17 / 1.30 at 0.8, even at 0.9.
   static constexpr double kMaxDensity = 0.8;
 
+  // Whether X is sparse enough: its words built by build(i0, i1, count) over [0, n) in parallel (each call adding its
+  // words' ones to count and returning true if some nonzero differs from 1), then X's density; `ones`: every nonzero
+  // is 1.
+  template <typename Build> static bool sparse_enough(const Tensor& X, int64_t n, int64_t grain, Build build,
+                                                      bool& ones) {
+    std::atomic<int64_t> nonzeros{0};
+    std::atomic<bool> all_ones{true};
+    at::parallel_for(0, n, grain, [&](int64_t i0, int64_t i1) {
+      int64_t count = 0;
+      if (build(i0, i1, count)) all_ones = false;
+      nonzeros += count;
+    });
+    ones = all_ones;
+    return static_cast<double>(nonzeros) <= kMaxDensity * static_cast<double>(X.numel());
+  }
+
   // out <- bias + X M (X (R, V), out (R, H) contiguous; M (V, H) any strides (W, or W^T as a view); bias (H) or
   // undefined).
   static bool sparse_rows_product(Tensor& out, const Tensor& X, const Tensor& M, const Tensor& bias) {
@@ -470,19 +486,15 @@ struct CpuKernels {
     bool done = false;
     AT_DISPATCH_FLOATING_TYPES(X.scalar_type(), "sparse_rows_product", [&] {
       const scalar_t* x = X.data_ptr<scalar_t>();
-      std::atomic<int64_t> nonzeros{0};
-      std::atomic<bool> ones{true};
-      at::parallel_for(0, R, std::max<int64_t>(1, kGrain / V), [&](int64_t r0, int64_t r1) {
-        int64_t count = 0;
+      bool ones;
+      done = sparse_enough(X, R, std::max<int64_t>(1, kGrain / V), [&](int64_t r0, int64_t r1, int64_t& count) {
         bool other = false;
         for (int64_t r = r0; r < r1; ++r) other |= row_bits_clone(x + r * V, V, wp + r * G, count);
-        nonzeros += count;
-        if (other) ones = false;
-      });
-      if (static_cast<double>(nonzeros) > kMaxDensity * static_cast<double>(R * V)) return;
-      multiply<scalar_t>(wp, 1, G, x, V, 1, V, M.data_ptr<scalar_t>(), M.stride(0), M.stride(1), H,
-                         bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, ones, R, out.data_ptr<scalar_t>());
-      done = true;
+        return other;
+      }, ones);
+      if (done)
+        multiply<scalar_t>(wp, 1, G, x, V, 1, V, M.data_ptr<scalar_t>(), M.stride(0), M.stride(1), H,
+                           bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, ones, R, out.data_ptr<scalar_t>());
     });
     return done;
   }
@@ -496,22 +508,19 @@ struct CpuKernels {
     bool done = false;
     AT_DISPATCH_FLOATING_TYPES(X.scalar_type(), "sparse_weight_statistic", [&] {
       const scalar_t* x = X.data_ptr<scalar_t>();
-      std::atomic<int64_t> nonzeros{0};
-      std::atomic<bool> ones{true};
-      at::parallel_for(0, ldw / 64, std::max<int64_t>(1, kGrain / (64 * R)), [&](int64_t g0, int64_t g1) {
-        int64_t count = 0;
+      bool ones;
+      done = sparse_enough(X, ldw / 64, std::max<int64_t>(1, kGrain / (64 * R)), [&](int64_t g0, int64_t g1,
+                                                                                     int64_t& count) {
         bool other = false;
         for (int64_t g = g0; g < g1; ++g)
           for (int64_t q = 0; q < Q; ++q)
             other |= tile_bits_clone(x + q * 64 * V + g * 64, V, std::min<int64_t>(64, R - q * 64),
                                      std::min<int64_t>(64, V - g * 64), wp + q * ldw + g * 64, count);
-        nonzeros += count;
-        if (other) ones = false;
-      });
-      if (static_cast<double>(nonzeros) > kMaxDensity * static_cast<double>(R * V)) return;
-      multiply<scalar_t>(wp, ldw, 1, x, 1, V, R, Y.data_ptr<scalar_t>(), H, 1, H, nullptr, ones, V,
-                         gW.data_ptr<scalar_t>());
-      done = true;
+        return other;
+      }, ones);
+      if (done)
+        multiply<scalar_t>(wp, ldw, 1, x, 1, V, R, Y.data_ptr<scalar_t>(), H, 1, H, nullptr, ones, V,
+                           gW.data_ptr<scalar_t>());
     });
     return done;
   }
